@@ -1,0 +1,249 @@
+"""The compute core: seamless tiled DSen2 super-resolution of a scene window.
+
+Pure NumPy given a :class:`Runner` (ONNX Runtime, TensorRT or PyTorch behind the same
+call) and a :class:`SceneSource` that reads band windows at native resolution.
+
+How seamlessness is guaranteed. The *whole-image result* is defined as the net applied
+once to the upsampled input stack symmetrically padded by ``halo`` pixels at the true
+image border, then cropped. A tile of that result only depends on the input within
+``receptive radius`` pixels of it, so each tile is computed from an extended window of
+``tile + 2·halo`` pixels (``halo`` ≥ receptive radius) whose 10 m indices are mapped
+into the image by symmetric reflection, and whose LR bands are upsampled at exactly
+those indices (:func:`~s2sr_cloud.resample.upsample_at`). Tiles are equal-sized (the
+last row/column of tiles is shifted back inside the window), so they batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from .bands import BANDS_20M, BANDS_60M, NET_INDEX_10M, NETS, NODATA, SCALE, SR_BANDS, NetSpec
+from .errors import ShapeMismatch
+from .resample import lr_range, upsample_at
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """One net behind an inference backend.
+
+    ``__call__`` maps scaled input (N, C_in, h, w) float32 to scaled output
+    (N, C_out, h, w) float32; the global residual is part of the net.
+    """
+
+    net: str
+    """``net20`` or ``net60``."""
+    halo: int
+    """Receptive-field radius of the net in 10 m pixels."""
+    backend: str
+    """Backend name, e.g. ``onnxruntime-cpu``."""
+
+    def __call__(self, x: np.ndarray) -> np.ndarray: ...
+
+
+class SceneSource(Protocol):
+    """Reads band windows of a scene at native resolution.
+
+    ``read(res, rows, cols)`` returns float32 (C, len(rows), len(cols)) of the bands of the
+    resolution group ``res`` (10, 20, 60; bands in spectral order, DN on the pre-04.00
+    scale, 0 = nodata) for the half-open row/col ranges given in that group's pixels.
+    """
+
+    @property
+    def shape10(self) -> tuple[int, int]: ...
+
+    def read(self, res: int, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray: ...
+
+
+def check_shapes(shape10: tuple[int, int], shape20: tuple[int, int], shape60: tuple[int, int]) -> None:
+    """Raise :class:`ShapeMismatch` unless 10 m = 2 × 20 m = 6 × 60 m in both axes."""
+    h, w = shape10
+    if shape20 != (h // 2, w // 2) or shape60 != (h // 6, w // 6) or h % 6 or w % 6:
+        raise ShapeMismatch(
+            f"band grids do not align: 10 m {shape10}, 20 m {shape20}, 60 m {shape60}; "
+            "expected the 10 m side to be exactly 2x the 20 m side and 6x the 60 m side "
+            "(crop the scene to a multiple of 60 m)"
+        )
+
+
+@dataclass
+class ArraySource:
+    """A scene held in memory as ``b10`` (4, H, W), ``b20`` (6, H/2, W/2), ``b60`` (2, H/6, W/6).
+
+    Arrays are DN on the pre-04.00 scale (harmonise first), any numeric dtype.
+    """
+
+    b10: np.ndarray
+    b20: np.ndarray
+    b60: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.b10.ndim != 3 or self.b10.shape[0] != 4:
+            raise ShapeMismatch(f"b10 must be (4, H, W), got {self.b10.shape}")
+        if self.b20.ndim != 3 or self.b20.shape[0] != 6:
+            raise ShapeMismatch(f"b20 must be (6, H/2, W/2), got {self.b20.shape}")
+        if self.b60.ndim != 3 or self.b60.shape[0] != 2:
+            raise ShapeMismatch(f"b60 must be (2, H/6, W/6), got {self.b60.shape}")
+        check_shapes(self.b10.shape[1:], self.b20.shape[1:], self.b60.shape[1:])
+
+    @property
+    def shape10(self) -> tuple[int, int]:
+        return (int(self.b10.shape[1]), int(self.b10.shape[2]))
+
+    def read(self, res: int, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+        arr = {10: self.b10, 20: self.b20, 60: self.b60}[res]
+        return arr[:, rows[0] : rows[1], cols[0] : cols[1]].astype(np.float32)
+
+
+def reflect_index(idx: np.ndarray, n: int) -> np.ndarray:
+    """Map indices into ``[0, n)`` by symmetric reflection (NumPy ``pad`` mode ``symmetric``)."""
+    m = np.mod(idx, 2 * n)
+    return np.where(m >= n, 2 * n - 1 - m, m)
+
+
+def tile_starts(n: int, tile: int) -> list[int]:
+    """Starts of equal tiles covering ``[0, n)``; the last one is shifted back to end at ``n``."""
+    if tile >= n:
+        return [0]
+    starts = list(range(0, n - tile, tile))
+    starts.append(n - tile)
+    return starts
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A window of the 10 m grid: top-left ``row``, ``col`` and size ``height``, ``width``."""
+
+    row: int
+    col: int
+    height: int
+    width: int
+
+
+def iter_blocks(shape10: tuple[int, int], block: int) -> Iterator[Window]:
+    """Non-overlapping blocks of side ``block`` (a multiple of 6 is best) covering the grid."""
+    h, w = shape10
+    for r in range(0, h, block):
+        for c in range(0, w, block):
+            yield Window(r, c, min(block, h - r), min(block, w - c))
+
+
+def _gather(source: SceneSource, res: int, rows10: np.ndarray, cols10: np.ndarray, shape10: tuple[int, int]) -> np.ndarray:
+    """Bands of group ``res`` on the 10 m indices ``rows10`` × ``cols10``."""
+    if res == 10:
+        r0, r1 = int(rows10.min()), int(rows10.max()) + 1
+        c0, c1 = int(cols10.min()), int(cols10.max()) + 1
+        win = source.read(10, (r0, r1), (c0, c1))
+        return win[:, rows10 - r0][:, :, cols10 - c0]
+    s = res // 10
+    lr_shape = (shape10[0] // s, shape10[1] // s)
+    lr_rows = lr_range(rows10, s, lr_shape[0])
+    lr_cols = lr_range(cols10, s, lr_shape[1])
+    win = source.read(res, lr_rows, lr_cols)
+    return upsample_at(win, s, rows10, cols10, origin=(lr_rows[0], lr_cols[0]), lr_shape=lr_shape)
+
+
+def _nodata_mask(source: SceneSource, window: Window, groups: set[int]) -> np.ndarray:
+    """True where the output is nodata: any input band is 0 at (or above) the pixel."""
+    rows = np.arange(window.row, window.row + window.height)
+    cols = np.arange(window.col, window.col + window.width)
+    mask = np.zeros((window.height, window.width), dtype=bool)
+    for res in sorted(groups):
+        s = res // 10
+        lr_r = (window.row // s, (window.row + window.height - 1) // s + 1)
+        lr_c = (window.col // s, (window.col + window.width - 1) // s + 1)
+        lr = source.read(res, lr_r, lr_c)
+        bad = np.any(lr == NODATA, axis=0)
+        mask |= bad[(rows // s - lr_r[0])[:, None], (cols // s - lr_c[0])[None, :]]
+    return mask
+
+
+ProgressFn = Callable[[int, int], None]
+
+
+def super_resolve(
+    source: SceneSource,
+    runners: Mapping[str, Runner],
+    *,
+    window: Window | None = None,
+    tile: int = 256,
+    batch: int = 4,
+    halo: int | None = None,
+    on_tile: ProgressFn | None = None,
+) -> dict[str, np.ndarray]:
+    """Super-resolve ``window`` of ``source`` with each runner.
+
+    Args:
+        source: the scene.
+        runners: ``{"net20": runner, "net60": runner}`` (either may be absent).
+        window: 10 m window to produce (default: the whole scene).
+        tile: tile side in 10 m pixels (output pixels per tile, halo excluded).
+        batch: tiles per runner call.
+        halo: override of the halo (default: the largest receptive radius of the runners).
+        on_tile: called as ``on_tile(done, total)`` after each batch.
+
+    Returns:
+        ``{net: float32 (C_out, height, width)}`` in DN (pre-04.00 scale), 0 where nodata.
+    """
+    shape10 = source.shape10
+    if window is None:
+        window = Window(0, 0, *shape10)
+    if not runners:
+        raise ValueError("no runner given")
+    need = max(r.halo for r in runners.values())
+    halo = need if halo is None else halo
+    if halo < need:
+        raise ValueError(f"halo {halo} is smaller than the receptive radius {need}")
+    rows = reflect_index(np.arange(window.row - halo, window.row + window.height + halo), shape10[0])
+    cols = reflect_index(np.arange(window.col - halo, window.col + window.width + halo), shape10[1])
+    specs = {name: NETS[name] for name in runners}
+    groups = {g for spec in specs.values() for g in spec.groups}
+    stacks = {g: _gather(source, g, rows, cols, shape10) for g in groups}
+    stacks[10] = stacks[10][list(NET_INDEX_10M)]
+    th, tw = min(tile, window.height), min(tile, window.width)
+    starts = [(r, c) for r in tile_starts(window.height, th) for c in tile_starts(window.width, tw)]
+    total = len(starts) * len(runners)
+    done = 0
+    out: dict[str, np.ndarray] = {}
+    for name, runner in runners.items():
+        spec: NetSpec = specs[name]
+        x = np.concatenate([stacks[g] for g in spec.groups], axis=0)
+        x /= np.float32(SCALE)
+        res = np.zeros((spec.out_channels, window.height, window.width), dtype=np.float32)
+        for i in range(0, len(starts), batch):
+            chunk = starts[i : i + batch]
+            xb = np.stack([x[:, r : r + th + 2 * halo, c : c + tw + 2 * halo] for r, c in chunk])
+            yb = runner(np.ascontiguousarray(xb))
+            for (r, c), y in zip(chunk, yb, strict=True):
+                res[:, r : r + th, c : c + tw] = y[:, halo : halo + th, halo : halo + tw]
+            done += len(chunk)
+            if on_tile is not None:
+                on_tile(done, total)
+        res *= np.float32(SCALE)
+        out[name] = res
+    mask = _nodata_mask(source, window, groups)
+    for res in out.values():
+        np.clip(res, 1.0, 65535.0, out=res)
+        res[:, mask] = 0.0
+    log.debug("super-resolved window %s with %d tiles of %dx%d", window, len(starts), th, tw)
+    return out
+
+
+def to_uint16(x: np.ndarray) -> np.ndarray:
+    """Round float DN to uint16 (values are already clipped, 0 = nodata)."""
+    return np.rint(x).astype(np.uint16)
+
+
+def assemble_sr_bands(out: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Stack net outputs in :data:`~s2sr_cloud.bands.SR_BANDS` order (B01, B05 … B12)."""
+    b20 = out["net20"]
+    b60 = out["net60"]
+    order = {**{b: b20[i] for i, b in enumerate(BANDS_20M)}, **{b: b60[i] for i, b in enumerate(BANDS_60M)}}
+
+    return np.stack([order[b] for b in SR_BANDS])
