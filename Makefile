@@ -1,0 +1,26 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   install, then super-resolve the bundled offline sample
+#   make test   install (with the CPU build of torch and the test services), then run the tests
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test install install-test bench clean
+
+install:
+	PYTHON=$(PY) scripts/install.sh demo
+
+install-test:
+	PYTHON=$(PY) scripts/install.sh test
+
+demo: install
+	$(BIN)/s2sr search --catalog sample --bbox -77.60,37.90,-77.55,37.95 --run --out demo-output
+
+test: install-test
+	$(BIN)/python -m pytest -q
+
+bench: install-test
+	$(BIN)/python bench/cpu_throughput.py
+
+clean:
+	rm -rf demo-output build dist *.egg-info

@@ -1,0 +1,46 @@
+"""Shared pytest configuration: markers, opt-in options, data paths.
+
+Service fixtures live in their own plugin modules (listed in ``pytest_plugins``) so that
+each area of the project keeps its fixtures together.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+
+# Fixture plugin modules (tests/<name>.py). Add yours here.
+pytest_plugins: list[str] = []
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--network", action="store_true", help="run tests that use live public catalogs")
+    parser.addoption("--gpu", action="store_true", help="fail (not skip) gpu tests when no GPU is found")
+
+
+def _gpu_available() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip_net = pytest.mark.skip(reason="live network test: run with --network")
+    has_gpu = _gpu_available()
+    skip_gpu = pytest.mark.skip(reason="no CUDA GPU / TensorRT available")
+    for item in items:
+        if "network" in item.keywords and not config.getoption("--network"):
+            item.add_marker(skip_net)
+        if "gpu" in item.keywords and not has_gpu and not config.getoption("--gpu"):
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def malmo_npz() -> Path:
+    """Real L1C crop of Malmö (600 x 600 px at 10 m), see tests/data/README.md."""
+    return DATA / "S2A_MSIL1C_20170527_T33UUB.npz"
