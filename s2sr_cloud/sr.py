@@ -247,3 +247,42 @@ def assemble_sr_bands(out: Mapping[str, np.ndarray]) -> np.ndarray:
     order = {**{b: b20[i] for i, b in enumerate(BANDS_20M)}, **{b: b60[i] for i, b in enumerate(BANDS_60M)}}
 
     return np.stack([order[b] for b in SR_BANDS])
+
+
+def count_tiles(window: Window, tile: int) -> int:
+    """Tiles :func:`super_resolve` runs per net for ``window``."""
+    return len(tile_starts(window.height, min(tile, window.height))) * len(
+        tile_starts(window.width, min(tile, window.width))
+    )
+
+
+def stream_blocks(
+    source: SceneSource,
+    runners: Mapping[str, Runner],
+    *,
+    block: int = 1024,
+    tile: int = 256,
+    batch: int = 4,
+    window: Window | None = None,
+    on_progress: ProgressFn | None = None,
+) -> Iterator[tuple[Window, dict[str, np.ndarray]]]:
+    """Super-resolve ``window`` (default: the scene) block by block, bounded memory.
+
+    Yields ``(block_window, {net: (C, h, w)})``; ``on_progress(done, total)`` counts tiles
+    over all blocks and nets.
+    """
+    win = window or Window(0, 0, *source.shape10)
+    blocks = [
+        Window(win.row + b.row, win.col + b.col, b.height, b.width)
+        for b in iter_blocks((win.height, win.width), block)
+    ]
+    total = sum(count_tiles(b, tile) for b in blocks) * len(runners)
+    base = 0
+    for b in blocks:
+        def tick(done: int, _total: int, _base: int = base) -> None:
+            if on_progress is not None:
+                on_progress(_base + done, total)
+
+        out = super_resolve(source, runners, window=b, tile=tile, batch=batch, on_tile=tick)
+        base += count_tiles(b, tile) * len(runners)
+        yield b, out

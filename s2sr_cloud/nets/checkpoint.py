@@ -10,7 +10,6 @@ and, when loaded, ``sha256`` of the file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -24,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from ..bands import SCALE, net_spec, variant_spec
 from ..errors import CheckpointMismatch, ModelError
+from ..infer.manifest import sha256_file
 from .model import DSen2
 
 FORMAT = "s2sr-checkpoint/1"
@@ -31,15 +31,6 @@ OFFSET_CONVENTION = (
     "inputs and outputs are DN = 10000 x reflectance without the baseline-04.00 "
     "BOA offset (harmonise: subtract 1000 for baseline >= 04.00), divided by scale"
 )
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass

@@ -1,0 +1,136 @@
+"""Core commands: ``superres``, ``export``, ``info``, ``import-keras``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import app
+
+_DEVICE_HELP = "Backend: auto (best available), tensorrt, ort-trt, cuda, cpu, torch."
+
+
+def _model_files(checkpoint: list[Path] | None, onnx: list[Path] | None) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Sort --checkpoint / --onnx files by the net they hold (from their metadata)."""
+    ckpts: dict[str, Path] = {}
+    onnxs: dict[str, Path] = {}
+    for p in checkpoint or []:
+        from ..errors import require
+
+        require("safetensors", "train")
+        from ..nets.checkpoint import read_meta
+
+        ckpts[read_meta(p)["net"]] = p
+    for p in onnx or []:
+        from ..infer.manifest import load_manifest
+
+        onnxs[load_manifest(p)["net"]] = p
+    return ckpts, onnxs
+
+
+@app.command()
+def superres(
+    input: Annotated[Path, typer.Argument(help="A .npz scene (b10, b20, b60) or a folder of per-band GeoTIFFs/COGs.", exists=True)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .npz (for .npz input) or COG .tif.")],
+    tile: Annotated[int, typer.Option(help="Tile side in 10 m pixels (halo excluded).", min=16)] = 256,
+    block: Annotated[int, typer.Option(help="Streaming block side in 10 m pixels (GeoTIFF input).", min=60)] = 1536,
+    batch: Annotated[int, typer.Option(help="Tiles per inference call.", min=1)] = 4,
+    checkpoint: Annotated[list[Path] | None, typer.Option(help="Checkpoint (.safetensors) of a net; repeat for both nets.", exists=True)] = None,
+    onnx: Annotated[list[Path] | None, typer.Option(help="Exported ONNX file of a net; repeat for both nets.", exists=True)] = None,
+    device: Annotated[str, typer.Option(help=_DEVICE_HELP)] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+) -> None:
+    """Super-resolve a local scene: B1 B5 B6 B7 B8A B9 B11 B12 to 10 m."""
+    from ..infer import load_runners
+    from ..superres_local import superres_geotiff, superres_npz
+    from ._console import progress_task, success
+
+    ckpts, onnxs = _model_files(checkpoint, onnx)
+    runners = load_runners(checkpoint=ckpts, onnx=onnxs, device=device)
+    backends = ", ".join(f"{k}: {r.backend}" for k, r in runners.items())
+    with progress_task(f"super-resolving ({backends})") as update:
+        if input.is_dir():
+            superres_geotiff(input, out, runners, tile=tile, block=block, batch=batch, overwrite=overwrite, on_progress=update)
+        else:
+            superres_npz(input, out, runners, tile=tile, batch=batch, overwrite=overwrite, on_progress=update)
+    success(f"wrote {out}")
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path | None, typer.Argument(help="Checkpoint to export (default: both default nets).", exists=True)] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("export"),
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
+) -> None:
+    """Export checkpoints to ONNX (+ manifest) and verify them against PyTorch."""
+    from ..errors import ModelError
+    from ..export import VERIFY_TOL_SCALED, export_onnx
+    from ..weights import default_checkpoint
+    from ._console import success
+
+    if checkpoint is not None:
+        todo = [checkpoint]
+    else:
+        todo = [p for p in (default_checkpoint("net20"), default_checkpoint("net60")) if p is not None]
+        if not todo:
+            raise ModelError("no default checkpoints are installed; pass a checkpoint to export")
+    for ck in todo:
+        res = export_onnx(ck, out, opset=opset)
+        success(
+            f"{res.onnx} — verified on real imagery: max |ORT − PyTorch| = {res.max_abs_scaled:.2e} "
+            f"scaled ({res.max_abs_dn:.4f} DN) ≤ {VERIFY_TOL_SCALED:.0e}; manifest {res.manifest.name}"
+        )
+
+
+@app.command()
+def info(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """Show versions, inference backends, GPUs and default weights."""
+    from rich.table import Table
+
+    from ..infer import describe_backends
+    from ._console import out_console
+
+    d = describe_backends()
+    if as_json:
+        typer.echo(json.dumps(d, indent=2))
+        return
+    t = Table(title="s2sr-cloud backends")
+    t.add_column("backend")
+    t.add_column("available")
+    for name, ok in d["backends"].items():
+        t.add_row(name, "[green]yes[/]" if ok else "[dim]no[/]")
+    out_console.print(t)
+    v = Table(title="versions")
+    v.add_column("package")
+    v.add_column("version")
+    for name, ver in d["versions"].items():
+        v.add_row(name, ver or "[dim]not installed[/]")
+    out_console.print(v)
+    out_console.print(f"ONNX Runtime providers: {', '.join(d['onnxruntime_providers']) or 'none'}")
+    out_console.print("GPUs: " + (", ".join(f"{g['name']} (sm {g.get('compute_capability', '?')})" for g in d["gpus"]) or "none found"))
+    for net, w in d["default_weights"].items():
+        out_console.print(f"default {net}: checkpoint {w['checkpoint']}, onnx {w['onnx']}")
+
+
+@app.command("import-keras")
+def import_keras(
+    hdf5: Annotated[Path, typer.Argument(help="Original DSen2 Keras weights (.hdf5).", exists=True)],
+    net: Annotated[str, typer.Option(help="Which net the file holds: 20 or 60.")],
+    variant: Annotated[str, typer.Option(help="dsen2 or vdsen2.")] = "dsen2",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output checkpoint (.safetensors).")] = Path("imported.safetensors"),
+) -> None:
+    """Convert original DSen2 Keras .hdf5 weights to an s2sr checkpoint."""
+    from ..errors import require
+
+    require("torch", "train")
+    require("h5py", "train")
+    from ..nets.keras import import_keras_weights
+    from ..nets.checkpoint import save_checkpoint
+    from ._console import success
+
+    model = import_keras_weights(hdf5, net, variant)
+    save_checkpoint(model, out, provenance={"imported_from": hdf5.name, "source": "lanha/DSen2 Keras weights"})
+    success(f"wrote {out}")

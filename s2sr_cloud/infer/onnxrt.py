@@ -1,0 +1,106 @@
+"""ONNX Runtime runner (TensorRT, CUDA or CPU execution provider)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendUnavailable, EngineMismatch, ModelError
+from ..bands import NETS
+
+log = logging.getLogger(__name__)
+
+#: Our device names → ONNX Runtime execution providers.
+PROVIDERS: dict[str, str] = {
+    "ort-trt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+
+
+def available_providers() -> list[str]:
+    """Execution providers this onnxruntime build offers (empty if it is not installed)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return []
+    return list(ort.get_available_providers())
+
+
+class OnnxRunner:
+    """A :class:`~s2sr_cloud.sr.Runner` over an ONNX Runtime session.
+
+    Args:
+        onnx_path: the ONNX file.
+        manifest: its manifest (see :mod:`~s2sr_cloud.infer.manifest`).
+        device: ``cpu``, ``cuda`` or ``ort-trt``.
+        threads: intra-op threads for the CPU provider (default: all cores).
+    """
+
+    def __init__(self, onnx_path: str | os.PathLike[str], manifest: dict[str, Any], device: str = "cpu", threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        provider = PROVIDERS[device]
+        if provider not in ort.get_available_providers():
+            raise BackendUnavailable(
+                f"ONNX Runtime provider {provider} is not available here "
+                f"(available: {', '.join(ort.get_available_providers())}); install "
+                "`s2sr-cloud[gpu]` on a CUDA machine or use --device cpu"
+            )
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        providers: list[Any] = [provider]
+        if device == "ort-trt":
+            cache = Path(os.environ.get("S2SR_ENGINE_DIR", "engines")) / "ort-trt"
+            cache.mkdir(parents=True, exist_ok=True)
+            providers = [
+                (provider, {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)}),
+                "CUDAExecutionProvider",
+            ]
+        if provider != "CPUExecutionProvider":
+            providers.append("CPUExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers)
+        except Exception as err:  # onnxruntime raises its own untyped errors
+            raise ModelError(f"ONNX Runtime cannot load {onnx_path}: {err}") from err
+        self._check_io(onnx_path, manifest)
+        self.manifest = manifest
+        self.net: str = manifest["net"]
+        self.halo: int = int(manifest["halo"])
+        self.backend = f"onnxruntime-{device}"
+        self.precision = "fp32"
+        self.inference_time = 0.0
+        self.model_info: dict[str, Any] = {
+            "name": Path(onnx_path).stem,
+            "net": self.net,
+            "variant": manifest.get("variant"),
+            "onnx_sha256": manifest.get("onnx_sha256"),
+            "checkpoint_sha256": manifest.get("checkpoint_sha256"),
+            "precision": self.precision,
+            "backend": self.backend,
+        }
+
+    def _check_io(self, onnx_path: str | os.PathLike[str], manifest: dict[str, Any]) -> None:
+        spec = NETS[manifest["net"]]
+        (inp,) = self.session.get_inputs()
+        (out,) = self.session.get_outputs()
+        self._input_name = inp.name
+        if inp.shape[1] != spec.in_channels or out.shape[1] != spec.out_channels:
+            raise EngineMismatch(
+                f"{onnx_path}: model has {inp.shape[1]} input / {out.shape[1]} output channels, "
+                f"its manifest says {manifest['net']} ({spec.in_channels} / {spec.out_channels})"
+            )
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        (y,) = self.session.run(None, {self._input_name: np.ascontiguousarray(x, dtype=np.float32)})
+        self.inference_time += time.perf_counter() - t0
+        return np.asarray(y)

@@ -1,0 +1,213 @@
+"""Backend selection: the best available runner for each net, with honest fallbacks.
+
+Order for ``device="auto"``: a native TensorRT engine cached for this GPU
+(:mod:`~s2sr_cloud.infer.trt`), then ONNX Runtime's TensorRT, CUDA and CPU providers.
+Forcing a device that cannot run raises :class:`BackendUnavailable`; falling back
+under ``auto`` emits a :class:`BackendFallbackWarning` only when a GPU was expected.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from ..bands import net_spec
+from ..errors import BackendUnavailable, ModelError
+from ..sr import Runner
+from ..weights import default_checkpoint, default_onnx
+from .manifest import load_manifest, sha256_file
+from .onnxrt import OnnxRunner, available_providers
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "tensorrt", "ort-trt", "cuda", "cpu", "torch")
+_ORT_ORDER = (("ort-trt", "TensorrtExecutionProvider"), ("cuda", "CUDAExecutionProvider"), ("cpu", "CPUExecutionProvider"))
+
+
+def cache_dir() -> Path:
+    """Per-user cache for ONNX files exported on the fly from checkpoints."""
+    base = os.environ.get("S2SR_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "s2sr-cloud")
+    return Path(base)
+
+
+def onnx_for_checkpoint(checkpoint: str | os.PathLike[str]) -> Path:
+    """Export ``checkpoint`` to ONNX once (cached by the checkpoint's sha256) and return it."""
+    from ..export import export_onnx
+
+    sha = sha256_file(checkpoint)
+    out = cache_dir() / "onnx" / sha[:16]
+    found = sorted(out.glob("*.onnx"))
+    if found:
+        return found[0]
+    log.info("exporting %s to ONNX (cached in %s)", checkpoint, out)
+    return export_onnx(checkpoint, out).onnx
+
+
+def _resolve_onnx(net: str, onnx: str | os.PathLike[str] | None, checkpoint: str | os.PathLike[str] | None) -> Path:
+    if onnx is not None:
+        return Path(onnx)
+    if checkpoint is not None:
+        return onnx_for_checkpoint(checkpoint)
+    found = default_onnx(net)
+    if found is not None:
+        return found
+    ckpt = default_checkpoint(net)
+    if ckpt is not None:
+        return onnx_for_checkpoint(ckpt)
+    raise ModelError(
+        f"no default weights for the {net_spec(net).name} net are installed; "
+        "pass --checkpoint or --onnx"
+    )
+
+
+def _torch_runner(net: str, checkpoint: str | os.PathLike[str] | None) -> Runner:
+    from ..errors import require
+
+    require("torch", "train")
+    from ..nets.checkpoint import load_checkpoint
+    from ..nets.model import TorchRunner
+
+    ckpt = checkpoint or default_checkpoint(net)
+    if ckpt is None:
+        raise ModelError(f"--device torch needs a checkpoint for the {net_spec(net).name} net")
+    loaded = load_checkpoint(ckpt, net=net)
+    runner = TorchRunner(loaded.model)
+    runner.model_info = {  # type: ignore[attr-defined]
+        "name": Path(ckpt).stem, "net": loaded.net, "variant": loaded.variant,
+        "checkpoint_sha256": loaded.sha256, "onnx_sha256": None, "precision": "fp32",
+        "backend": runner.backend,
+    }
+    return runner
+
+
+def _native_trt(onnx_path: Path, manifest: dict[str, Any], precision: str, build: bool) -> Runner | None:
+    try:
+        from . import trt
+    except ImportError:  # module not present in this build
+        return None
+    return trt.native_runner_if_cached(onnx_path, manifest, precision=precision, build=build)
+
+
+def load_runner(
+    net: str,
+    *,
+    onnx: str | os.PathLike[str] | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    precision: str = "fp32",
+    build_engine: bool = False,
+    threads: int | None = None,
+) -> Runner:
+    """The runner for one net on the best (or the forced) backend."""
+    if device not in DEVICES:
+        raise BackendUnavailable(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
+    if device == "torch":
+        return _torch_runner(net, checkpoint)
+    onnx_path = _resolve_onnx(net, onnx, checkpoint)
+    manifest = load_manifest(onnx_path)
+    if manifest["net"] != net_spec(net).name:
+        raise ModelError(f"{onnx_path} is the {manifest['net']} net, expected {net_spec(net).name}")
+    if device in ("auto", "tensorrt"):
+        runner = _native_trt(onnx_path, manifest, precision, build_engine or device == "tensorrt")
+        if runner is not None:
+            return runner
+        if device == "tensorrt":
+            raise BackendUnavailable(
+                "no native TensorRT engine can run here (needs the `gpu` extra and an NVIDIA GPU); "
+                "try --device cuda or --device cpu"
+            )
+    providers = available_providers()
+    if device != "auto":
+        return OnnxRunner(onnx_path, manifest, device, threads=threads)
+    for dev, provider in _ORT_ORDER:
+        if provider in providers:
+            try:
+                return OnnxRunner(onnx_path, manifest, dev, threads=threads)
+            except (BackendUnavailable, ModelError) as err:
+                log.warning("backend %s unavailable (%s); trying the next one", dev, err)
+    raise BackendUnavailable("no ONNX Runtime execution provider could load the model")
+
+
+def load_runners(
+    nets: Iterable[str] = ("net20", "net60"),
+    *,
+    onnx: Mapping[str, str | os.PathLike[str]] | None = None,
+    checkpoint: Mapping[str, str | os.PathLike[str]] | None = None,
+    device: str = "auto",
+    precision: str = "fp32",
+    build_engine: bool = False,
+    threads: int | None = None,
+) -> dict[str, Runner]:
+    """Runners for several nets: ``{"net20": runner, "net60": runner}``.
+
+    ``onnx`` / ``checkpoint`` map net names (``net20``/``net60``) to files; nets not in
+    them use the package's default weights.
+    """
+    out: dict[str, Runner] = {}
+    for n in nets:
+        name = net_spec(n).name
+        out[name] = load_runner(
+            name,
+            onnx=(onnx or {}).get(name),
+            checkpoint=(checkpoint or {}).get(name),
+            device=device,
+            precision=precision,
+            build_engine=build_engine,
+            threads=threads,
+        )
+    return out
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def gpus() -> list[dict[str, str]]:
+    """NVIDIA GPUs seen by ``nvidia-smi`` (name, compute capability, memory, driver)."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=name,compute_cap,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    keys = ("name", "compute_capability", "memory", "driver")
+    return [dict(zip(keys, (p.strip() for p in line.split(",")), strict=False)) for line in out.splitlines() if line.strip()]
+
+
+def describe_backends() -> dict[str, Any]:
+    """What this machine can run: versions, ORT providers, GPUs, default weights."""
+    providers = available_providers()
+    tensorrt = _version("tensorrt")
+    gpu_list = gpus()
+    return {
+        "versions": {
+            name: _version(name)
+            for name in ("s2sr-cloud", "onnxruntime", "onnxruntime-gpu", "tensorrt", "torch", "onnx", "rasterio", "numpy")
+        },
+        "onnxruntime_providers": providers,
+        "gpus": gpu_list,
+        "backends": {
+            "tensorrt (native)": bool(tensorrt and gpu_list),
+            "onnxruntime TensorRT": "TensorrtExecutionProvider" in providers and bool(gpu_list),
+            "onnxruntime CUDA": "CUDAExecutionProvider" in providers and bool(gpu_list),
+            "onnxruntime CPU": "CPUExecutionProvider" in providers,
+            "torch": _version("torch") is not None,
+        },
+        "default_weights": {
+            n: {"checkpoint": str(default_checkpoint(n) or "-"), "onnx": str(default_onnx(n) or "-")}
+            for n in ("net20", "net60")
+        },
+    }

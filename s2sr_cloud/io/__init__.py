@@ -1,0 +1,1 @@
+"""Raster I/O: windowed reads and atomic COG writes (rasterio/GDAL)."""

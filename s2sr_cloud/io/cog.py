@@ -1,0 +1,165 @@
+"""Atomic, block-by-block Cloud-Optimized GeoTIFF writing.
+
+:class:`CogWriter` takes windows one at a time into a temporary tiled GeoTIFF in the
+target directory; on a clean exit GDAL's COG driver copies it (streaming, bounded
+memory) into a second temporary file with overviews, which is then renamed onto the
+target. On any error both temporary files are removed: a COG at the target path is
+always complete.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from ..errors import DiskFull, OutputError, OutputExists
+from ..sr import Window
+
+log = logging.getLogger(__name__)
+
+BLOCKSIZE = 512
+
+
+def _tmp_in(dirpath: Path, name: str, suffix: str) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=dirpath)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _wrap_oserror(err: OSError, path: Path) -> Exception:
+    if err.errno == errno.ENOSPC or "No space left" in str(err):
+        return DiskFull(f"no space left on the device while writing {path}; free space or choose another --out")
+    return OutputError(f"cannot write {path}: {err}")
+
+
+class CogWriter:
+    """Write a COG by windows, atomically.
+
+    Args:
+        path: final COG path.
+        width, height, count: raster size and band count.
+        crs: CRS (anything rasterio accepts) or None for an ungeoreferenced raster.
+        transform: affine transform (``rasterio.Affine``) or None.
+        nodata: nodata value.
+        dtype: data type name.
+        descriptions: one description per band.
+        tags: dataset-level metadata tags.
+        band_tags: per-band tags (list of dicts).
+        overwrite: replace an existing file.
+        compress: COG compression.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        width: int,
+        height: int,
+        count: int,
+        crs: Any = None,
+        transform: Any = None,
+        nodata: float | None = 0,
+        dtype: str = "uint16",
+        descriptions: Sequence[str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        band_tags: Sequence[Mapping[str, str]] | None = None,
+        overwrite: bool = False,
+        compress: str = "DEFLATE",
+    ) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise OutputExists(f"{self.path} exists; pass --overwrite to replace it")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.profile: dict[str, Any] = {
+            "driver": "GTiff", "width": width, "height": height, "count": count, "dtype": dtype,
+            "crs": crs, "transform": transform, "nodata": nodata, "tiled": True,
+            "blockxsize": BLOCKSIZE, "blockysize": BLOCKSIZE, "compress": "LZW", "BIGTIFF": "IF_SAFER",
+        }
+        if transform is None:
+            self.profile.pop("transform")
+        self.descriptions = list(descriptions or [])
+        self.tags = dict(tags or {})
+        self.band_tags = list(band_tags or [])
+        self.compress = compress
+        self._tmp: Path | None = None
+        self._ds: Any = None
+
+    def __enter__(self) -> CogWriter:
+        import rasterio
+
+        self._tmp = _tmp_in(self.path.parent, self.path.name, ".stage.tif")
+        try:
+            self._ds = rasterio.open(self._tmp, "w", **self.profile)
+        except OSError as err:
+            self._cleanup()
+            raise _wrap_oserror(err, self.path) from err
+        return self
+
+    def write(self, array: np.ndarray, window: Window | None = None) -> None:
+        """Write (count, h, w) at ``window`` (default: the whole raster)."""
+        from rasterio.windows import Window as RioWindow
+
+        if self._ds is None:
+            raise RuntimeError("CogWriter.write outside of a with-block")
+        win = None if window is None else RioWindow(window.col, window.row, window.width, window.height)
+        try:
+            self._ds.write(array.astype(self.profile["dtype"], copy=False), window=win)
+        except Exception as err:
+            if isinstance(err, OSError) or "No space left" in str(err):
+                raise _wrap_oserror(err if isinstance(err, OSError) else OSError(str(err)), self.path) from err
+            raise
+
+    def _finish(self) -> None:
+        import rasterio
+        import rasterio.shutil
+
+        ds = self._ds
+        for i, d in enumerate(self.descriptions, start=1):
+            ds.set_band_description(i, d)
+        if self.tags:
+            ds.update_tags(**self.tags)
+        for i, t in enumerate(self.band_tags, start=1):
+            ds.update_tags(i, **t)
+        ds.close()
+        self._ds = None
+        assert self._tmp is not None
+        out_tmp = _tmp_in(self.path.parent, self.path.name, ".cog.tif")
+        try:
+            with rasterio.open(self._tmp) as src:
+                rasterio.shutil.copy(
+                    src, out_tmp, driver="COG", compress=self.compress, predictor=2,
+                    blocksize=BLOCKSIZE, overview_resampling="average", BIGTIFF="IF_SAFER",
+                )
+            os.replace(out_tmp, self.path)
+        except Exception as err:
+            out_tmp.unlink(missing_ok=True)
+            if isinstance(err, OSError) or "No space left" in str(err):
+                raise _wrap_oserror(err if isinstance(err, OSError) else OSError(str(err)), self.path) from err
+            raise
+        log.info("wrote %s", self.path)
+
+    def _cleanup(self) -> None:
+        if self._ds is not None:
+            try:
+                self._ds.close()
+            except Exception:  # noqa: BLE001 - best effort while unwinding
+                log.debug("closing the staging file failed", exc_info=True)
+            self._ds = None
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        try:
+            if exc_type is None:
+                self._finish()
+        finally:
+            self._cleanup()

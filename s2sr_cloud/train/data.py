@@ -1,0 +1,192 @@
+"""Training and evaluation scenes: loading, Wald pairs and the random patch sampler.
+
+A *scene* is given as
+
+* an ``.npz`` file in the common layout (``b10`` (4, H, W), ``b20`` (6, H/2, W/2),
+  ``b60`` (2, H/6, W/6), uint16 DN on the pre-04.00 scale, spectral band order), or
+* a folder of single-band GeoTIFFs/COGs whose names end in ``_B02.tif`` … ``_B12.tif``,
+  ``_B8A.tif`` (read with rasterio), or
+* a folder holding such files / folders (searched recursively).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..bands import BANDS_10M, BANDS_20M, BANDS_60M
+from ..errors import InputError
+from .wald import WaldScene, net_input, wald_scene
+
+log = logging.getLogger(__name__)
+
+_TIF_SUFFIXES = (".tif", ".tiff")
+
+
+@dataclass
+class Scene:
+    """One scene in memory (DN arrays in the ``.npz`` layout)."""
+
+    name: str
+    b10: np.ndarray
+    b20: np.ndarray
+    b60: np.ndarray
+    files: list[Path] = field(default_factory=list)
+
+
+def _band_file(folder: Path, band: str) -> Path | None:
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() in _TIF_SUFFIXES and p.stem.upper().endswith(f"_{band}"):
+            return p
+    return None
+
+
+def _is_tif_scene(folder: Path) -> bool:
+    return all(_band_file(folder, b) is not None for b in BANDS_10M + BANDS_20M + BANDS_60M)
+
+
+def load_npz(path: Path) -> Scene:
+    """Load an ``.npz`` scene; fail clearly when keys are missing."""
+    try:
+        with np.load(path) as z:
+            b10, b20, b60 = (np.asarray(z[k]) for k in ("b10", "b20", "b60"))
+    except KeyError as err:
+        raise InputError(f"{path}: not a scene .npz (needs arrays b10, b20, b60): {err}") from err
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: cannot read .npz ({err})") from err
+    return Scene(path.stem, b10, b20, b60, [path])
+
+
+def load_tif_folder(folder: Path) -> Scene:
+    """Load a folder of single-band GeoTIFFs (``*_B02.tif`` …)."""
+    import rasterio
+
+    groups = []
+    files: list[Path] = []
+    for bands in (BANDS_10M, BANDS_20M, BANDS_60M):
+        arrs = []
+        for b in bands:
+            p = _band_file(folder, b)
+            assert p is not None
+            with rasterio.open(p) as ds:
+                arrs.append(ds.read(1))
+            files.append(p)
+        groups.append(np.stack(arrs))
+    return Scene(folder.name, *groups, files=files)
+
+
+def find_scenes(paths: Iterable[str | Path], exclude: Sequence[str] = ()) -> list[Path]:
+    """Expand files/folders to scene paths (``.npz`` files and GeoTIFF band folders).
+
+    ``exclude`` holds glob patterns matched against each scene's name and full path.
+    """
+    found: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise InputError(f"training/evaluation data {p} does not exist")
+        if p.is_file():
+            found.append(p)
+        elif _is_tif_scene(p):
+            found.append(p)
+        else:
+            found += sorted(q for q in p.rglob("*.npz"))
+            found += sorted(q for q in p.rglob("*") if q.is_dir() and _is_tif_scene(q))
+    npz_stems = {p.stem for p in found if p.suffix == ".npz"}
+    out = []
+    for p in found:
+        if p.is_dir() and p.name in npz_stems:  # the same scene as a GeoTIFF folder: use the .npz
+            continue
+        if any(fnmatch.fnmatch(p.name, pat) or fnmatch.fnmatch(str(p), pat) for pat in exclude):
+            log.info("excluded %s", p)
+            continue
+        out.append(p)
+    if not out:
+        raise InputError(f"no scene (.npz or GeoTIFF band folder) found in {list(paths)}")
+    return out
+
+
+def load_scene(path: Path) -> Scene:
+    """Load one scene path (``.npz`` or GeoTIFF folder)."""
+    if path.is_dir():
+        return load_tif_folder(path)
+    if path.suffix == ".npz":
+        return load_npz(path)
+    raise InputError(f"{path}: unsupported scene format (expected .npz or a folder of band GeoTIFFs)")
+
+
+def sha256_of(paths: Iterable[Path]) -> str:
+    """sha256 of one file, or of the concatenated files of a GeoTIFF folder."""
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class Pair:
+    """A Wald training pair on the target grid: scaled input, scaled target, valid mask."""
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray
+    valid: np.ndarray
+
+
+def make_pair(scene: Scene, net: str) -> Pair:
+    """Degrade ``scene`` for ``net`` and build its scaled (input, target)."""
+    from ..bands import SCALE
+
+    ws: WaldScene = wald_scene(scene.b10, scene.b20, scene.b60, net)
+    return Pair(scene.name, net_input(ws), ws.target / np.float32(SCALE), ws.valid)
+
+
+class PatchSampler:
+    """Random valid patches with flips/rotations, reproducible from a seeded generator.
+
+    Scenes are drawn with probability proportional to their number of patch positions;
+    a patch containing any nodata pixel is redrawn. Scenes smaller than the patch are
+    skipped (with a warning).
+    """
+
+    def __init__(self, pairs: Sequence[Pair], patch: int, rng: np.random.Generator) -> None:
+        self.patch = patch
+        self.rng = rng
+        self.pairs = [p for p in pairs if min(p.y.shape[1:]) >= patch]
+        for p in pairs:
+            if min(p.y.shape[1:]) < patch:
+                log.warning("%s: %s px on the target grid, smaller than the %d px patch; skipped", p.name, p.y.shape[1:], patch)
+        if not self.pairs:
+            raise InputError(f"no training scene is large enough for {patch} px patches")
+        sizes = np.array([(p.y.shape[1] - patch + 1) * (p.y.shape[2] - patch + 1) for p in self.pairs], float)
+        self.weights = sizes / sizes.sum()
+
+    def _one(self) -> tuple[np.ndarray, np.ndarray]:
+        k = self.patch
+        for _ in range(100):
+            p = self.pairs[int(self.rng.choice(len(self.pairs), p=self.weights))]
+            r = int(self.rng.integers(0, p.y.shape[1] - k + 1))
+            c = int(self.rng.integers(0, p.y.shape[2] - k + 1))
+            aug = int(self.rng.integers(0, 8))
+            if p.valid[r : r + k, c : c + k].all():
+                break
+        else:
+            raise InputError("could not find a patch without nodata in 100 draws")
+        x, y = p.x[:, r : r + k, c : c + k], p.y[:, r : r + k, c : c + k]
+        if aug & 4:
+            x, y = x[:, :, ::-1], y[:, :, ::-1]
+        x, y = np.rot90(x, aug & 3, axes=(1, 2)), np.rot90(y, aug & 3, axes=(1, 2))
+        return x, y
+
+    def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` patches: inputs (n, C_in, k, k) and targets (n, C_out, k, k), float32."""
+        xs, ys = zip(*(self._one() for _ in range(n)), strict=True)
+        return np.ascontiguousarray(np.stack(xs)), np.ascontiguousarray(np.stack(ys))
