@@ -1,0 +1,117 @@
+"""The core CLI commands end to end: superres (npz and GeoTIFF), export, info, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from s2sr_cloud.cli import app
+from s2sr_cloud.errors import InputError, OutputExists, ShapeMismatch
+from tests.conftest import DATA
+
+runner = CliRunner()
+
+
+def _models(random_models) -> list[str]:
+    return ["--onnx", str(random_models["net20"]["onnx"]), "--onnx", str(random_models["net60"]["onnx"])]
+
+
+def test_help_is_light():
+    """`s2sr --help` must not import torch, tensorrt or onnxruntime."""
+    code = (
+        "import sys; from s2sr_cloud.cli import app; from typer.testing import CliRunner; "
+        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
+        "bad = [m for m in ('torch', 'tensorrt', 'onnxruntime', 'rasterio') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_superres_npz(tmp_path, random_models, malmo_npz):
+    small = tmp_path / "in.npz"
+    with np.load(malmo_npz) as z:
+        np.savez(small, b10=z["b10"][:, :120, :96], b20=z["b20"][:, :60, :48], b60=z["b60"][:, :20, :16])
+    out = tmp_path / "out.npz"
+    r = runner.invoke(app, ["superres", str(small), "--out", str(out), "--tile", "48", *_models(random_models)])
+    assert r.exit_code == 0, r.output
+    with np.load(out) as z:
+        assert z["b20"].shape == (6, 120, 96) and z["b60"].shape == (2, 120, 96)
+        assert z["b20"].dtype == np.uint16 and (z["b20"] > 0).all()
+    r = runner.invoke(app, ["superres", str(small), "--out", str(out), *_models(random_models)])
+    assert isinstance(r.exception, OutputExists)
+
+
+def test_superres_geotiff_to_cog(tmp_path, random_models):
+    import rasterio
+
+    out = tmp_path / "sr.tif"
+    r = runner.invoke(
+        app,
+        ["superres", str(DATA / "T18SVG_crop240"), "--out", str(out), "--tile", "64", "--block", "120", *_models(random_models)],
+    )
+    assert r.exit_code == 0, r.output
+    with rasterio.open(out) as d, rasterio.open(DATA / "T18SVG_crop240" / "T18SVG_20160112_B02.tif") as ref:
+        assert d.count == 8 and d.shape == (240, 240) and d.dtypes[0] == "uint16"
+        assert d.crs == ref.crs and d.transform == ref.transform and d.nodata == 0
+        assert d.descriptions[0].startswith("B01") and d.descriptions[4].startswith("B8A")
+        assert d.profile["tiled"] and d.tags()["S2SR_VERSION"]
+        data = d.read()
+    assert (data > 0).all()
+    # streamed by blocks of 120 px == one block over the whole scene
+    out2 = tmp_path / "sr2.tif"
+    r = runner.invoke(
+        app,
+        ["superres", str(DATA / "T18SVG_crop240"), "--out", str(out2), "--tile", "64", "--block", "240", *_models(random_models)],
+    )
+    assert r.exit_code == 0, r.output
+    with rasterio.open(out2) as d:
+        assert np.abs(d.read().astype(int) - data.astype(int)).max() <= 1
+    assert not list(tmp_path.glob(".*tmp*")) and not list(tmp_path.glob(".*.tif"))
+
+
+def test_superres_missing_band(tmp_path, random_models):
+    folder = tmp_path / "scene"
+    shutil.copytree(DATA / "T18SVG_crop240", folder)
+    (folder / "T18SVG_20160112_B8A.tif").unlink()
+    r = runner.invoke(app, ["superres", str(folder), "--out", str(tmp_path / "o.tif"), *_models(random_models)])
+    assert isinstance(r.exception, InputError) and "B8A" in str(r.exception)
+
+
+def test_superres_bad_shapes(tmp_path, random_models):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, b10=np.ones((4, 444, 456), np.uint16), b20=np.ones((6, 221, 227), np.uint16), b60=np.ones((2, 73, 75), np.uint16))
+    r = runner.invoke(app, ["superres", str(bad), "--out", str(tmp_path / "o.npz"), *_models(random_models)])
+    assert isinstance(r.exception, ShapeMismatch)
+
+
+def test_main_prints_error_without_traceback(tmp_path, random_models):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, b10=np.ones((4, 12, 12), np.uint16))
+    p = subprocess.run(
+        [sys.executable, "-c", "from s2sr_cloud.cli import main; main()", "superres", str(bad), "--out", str(tmp_path / "o.npz"), *_models(random_models)],
+        capture_output=True, text=True,
+    )
+    assert p.returncode == InputError.exit_code
+    assert "lacks arrays b20, b60" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_export_cli(tmp_path, random_models):
+    r = runner.invoke(app, ["export", str(random_models["net20"]["checkpoint"]), "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "net20_dsen2.json").read_text())
+    assert m["verification"]["passed"]
+
+
+def test_info_json():
+    r = runner.invoke(app, ["info", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert "CPUExecutionProvider" in d["onnxruntime_providers"]
+    assert d["backends"]["onnxruntime CPU"] is True
+    assert d["gpus"] == [] or all("name" in g for g in d["gpus"])

@@ -1,0 +1,103 @@
+"""Seamless tiled inference on real imagery, through ONNX Runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from s2sr_cloud.errors import ShapeMismatch
+from s2sr_cloud.infer import load_runners
+from s2sr_cloud.sr import ArraySource, Window, reflect_index, stream_blocks, super_resolve, tile_starts
+
+
+@pytest.fixture(scope="module")
+def malmo_crop(malmo_npz):
+    with np.load(malmo_npz) as z:
+        # 204 x 180 px at 10 m: a multiple of 6, not of the tile sizes below
+        return ArraySource(z["b10"][:, 60:264, 120:300], z["b20"][:, 30:132, 60:150], z["b60"][:, 10:44, 20:50])
+
+
+@pytest.fixture(scope="module")
+def ort_runners(random_models):
+    return load_runners(onnx={n: m["onnx"] for n, m in random_models.items()}, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def whole(malmo_crop, ort_runners):
+    return super_resolve(malmo_crop, ort_runners, tile=100_000)
+
+
+@pytest.mark.parametrize(("tile", "batch"), [(32, 3), (50, 4), (64, 2), (97, 1), (128, 8)])
+def test_tiled_equals_whole_image(malmo_crop, ort_runners, whole, tile, batch):
+    tiled = super_resolve(malmo_crop, ort_runners, tile=tile, batch=batch)
+    for net in whole:
+        ref = whole[net]
+        rel = np.abs(tiled[net] - ref).max() / np.abs(ref).max()
+        assert rel <= 1e-5, (net, tile, rel)
+
+
+def test_blocks_equal_whole_image(malmo_crop, ort_runners, whole):
+    """Streaming by blocks (as for large GeoTIFFs) gives the whole-image result too."""
+    got = {n: np.zeros_like(a) for n, a in whole.items()}
+    for win, out in stream_blocks(malmo_crop, ort_runners, block=66, tile=40):
+        for n, a in out.items():
+            got[n][:, win.row : win.row + win.height, win.col : win.col + win.width] = a
+    for n in whole:
+        assert np.abs(got[n] - whole[n]).max() / np.abs(whole[n]).max() <= 1e-5
+
+
+def test_small_halo_seams(malmo_crop, ort_runners, whole):
+    """The halo matters: a halo below the receptive field makes tiles differ (the test can fail)."""
+    r = ort_runners["net20"]
+    old = r.halo
+    try:
+        r.halo = 2
+        tiled = super_resolve(malmo_crop, {"net20": r}, tile=32)
+    finally:
+        r.halo = old
+    assert np.abs(tiled["net20"] - whole["net20"]).max() > 1.0
+
+
+def test_window_matches_whole(malmo_crop, ort_runners, whole):
+    win = Window(37, 61, 70, 55)
+    part = super_resolve(malmo_crop, ort_runners, window=win, tile=32)
+    for n in whole:
+        ref = whole[n][:, 37:107, 61:116]
+        assert np.abs(part[n] - ref).max() / np.abs(ref).max() <= 1e-5
+
+
+def test_nodata_in_and_out(malmo_crop, ort_runners):
+    b10 = malmo_crop.b10.copy()
+    b10[:, :12, :18] = 0
+    b60 = malmo_crop.b60.copy()
+    b60[:, -1, -1] = 0
+    out = super_resolve(ArraySource(b10, malmo_crop.b20, b60), ort_runners, tile=64)
+    for a in out.values():
+        assert (a[:, :12, :18] == 0).all()
+        assert (a[:, -6:, -6:] == 0).all()
+        assert (a[:, 20:-20, 20:-20] > 0).all()
+
+
+def test_output_is_plausible_dn(whole):
+    assert whole["net20"].shape == (6, 204, 180)
+    assert whole["net60"].shape == (2, 204, 180)
+    assert whole["net20"].dtype == np.float32
+
+
+def test_shape_checks():
+    with pytest.raises(ShapeMismatch, match="2x the 20 m side"):
+        ArraySource(np.ones((4, 444, 456)), np.ones((6, 221, 227)), np.ones((2, 73, 75)))
+    with pytest.raises(ShapeMismatch):
+        ArraySource(np.ones((3, 60, 60)), np.ones((6, 30, 30)), np.ones((2, 10, 10)))
+
+
+@pytest.mark.parametrize(("n", "tile", "expected"), [(10, 4, [0, 4, 6]), (8, 4, [0, 4]), (3, 8, [0])])
+def test_tile_starts(n, tile, expected):
+    assert tile_starts(n, tile) == expected
+
+
+def test_reflect_index_symmetric():
+    idx = np.arange(-3, 8)
+    assert reflect_index(idx, 5).tolist() == [2, 1, 0, 0, 1, 2, 3, 4, 4, 3, 2]
+    ref = np.pad(np.arange(5), 3, mode="symmetric")
+    assert reflect_index(np.arange(-3, 8), 5).tolist() == ref.tolist()
