@@ -110,6 +110,10 @@ class BackendUnavailable(ModelError):
     """The requested inference backend cannot run here."""
 
 
+class EngineAccuracyError(ModelError):
+    """A built engine disagrees with the fp32 model by more than its tolerance."""
+
+
 class MissingDependency(S2SRError):
     """An optional dependency (an extra) is not installed."""
 
