@@ -81,3 +81,84 @@ def train_cmd(
 
         res = train(cfg, on_step=on_step, log_every=0 if err_console.is_terminal else 50)
     success(f"trained steps {res.start_step}..{res.steps} in {res.wall_time_s:.0f} s; weights: {res.final}")
+
+
+def _net_files(paths: list[Path] | None, kind: str) -> dict[str, str]:
+    """Map each --checkpoint/--onnx file to the net its metadata names."""
+    from ..errors import InputError
+
+    out: dict[str, str] = {}
+    for p in paths or []:
+        if kind == "checkpoint":
+            from ..nets.checkpoint import read_meta
+
+            net = read_meta(p)["net"]
+        else:
+            from ..infer.manifest import load_manifest
+
+            net = load_manifest(p)["net"]
+        if net in out:
+            raise InputError(f"two --{kind} files for the {net} net: {out[net]} and {p}")
+        out[net] = str(p)
+    return out
+
+
+def _print_table(doc: dict) -> None:  # type: ignore[type-arg]
+    from rich.table import Table
+
+    from ._console import out_console
+
+    table = Table(title=f"Wald protocol on {doc['scene']['name']} (means over bands)")
+    for col in ("net", "method", "RMSE (DN)", "SRE (dB)", "SAM (°)", "UIQ", "PSNR (dB)", "real-scale RMSE (DN)"):
+        table.add_column(col, justify="right" if "(" in col or col == "UIQ" else "left")
+    for net in ("net20", "net60"):
+        if net not in doc:
+            continue
+        for method in ("model", "bicubic"):
+            m = doc[net][method]
+            cons = doc[net].get("consistency", {}).get(method, {}).get("rmse")
+            sam_v = "-" if m["sam"] is None else f"{m['sam']:.3f}"
+            table.add_row(
+                net, method, f"{m['rmse']:.2f}", f"{m['sre']:.2f}", sam_v, f"{m['uiq']:.4f}", f"{m['psnr']:.2f}",
+                "-" if cons is None else f"{cons:.2f}",
+            )
+    out_console.print(table)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    scene: Annotated[Path, typer.Option("--scene", help="Scene .npz or folder of band GeoTIFFs (held out from training).")],
+    checkpoint: Annotated[list[Path] | None, typer.Option("--checkpoint", help="Checkpoint(s) to evaluate (net read from the file).")] = None,
+    onnx: Annotated[list[Path] | None, typer.Option("--onnx", help="ONNX export(s) with manifest (net read from the manifest).")] = None,
+    net: Annotated[str, typer.Option("--net", help="20, 60 or all.")] = "all",
+    device: Annotated[str, typer.Option("--device", help="Backend for the nets (default: torch for --checkpoint, else auto).")] = "",
+    real_scale: Annotated[bool, typer.Option("--real-scale/--no-real-scale", help="Also run the real-scale consistency check.")] = True,
+    tile: Annotated[int, typer.Option("--tile", min=16, help="Tile side for super_resolve.")] = 256,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON document on stdout.")] = False,
+) -> None:
+    """Wald-protocol metrics (RMSE, SRE, SAM, UIQ, PSNR) of the nets and of bicubic on a scene.
+
+    Without --checkpoint/--onnx the package's default weights are used.
+    """
+    from ..errors import InputError
+    from ..infer import load_runners
+    from ..train.data import load_scene
+    from ..train.evaluate import evaluate_scene
+    from ._console import make_progress
+
+    nets = {"all": ("net20", "net60"), "20": ("net20",), "60": ("net60",)}.get(net.removeprefix("net"))
+    if nets is None:
+        raise InputError(f"--net must be 20, 60 or all, not {net!r}")
+    if not scene.exists():
+        raise InputError(f"scene {scene} does not exist")
+    ckpts, onnxs = _net_files(checkpoint, "checkpoint"), _net_files(onnx, "onnx")
+    dev = device or ("torch" if ckpts and not onnxs else "auto")
+    runners = load_runners(nets, onnx=onnxs, checkpoint=ckpts, device=dev)
+    sc = load_scene(scene)
+    with make_progress(transient=True) as progress:
+        task = progress.add_task("evaluate", total=None)
+        doc = evaluate_scene(sc, runners, real=real_scale, tile=tile, on_tile=lambda d, t: progress.update(task, completed=d, total=t))
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        _print_table(doc)

@@ -152,7 +152,7 @@ def make_pair(scene: Scene, net: str) -> Pair:
 class PatchSampler:
     """Random valid patches with flips/rotations, reproducible from a seeded generator.
 
-    Scenes are drawn with probability proportional to their number of patch positions;
+    Scenes are drawn with probability proportional to their area (target pixels);
     a patch containing any nodata pixel is redrawn. Scenes smaller than the patch are
     skipped (with a warning).
     """
@@ -166,7 +166,7 @@ class PatchSampler:
                 log.warning("%s: %s px on the target grid, smaller than the %d px patch; skipped", p.name, p.y.shape[1:], patch)
         if not self.pairs:
             raise InputError(f"no training scene is large enough for {patch} px patches")
-        sizes = np.array([(p.y.shape[1] - patch + 1) * (p.y.shape[2] - patch + 1) for p in self.pairs], float)
+        sizes = np.array([p.y.shape[1] * p.y.shape[2] for p in self.pairs], float)
         self.weights = sizes / sizes.sum()
 
     def _one(self) -> tuple[np.ndarray, np.ndarray]:
