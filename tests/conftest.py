@@ -13,7 +13,7 @@ import pytest
 DATA = Path(__file__).parent / "data"
 
 # Fixture plugin modules (tests/<name>.py). Add yours here.
-pytest_plugins: list[str] = ["tests._fx_core"]
+pytest_plugins: list[str] = ["tests._fx_core", "tests._fx_engine"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

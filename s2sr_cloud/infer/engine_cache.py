@@ -199,6 +199,20 @@ class CacheEntry:
         return {k: (str(self.sidecar.get(k)), v) for k, v in want.items() if str(self.sidecar.get(k)) != v}
 
 
+def spec_for_entry(entry: CacheEntry, gpu: GpuInfo, tensorrt_version: str) -> EngineSpec:
+    """The spec ``entry``'s own model and precision would have on ``gpu`` with ``tensorrt_version``.
+
+    Verifying ``entry`` against it checks GPU and TensorRT only (for an engine given
+    by path, whose ONNX is not at hand).
+    """
+    s = entry.sidecar
+    return EngineSpec(
+        name=s["name"], net=s["net"], variant=s.get("variant", ""), onnx_sha256=s["onnx_sha256"],
+        gpu_name=gpu.name, compute_capability=gpu.compute_capability,
+        tensorrt_version=tensorrt_version, precision=s["precision"], profile=entry.profile,
+    )
+
+
 def sidecar_path(engine: Path) -> Path:
     """``x.engine`` → ``x.json``."""
     return engine.with_suffix(".json")

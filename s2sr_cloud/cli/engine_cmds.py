@@ -1,0 +1,158 @@
+"""``s2sr engine build|list|check``: the TensorRT engine cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from . import app
+
+engine_app = typer.Typer(
+    help="Build, list and check native TensorRT engines (cached per GPU under engines/).",
+    no_args_is_help=True,
+)
+app.add_typer(engine_app, name="engine")
+
+EngineDir = Annotated[
+    Path | None,
+    typer.Option("--engine-dir", envvar="S2SR_ENGINE_DIR", help="Engine cache folder [default: ./engines]."),
+]
+Precision = Annotated[str, typer.Option(help="fp32, fp16 or bf16.", case_sensitive=False)]
+
+
+@engine_app.command("build")
+def build(
+    onnx: Annotated[Path, typer.Argument(help="Exported ONNX file (its .json manifest beside it).", exists=True, dir_okay=False)],
+    precision: Precision = "fp32",
+    tile: Annotated[int, typer.Option(help="Largest output tile side the engine accepts (halo excluded).", min=16)] = 512,
+    max_batch: Annotated[int, typer.Option(help="Largest batch of tiles per call.", min=1)] = 4,
+    max_mean_dn: Annotated[float | None, typer.Option(help="fp16/bf16: refuse above this mean |diff| in DN [default: 5].")] = None,
+    workspace_gib: Annotated[float | None, typer.Option(help="Builder workspace limit in GiB.")] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even if a matching engine is cached.")] = False,
+    engine_dir: EngineDir = None,
+) -> None:
+    """Build a TensorRT engine for this GPU, check its accuracy, and cache it."""
+    from ..infer.engine_cache import check_precision
+    from ..infer.manifest import load_manifest
+    from ..infer.trt_build import build_engine
+    from ._console import err_console, success
+
+    manifest = load_manifest(onnx)
+    with err_console.status(f"building the {precision} TensorRT engine of {onnx.name} (minutes)…"):
+        entry = build_engine(
+            onnx, manifest, precision=check_precision(precision), tile=tile, max_batch=max_batch,
+            directory=engine_dir, max_mean_dn=max_mean_dn, workspace_gib=workspace_gib, force=force,
+        )
+    acc = entry.sidecar.get("accuracy", {})
+    success(
+        f"{entry.engine} — vs ONNX Runtime fp32: mean |diff| {acc.get('mean_abs_dn', float('nan')):.3f} DN, "
+        f"max {acc.get('max_abs_dn', float('nan')):.3f} DN (tolerance: {acc.get('criterion')} ≤ {acc.get('tolerance')})"
+    )
+
+
+def _status(side: dict[str, Any], here: tuple[str, str, str] | None) -> str:
+    if here is None:
+        return "? (no GPU/TensorRT here)"
+    gpu, cc, ver = here
+    if (side.get("gpu_name"), side.get("compute_capability")) != (gpu, cc):
+        return "other GPU"
+    if side.get("tensorrt_version") != ver:
+        return "stale (TensorRT)"
+    return "usable here"
+
+
+def _here(gpu: str | None, cc: str | None, trt_version: str | None) -> tuple[str, str, str] | None:
+    """The target (GPU name, compute capability, TensorRT version): given, or this machine's."""
+    if gpu and cc and trt_version:
+        return gpu, cc, trt_version
+    from ..infer.trt import current_gpu, import_tensorrt
+
+    trt = import_tensorrt()
+    found = current_gpu() if trt is not None else None
+    if found is None:
+        return None
+    return gpu or found.name, cc or found.compute_capability, trt_version or trt.__version__
+
+
+@engine_app.command("list")
+def list_(
+    engine_dir: EngineDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the sidecars as JSON.")] = False,
+) -> None:
+    """List cached engines and whether each one can run on this machine."""
+    from rich.table import Table
+
+    from ..infer.engine_cache import engine_dir as resolve_dir
+    from ..infer.engine_cache import iter_entries
+    from ._console import out_console
+
+    where = resolve_dir(engine_dir)
+    entries = list(iter_entries(where))
+    if as_json:
+        typer.echo(json.dumps([e.sidecar for e in entries], indent=2))
+        return
+    here = _here(None, None, None)
+    t = Table(title=f"TensorRT engines in {where}")
+    for col in ("model", "precision", "GPU (sm)", "TensorRT", "tile/batch", "MiB", "mean |diff| DN", "status"):
+        t.add_column(col)
+    for e in entries:
+        s = e.sidecar
+        acc = s.get("accuracy", {}).get("mean_abs_dn")
+        t.add_row(
+            f"{s.get('name')} ({str(s.get('onnx_sha256'))[:12]})", str(s.get("precision")),
+            f"{s.get('gpu_name')} ({s.get('compute_capability')})", str(s.get("tensorrt_version")),
+            f"{e.profile.tile}/{e.profile.max_batch}", f"{e.engine.stat().st_size / 2**20:.1f}",
+            "-" if acc is None else f"{acc:.3f}", _status(s, here),
+        )
+    out_console.print(t if entries else f"no engines in {where}")
+
+
+@engine_app.command("check")
+def check(
+    path: Annotated[Path, typer.Argument(help="An .engine file, or an ONNX file to look up in the cache.", exists=True, dir_okay=False)],
+    precision: Precision = "fp32",
+    gpu: Annotated[str | None, typer.Option(help="Target GPU name [default: this machine's].")] = None,
+    compute_capability: Annotated[str | None, typer.Option("--cc", help="Target compute capability, e.g. 9.0.")] = None,
+    trt_version: Annotated[str | None, typer.Option("--trt", help="Target TensorRT version.")] = None,
+    engine_dir: EngineDir = None,
+) -> None:
+    """Check an engine (integrity, GPU, TensorRT) or find the cached engine of an ONNX file.
+
+    Exits 0 when usable, 7 with the reason when stale or foreign, 1 when none is cached.
+    """
+    from ..errors import BackendUnavailable
+    from ..infer.engine_cache import (
+        CacheEntry, EngineSpec, GpuInfo, find_engine, read_sidecar, spec_for_entry, verify_entry,
+    )
+    from ..infer.engine_cache import engine_dir as resolve_dir
+    from ..infer.manifest import load_manifest
+    from ._console import err_console, error, success
+
+    target = _here(gpu, compute_capability, trt_version)
+    if path.suffix == ".engine":
+        entry = CacheEntry(engine=path, sidecar=read_sidecar(path))
+        verify_entry(entry)
+        if target is None:
+            err_console.print("sidecar and bytes agree; no GPU/TensorRT here (or given) to check it against")
+            return
+        spec = spec_for_entry(entry, GpuInfo(name=target[0], compute_capability=target[1]), target[2])
+        verify_entry(entry, spec, check_bytes=False)
+        success(f"{path.name} is usable on {target[0]} (sm {target[1]}) with TensorRT {target[2]}")
+        return
+    if target is None:
+        raise BackendUnavailable("no GPU/TensorRT here: give the target with --gpu, --cc and --trt")
+    manifest = load_manifest(path)
+    spec = EngineSpec.from_manifest(
+        manifest, GpuInfo(name=target[0], compute_capability=target[1]), target[2], precision, tile=1
+    )
+    found = find_engine(resolve_dir(engine_dir), spec)
+    if found is None:
+        error(
+            f"no {precision} engine of {spec.name} for {target[0]} / TensorRT {target[2]} in "
+            f"{resolve_dir(engine_dir)}; build one with `s2sr engine build {path}`"
+        )
+        raise typer.Exit(1)
+    success(f"{found.engine} matches {path.name} ({precision}, tile ≤ {found.profile.tile})")

@@ -1,0 +1,267 @@
+"""Native TensorRT runtime: engines from the cache, run with pinned host buffers.
+
+``tensorrt`` and ``cuda-python`` are imported when first needed (the ``gpu`` extra); no
+PyTorch is involved. :func:`native_runner_if_cached` is the hook the backend selection
+(:mod:`~s2sr_cloud.infer.select`) calls first: it returns None when TensorRT or a GPU is
+missing or no engine is cached, builds one when asked, and raises
+:class:`~s2sr_cloud.errors.EngineMismatch` for a stale engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendUnavailable, EngineMismatch, MissingDependency
+from . import cuda
+from .engine_cache import CacheEntry, EngineSpec, GpuInfo, engine_dir, find_engine, verify_entry
+
+log = logging.getLogger(__name__)
+
+_LOGGER: Any = None
+
+
+def import_tensorrt() -> Any:
+    """The ``tensorrt`` module, or None when it is not installed or cannot load."""
+    try:
+        import tensorrt
+    except (ImportError, OSError) as err:  # OSError: libnvinfer missing
+        log.debug("tensorrt unavailable: %s", err)
+        return None
+    return tensorrt
+
+
+def require_tensorrt() -> Any:
+    """The ``tensorrt`` module; raises :class:`MissingDependency` naming the extra."""
+    trt = import_tensorrt()
+    if trt is None:
+        raise MissingDependency(
+            "this needs NVIDIA TensorRT; install it with `pip install 's2sr-cloud[gpu]'` "
+            "(or use the GPU container image)"
+        )
+    return trt
+
+
+def trt_logger(trt: Any) -> Any:
+    """A TensorRT logger that forwards to :mod:`logging` (one per process)."""
+    global _LOGGER
+    if _LOGGER is None:
+
+        class _Forward(trt.ILogger):  # type: ignore[misc,name-defined]
+            def __init__(self) -> None:
+                trt.ILogger.__init__(self)
+
+            def log(self, severity: Any, msg: str) -> None:
+                level = {
+                    trt.ILogger.INTERNAL_ERROR: logging.ERROR, trt.ILogger.ERROR: logging.ERROR,
+                    trt.ILogger.WARNING: logging.WARNING, trt.ILogger.INFO: logging.DEBUG,
+                }.get(severity, logging.DEBUG)
+                logging.getLogger("tensorrt").log(level, "%s", msg)
+
+        _LOGGER = _Forward()
+    return _LOGGER
+
+
+def current_gpu(device: int = 0) -> GpuInfo | None:
+    """Name and compute capability of CUDA device ``device``, or None without a GPU."""
+    try:
+        if cuda.device_count() <= device:
+            return None
+        name, cc = cuda.device_properties(device)
+    except (MissingDependency, BackendUnavailable) as err:
+        log.debug("no usable GPU: %s", err)
+        return None
+    return GpuInfo(name=name, compute_capability=cc)
+
+
+class TrtRunner:
+    """A :class:`~s2sr_cloud.sr.Runner` over a serialized TensorRT engine.
+
+    Host buffers are page-locked and sized for the engine's largest profile shape; a
+    batch larger than the profile's is run in chunks. Inputs whose spatial size lies
+    outside the profile raise :class:`EngineMismatch` naming the tile to build for.
+
+    Args:
+        entry: the cache entry (engine file + sidecar), verified by the caller.
+    """
+
+    def __init__(self, entry: CacheEntry) -> None:
+        trt = require_tensorrt()
+        self.entry = entry
+        meta = entry.sidecar
+        self.profile = entry.profile
+        self.net: str = meta["net"]
+        self.halo: int = self.profile.halo
+        self.precision: str = meta["precision"]
+        self.backend = f"tensorrt-{self.precision}"
+        self.tile = self.profile.tile
+        self.max_batch = self.profile.max_batch
+        self.inference_time = 0.0
+        self.model_info: dict[str, Any] = {
+            "name": meta["name"], "net": self.net, "variant": meta.get("variant"),
+            "onnx_sha256": meta["onnx_sha256"], "checkpoint_sha256": meta.get("checkpoint_sha256"),
+            "precision": self.precision, "backend": self.backend, "engine": entry.engine.name,
+            "tensorrt_version": meta["tensorrt_version"], "gpu": meta["gpu_name"],
+        }
+        self._runtime = trt.Runtime(trt_logger(trt))
+        self._engine = self._runtime.deserialize_cuda_engine(entry.engine.read_bytes())
+        if self._engine is None:
+            raise EngineMismatch(
+                f"TensorRT {trt.__version__} cannot load {entry.engine.name} (built with TensorRT "
+                f"{meta['tensorrt_version']} for {meta['gpu_name']}); rebuild it with `s2sr engine build`"
+            )
+        self._context = self._engine.create_execution_context()
+        self._in, self._out = self._io_names(trt)
+        self._out_channels = int(self._engine.get_tensor_shape(self._out)[1])
+        self._alloc()
+
+    def _io_names(self, trt: Any) -> tuple[str, str]:
+        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
+        ins = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(ins) != 1 or len(outs) != 1:
+            raise EngineMismatch(f"{self.entry.engine.name}: expected 1 input and 1 output, got {ins} / {outs}")
+        for n in (ins[0], outs[0]):
+            if self._engine.get_tensor_dtype(n) != trt.float32:
+                raise EngineMismatch(f"{self.entry.engine.name}: tensor {n} is {self._engine.get_tensor_dtype(n)}, expected float32")
+        return ins[0], outs[0]
+
+    def _alloc(self) -> None:
+        side, b = self.profile.max_side, self.max_batch
+        n_in = b * self.profile.channels * side * side * 4
+        n_out = b * self._out_channels * side * side * 4
+        self._stream = cuda.Stream()
+        self._h_in, self._h_out = cuda.PinnedBuffer(n_in), cuda.PinnedBuffer(n_out)
+        self._d_in, self._d_out = cuda.DeviceBuffer(n_in), cuda.DeviceBuffer(n_out)
+        self._context.set_tensor_address(self._in, self._d_in.ptr)
+        self._context.set_tensor_address(self._out, self._d_out.ptr)
+
+    def _run_chunk(self, x: np.ndarray) -> np.ndarray:
+        n, _, h, w = x.shape
+        self._h_in.view(x.shape)[...] = x
+        if not self._context.set_input_shape(self._in, x.shape):
+            raise EngineMismatch(f"{self.entry.engine.name} rejected input shape {x.shape}")
+        out_shape = (n, self._out_channels, h, w)
+        self._stream.h2d(self._d_in, self._h_in, x.nbytes)
+        if not self._context.execute_async_v3(self._stream.ptr):
+            raise BackendUnavailable(f"TensorRT failed to run {self.entry.engine.name}")
+        nbytes = int(np.prod(out_shape)) * 4
+        self._stream.d2h(self._h_out, self._d_out, nbytes)
+        self._stream.synchronize()
+        return self._h_out.view(out_shape).copy()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Scaled (N, C_in, h, w) float32 → scaled (N, C_out, h, w) float32."""
+        if not self.profile.covers(x.shape):
+            raise EngineMismatch(
+                f"input {tuple(x.shape)} is outside engine {self.entry.engine.name}'s profile "
+                f"({self.profile.channels} channels, sides {1 + 2 * self.halo}..{self.profile.max_side}); "
+                f"use --tile {self.tile} or less, or build an engine with `s2sr engine build --tile N`"
+            )
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        t0 = time.perf_counter()
+        parts = [self._run_chunk(x[i : i + self.max_batch]) for i in range(0, x.shape[0], self.max_batch)]
+        self.inference_time += time.perf_counter() - t0
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def close(self) -> None:
+        """Free the CUDA buffers and the stream (also done when garbage collected)."""
+        for name in ("_h_in", "_h_out", "_d_in", "_d_out"):
+            buf = getattr(self, name, None)
+            if buf is not None:
+                buf.free()
+        stream = getattr(self, "_stream", None)
+        if stream is not None:
+            stream.destroy()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown: CUDA may be gone
+            log.debug("TrtRunner cleanup failed", exc_info=True)
+
+    def __enter__(self) -> TrtRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def engine_spec_here(manifest: dict[str, Any], precision: str, **profile: int) -> EngineSpec | None:
+    """The engine spec for ``manifest`` on this machine, or None without TensorRT or a GPU."""
+    trt = import_tensorrt()
+    if trt is None:
+        return None
+    gpu = current_gpu()
+    if gpu is None:
+        return None
+    return EngineSpec.from_manifest(manifest, gpu, trt.__version__, precision, **profile)
+
+
+def load_engine(path: str | os.PathLike[str]) -> TrtRunner:
+    """Load an explicitly named engine file, refusing it if foreign or tampered with.
+
+    Raises:
+        EngineMismatch: the sidecar is missing, does not match the file, or names
+            another GPU or TensorRT version.
+        BackendUnavailable: no GPU / TensorRT here.
+    """
+    from .engine_cache import read_sidecar, spec_for_entry
+
+    engine = Path(path)
+    entry = CacheEntry(engine=engine, sidecar=read_sidecar(engine))
+    trt = import_tensorrt()
+    gpu = current_gpu() if trt is not None else None
+    if gpu is None:
+        raise BackendUnavailable("a TensorRT engine needs an NVIDIA GPU and the `gpu` extra here")
+    verify_entry(entry, spec_for_entry(entry, gpu, trt.__version__))
+    return TrtRunner(entry)
+
+
+def native_runner_if_cached(
+    onnx_path: str | os.PathLike[str],
+    manifest: dict[str, Any],
+    *,
+    precision: str = "fp32",
+    build: bool = False,
+    directory: str | os.PathLike[str] | None = None,
+) -> TrtRunner | None:
+    """A native TensorRT runner for ``onnx_path`` if an engine is cached (or ``build``).
+
+    Returns:
+        The runner, or None when TensorRT or a GPU is missing, or when no engine is
+        cached for this model, GPU and precision and ``build`` is False.
+
+    Raises:
+        EngineMismatch: a cached engine of this model for this GPU is stale and
+            ``build`` is False.
+    """
+    spec = engine_spec_here(manifest, precision, tile=1)
+    if spec is None:
+        log.debug("native TensorRT unavailable (no tensorrt or no GPU)")
+        return None
+    where = engine_dir(directory)
+    try:
+        entry = find_engine(where, spec)
+    except EngineMismatch as err:
+        if not build:
+            raise
+        log.warning("%s — building a new engine", err)
+        entry = None
+    if entry is None and build:
+        from .trt_build import build_engine
+
+        entry = build_engine(onnx_path, manifest, precision=precision, directory=where)
+    if entry is None:
+        log.info(
+            "no TensorRT engine cached for %s (%s) in %s; build one with `s2sr engine build %s` "
+            "or pass --build-engine", spec.name, precision, where, onnx_path,
+        )
+        return None
+    log.info("using TensorRT engine %s", entry.engine.name)
+    return TrtRunner(entry)
