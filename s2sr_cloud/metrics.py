@@ -114,6 +114,21 @@ def degrade_back(sr: np.ndarray, factor: int) -> np.ndarray:
     return degrade(sr, factor)
 
 
+def _dilate(mask: np.ndarray, factor: int) -> np.ndarray:
+    """Grow ``mask`` by the radius of the degradation blur (nodata spreads that far)."""
+    from .train.wald import gaussian_kernel
+
+    r = len(gaussian_kernel(1.0 / factor)) // 2
+    if r == 0 or not mask.any():
+        return mask
+    p = np.pad(mask, r)
+    out = np.zeros_like(mask)
+    for dy in range(2 * r + 1):
+        for dx in range(2 * r + 1):
+            out |= p[dy : dy + mask.shape[0], dx : dx + mask.shape[1]]
+    return out
+
+
 def consistency(sr: np.ndarray, lr: np.ndarray, factor: int, bands: Sequence[str] | None = None) -> dict[str, Any]:
     """Real-scale consistency: RMSE (DN) between ``sr`` degraded by ``factor`` and ``lr``.
 
@@ -132,7 +147,7 @@ def consistency(sr: np.ndarray, lr: np.ndarray, factor: int, bands: Sequence[str
         raise ValueError(f"output {sr.shape} smaller than {factor} x input {lr.shape}")
     sr = sr[:, :h, :w]
     back = degrade_back(sr, factor)
-    nodata = block_mean(np.any(sr == 0, axis=0)[None].astype(np.float32), factor)[0] > 0
+    nodata = block_mean(_dilate(np.any(sr == 0, axis=0), factor)[None].astype(np.float32), factor)[0] > 0
     back[:, nodata] = 0
     v = rmse(lr.astype(np.float32), back)
     names = list(bands) if bands is not None else [str(i) for i in range(lr.shape[0])]

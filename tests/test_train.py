@@ -1,0 +1,142 @@
+"""Wald training pipeline and loop: pairs, sampler, determinism, resume, fine-tuning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from s2sr_cloud.bands import NETS, SCALE
+from s2sr_cloud.sr import ArraySource, super_resolve
+from s2sr_cloud.train.data import PatchSampler, find_scenes, load_scene, make_pair
+from s2sr_cloud.train.wald import net_input, wald_scene
+
+torch = pytest.importorskip("torch")
+
+from s2sr_cloud.nets import load_checkpoint  # noqa: E402
+from s2sr_cloud.train.loop import TrainConfig, train  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+VIRGINIA = DATA / "T18SVG_crop240"
+
+
+@pytest.fixture(scope="module")
+def malmo(malmo_npz: Path):
+    return load_scene(malmo_npz)
+
+
+def test_wald_scene_shapes(malmo) -> None:
+    w20 = wald_scene(malmo.b10, malmo.b20, malmo.b60, "20")
+    assert w20.b10.shape == (4, 300, 300) and w20.b20.shape == (6, 150, 150) and w20.b60.shape == (2, 50, 50)
+    assert w20.target.shape == (6, 300, 300) and w20.valid.all()
+    w60 = wald_scene(malmo.b10, malmo.b20, malmo.b60, "60")  # cropped to 576 = 16 * 36
+    assert w60.b10.shape == (4, 96, 96) and w60.b20.shape == (6, 48, 48) and w60.b60.shape == (2, 16, 16)
+    assert w60.target.shape == (2, 96, 96)
+    np.testing.assert_array_equal(w60.target, malmo.b60[:, :96, :96])
+
+
+class _Residual:
+    """A runner that returns the net's global residual only (the upsampled LR bands)."""
+
+    backend = "test"
+    halo = 14
+
+    def __init__(self, net: str) -> None:
+        self.net = net
+        self.sl = NETS[net].residual_slice
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return x[:, self.sl]
+
+
+@pytest.mark.parametrize("net", ["net20", "net60"])
+def test_training_input_is_the_inference_input(malmo, net: str) -> None:
+    """The pairs the nets learn from are built exactly as super_resolve builds its input."""
+    ws = wald_scene(malmo.b10, malmo.b20, malmo.b60, net)
+    x = net_input(ws)
+    out = super_resolve(ArraySource(ws.b10, ws.b20, ws.b60), {net: _Residual(net)}, tile=64)[net]
+    m = 14  # away from the border (reflection vs clamping)
+    np.testing.assert_allclose(out[:, m:-m, m:-m], x[NETS[net].residual_slice, m:-m, m:-m] * SCALE, rtol=1e-5, atol=0.05)
+
+
+def test_sampler_skips_nodata_and_is_reproducible(malmo) -> None:
+    b10 = malmo.b10[:, :240, :240].copy()
+    b10[:, :, :120] = 0  # left half nodata
+    sc = type(malmo)("holes", b10, malmo.b20[:, :120, :120], malmo.b60[:, :40, :40])
+    pair = make_pair(sc, "20")
+    assert not pair.valid[:, :60].any() and pair.valid[:, 60:].all()
+    s1 = PatchSampler([pair], 16, np.random.default_rng(7))
+    s2 = PatchSampler([pair], 16, np.random.default_rng(7))
+    for _ in range(5):
+        (x1, y1), (x2, y2) = s1.batch(4), s2.batch(4)
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+        assert x1.shape == (4, 10, 16, 16) and y1.shape == (4, 6, 16, 16)
+        assert (x1[:, :4] > 0).all()  # no nodata guide pixel in any patch
+
+
+def test_find_scenes_folders_and_exclude(tmp_path: Path, malmo_npz: Path) -> None:
+    assert find_scenes([VIRGINIA]) == [VIRGINIA]
+    sc = load_scene(VIRGINIA)
+    assert sc.b10.shape == (4, 240, 240) and sc.b20.shape == (6, 120, 120) and sc.b60.shape == (2, 40, 40)
+    found = find_scenes([DATA], exclude=["*T33UUB*"])
+    assert VIRGINIA in found and malmo_npz not in found
+
+
+def _cfg(tmp_path: Path, name: str, **kw) -> TrainConfig:
+    base = dict(net="20", data=[str(VIRGINIA)], steps=4, batch=2, patch=16, lr=2e-4, warmup=1, seed=3,
+                checkpoint_every=2, out=str(tmp_path / name), threads=1, device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _weights(path: Path) -> dict:
+    return {k: v.clone() for k, v in load_checkpoint(path).model.state_dict().items()}
+
+
+def test_training_is_deterministic_with_seed_and_records_provenance(tmp_path: Path) -> None:
+    a = train(_cfg(tmp_path, "a", steps=2, command="s2sr train test"))
+    b = train(_cfg(tmp_path, "b", steps=2))
+    wa, wb = _weights(a.final), _weights(b.final)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    meta = load_checkpoint(a.final).meta
+    prov = meta["provenance"]
+    assert prov["command"] == "s2sr train test" and prov["steps_done"] == 2
+    assert prov["config"]["batch"] == 2 and prov["config"]["seed"] == 3
+    assert len(prov["data"][0]["sha256"]) == 64 and prov["hardware"] and prov["torch"]
+    assert meta["net"] == "net20" and a.final.name == "net20_dsen2.safetensors"
+
+
+def test_interrupted_training_resumes_from_last_checkpoint(tmp_path: Path) -> None:
+    full = train(_cfg(tmp_path, "full"))
+
+    def interrupt(step: int, total: int, loss: float) -> None:
+        if step == 3:
+            raise KeyboardInterrupt
+
+    cfg = _cfg(tmp_path, "cut")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, on_step=interrupt)
+    assert (tmp_path / "cut" / "state.safetensors").is_file()
+    assert not (tmp_path / "cut" / "net20_dsen2.safetensors").exists()
+    seen: list[int] = []
+    res = train(cfg, on_step=lambda s, t, loss: seen.append(s))
+    assert res.start_step == 2 and seen == [3, 4]  # continued after the step-2 checkpoint
+    wf, wr = _weights(full.final), _weights(res.final)
+    for k in wf:
+        torch.testing.assert_close(wr[k], wf[k], rtol=1e-5, atol=1e-6)
+
+
+def test_train_cli_writes_checkpoints(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from s2sr_cloud.cli import app
+
+    out = tmp_path / "cli"
+    r = CliRunner().invoke(app, ["train", "--net", "60", "--data", str(VIRGINIA), "--steps", "2", "--batch", "2",
+                                 "--patch", "12", "--checkpoint-every", "1", "--out", str(out), "--seed", "1"])
+    assert r.exit_code == 0, r.output
+    ck = load_checkpoint(out / "net60_dsen2.safetensors", net="60")
+    assert ck.meta["provenance"]["command"].startswith("s2sr ")
+    assert ck.meta["provenance"]["config"]["patch"] == 12
