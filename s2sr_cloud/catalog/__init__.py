@@ -1,0 +1,1 @@
+"""STAC catalogs: profiles (presets), search, asset/radiometry rules and href signing."""

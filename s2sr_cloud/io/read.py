@@ -1,0 +1,201 @@
+"""Windowed reads of an item's per-band rasters (COG over HTTP/S3, or local files).
+
+:class:`ItemSource` is the :class:`~s2sr_cloud.sr.SceneSource` of one STAC item: each
+band is read at its native resolution, only the window asked for (GDAL fetches only the
+COG blocks under it), converted to the pre-04.00 DN scale, 0 kept as nodata. Datasets
+stay open for the life of the source, so halo rows shared by neighbouring blocks come
+from GDAL's caches. Signed hrefs are re-signed shortly before they expire. rasterio
+errors become :class:`~s2sr_cloud.errors.RasterReadError` with the band, the (redacted)
+href and what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from contextlib import ExitStack
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..bands import GROUPS, harmonise
+from ..errors import CRSMismatch, RasterReadError
+from .env import HttpParams, gdal_env
+
+if TYPE_CHECKING:
+    from ..catalog.assets import AssetRef
+    from ..catalog.signing import SignedHref, Signer
+    from ..grid import ItemGrid
+
+log = logging.getLogger(__name__)
+
+#: Re-sign an href when its signature ends within this many seconds.
+RESIGN_MARGIN_S = 300.0
+_HTTP_CODE = re.compile(r"HTTP (?:response )?code:? ?(\d{3})|HTTP error code ?: ?(\d{3})", re.I)
+_HINTS = {
+    "403": "access denied (HTTP 403): the href may need signing or credentials, or its signature expired",
+    "404": "not found (HTTP 404): the item points at a file that does not exist",
+    "429": "rate limited (HTTP 429) after retries: wait and run again",
+}
+
+
+def _http_code(msg: str) -> str | None:
+    m = _HTTP_CODE.search(msg)
+    return (m.group(1) or m.group(2)) if m else None
+
+
+def read_error(err: Exception, band: str, href: str) -> RasterReadError:
+    """A :class:`RasterReadError` for a failed open/read of ``band``."""
+    from ..catalog.signing import redact
+
+    msg = str(err)
+    code = _http_code(msg)
+    if code in _HINTS:
+        what = _HINTS[code]
+    elif code and code.startswith("5"):
+        what = f"server error (HTTP {code}) after retries: try again later"
+    elif "timed out" in msg.lower() or "timeout" in msg.lower():
+        what = "the server was too slow (timeout) after retries: try again, or raise the timeouts"
+    else:
+        what = f"unreadable ({msg.strip()[:200]}): the file may be truncated or corrupt"
+    return RasterReadError(f"band {band} ({redact(href)}): {what}")
+
+
+class ItemSource:
+    """Per-band windowed reader of one item, on the item's 10 m grid.
+
+    Args:
+        assets: band → :class:`AssetRef` for at least the 12 bands the nets need.
+        grid: the item's 10 m grid (shape, CRS, transform).
+        signer: turns a published href into a readable one.
+        http: network parameters (and credentials) for GDAL.
+    """
+
+    def __init__(
+        self, assets: Mapping[str, AssetRef], grid: ItemGrid, *, signer: Signer | None = None,
+        http: HttpParams | None = None,
+    ) -> None:
+        from ..catalog.signing import no_signer
+
+        self.assets = dict(assets)
+        self.grid = grid
+        self.signer = signer or no_signer
+        self.http = http or HttpParams()
+        self._stack = ExitStack()
+        self._ds: dict[str, Any] = {}
+        self._signed: dict[str, SignedHref] = {}
+        self._offsets: dict[str, tuple[int, int]] = {}
+
+    @property
+    def shape10(self) -> tuple[int, int]:
+        return self.grid.shape
+
+    def __enter__(self) -> ItemSource:
+        self._stack.enter_context(gdal_env(self.http))
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every dataset and leave the GDAL environment."""
+        for ds in self._ds.values():
+            ds.close()
+        self._ds.clear()
+        self._stack.close()
+
+    def _open(self, band: str) -> Any:
+        import rasterio
+        from rasterio.errors import RasterioError
+
+        from ..catalog.signing import vsi_path
+
+        ref = self.assets[band]
+        signed = self.signer(ref.href)
+        try:
+            ds = rasterio.open(vsi_path(signed.href))
+        except (RasterioError, OSError) as err:
+            raise read_error(err, band, signed.href) from err
+        self._signed[band] = signed
+        self._offsets[band] = self._check_grid(band, ds)
+        return ds
+
+    def _check_grid(self, band: str, ds: Any) -> tuple[int, int]:
+        """Row/col offset of the band's grid against the item grid (whole pixels), checked."""
+        from rasterio.crs import CRS
+
+        res = self.assets[band].resolution
+        a, _, c, _, e, f = self.grid.transform
+        px = a * res / 10
+        if ds.crs is None or CRS.from_user_input(self.grid.crs) != ds.crs:
+            raise CRSMismatch(f"band {band} is in {ds.crs}, the item says {self.grid.crs}")
+        t = ds.transform
+        if abs(t.a - px) > 1e-6 * px or abs(t.e + px) > 1e-6 * px:
+            raise CRSMismatch(f"band {band} has {t.a} m pixels; expected {px} m for a {res} m band")
+        col = (c - t.c) / px
+        row = (t.f - f) / px
+        if abs(col - round(col)) > 1e-3 or abs(row - round(row)) > 1e-3:
+            raise CRSMismatch(f"band {band}'s pixel grid is shifted by a fraction of a pixel from the 10 m grid")
+        return (int(round(row)), int(round(col)))
+
+    def _dataset(self, band: str) -> Any:
+        ds = self._ds.get(band)
+        signed = self._signed.get(band)
+        if ds is not None and signed is not None and signed.expiring(RESIGN_MARGIN_S):
+            log.info("re-signing the href of band %s before its signature expires", band)
+            ds.close()
+            ds = None
+        if ds is None:
+            ds = self._ds[band] = self._open(band)
+        return ds
+
+    def read_band(self, band: str, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+        """Raw DN (h, w) of ``band`` for rows/cols in the band's own pixels (item-grid aligned)."""
+        from rasterio.errors import RasterioError
+        from rasterio.windows import Window as RioWindow
+
+        ds = self._dataset(band)
+        dr, dc = self._offsets[band]
+        win = RioWindow(cols[0] + dc, rows[0] + dr, cols[1] - cols[0], rows[1] - rows[0])
+        inside = win.col_off >= 0 and win.row_off >= 0 and win.col_off + win.width <= ds.width and win.row_off + win.height <= ds.height
+        try:
+            if inside:
+                return np.asarray(ds.read(1, window=win))
+            return np.asarray(ds.read(1, window=win, boundless=True, fill_value=0))
+        except (RasterioError, OSError) as err:
+            raise read_error(err, band, self._signed[band].href) from err
+
+    def read(self, res: int, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+        """Bands of group ``res`` as float32 (C, h, w) DN on the pre-04.00 scale, 0 = nodata."""
+        out = np.empty((len(GROUPS[res]), rows[1] - rows[0], cols[1] - cols[0]), dtype=np.float32)
+        for i, band in enumerate(GROUPS[res]):
+            dn = self.read_band(band, rows, cols)
+            nod = self.assets[band].nodata
+            if nod:
+                dn = np.where(dn == nod, 0, dn)
+            out[i] = harmonise(dn, self.assets[band].offset_dn)
+        return out
+
+
+def probe_grid(ref: AssetRef, *, signer: Signer | None = None, http: HttpParams | None = None) -> ItemGrid:
+    """The 10 m grid read from a 10 m band's raster header (items without proj metadata)."""
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    from ..catalog.signing import no_signer, vsi_path
+    from ..grid import ItemGrid
+
+    signed = (signer or no_signer)(ref.href)
+    with gdal_env(http):
+        try:
+            with rasterio.open(vsi_path(signed.href)) as ds:
+                crs = ds.crs.to_string() if ds.crs else None
+                t = ds.transform
+                shape = (ds.height, ds.width)
+        except (RasterioError, OSError) as err:
+            raise read_error(err, ref.band, signed.href) from err
+    if crs is None:
+        raise CRSMismatch(f"band {ref.band} ({ref.href}) has no CRS; s2sr needs georeferenced rasters")
+    return ItemGrid(crs, (t.a, t.b, t.c, t.d, t.e, t.f), shape)

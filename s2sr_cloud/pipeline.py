@@ -1,0 +1,223 @@
+"""One item end to end: plan the 10 m grid → stream blocks (read → super-resolve) → COG.
+
+Memory is bounded by one block (plus its halo), never by the item: a full 10980 × 10980
+item is processed block by block. The result of each item is an :class:`ItemResult`
+holding everything a publisher needs (source item, output path, grid, bands, models).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import __version__
+from .bands import BANDS, BANDS_10M, SR_BANDS
+from .catalog.assets import NEEDED_BANDS, AssetRef, band_assets
+from .grid import ItemGrid, OutputGrid, grid_from_metadata, plan_output
+from .io.env import HttpParams
+from .sr import Runner, Window, assemble_sr_bands, iter_blocks, super_resolve, to_uint16
+
+if TYPE_CHECKING:
+    import pystac
+
+    from .catalog.presets import CatalogProfile
+
+log = logging.getLogger(__name__)
+
+#: Output DN convention, recorded in every COG.
+DN_SCALE = 0.0001
+DN_CONVENTION = "reflectance = DN * 0.0001; DN 0 = nodata; baseline-04.00 BOA offset removed"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunParams:
+    """How to process items."""
+
+    out_dir: Path
+    """Folder of the output COGs."""
+    bbox: tuple[float, float, float, float] | None = None
+    """Area (lon/lat W, S, E, N) to produce; None = the whole item."""
+    include_10m: bool = False
+    """Also write the 4 native 10 m bands (after the 8 super-resolved ones)."""
+    block: int = 1020
+    """Side of the streamed blocks in 10 m pixels (a multiple of 6); bounds memory."""
+    tile: int = 256
+    """Tile side for the runners."""
+    batch: int = 4
+    """Tiles per runner call."""
+    overwrite: bool = False
+    """Replace existing outputs."""
+    http: HttpParams = field(default_factory=HttpParams)
+    """Network behaviour of the reads."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressEvent:
+    """Progress of one item: ``done`` of ``total`` blocks of ``stage``."""
+
+    stage: str
+    item_id: str
+    done: int
+    total: int
+
+
+ProgressFn = Callable[[ProgressEvent], None]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ItemResult:
+    """One processed item: the hook for publishing (``s2sr … --publish``)."""
+
+    item: pystac.Item
+    """The source item, as found."""
+    path: Path
+    """The written 10 m COG."""
+    grid: OutputGrid
+    """Output CRS, transform, shape, window in the item grid, bounds and lon/lat bbox."""
+    bands: tuple[str, ...]
+    """Band ids in COG band order."""
+    model: dict[str, dict[str, Any]]
+    """Per net, the runner's ``model_info`` (name, variant, sha256, precision…)."""
+    backend: str
+    """Inference backend, e.g. ``onnxruntime-cpu``."""
+    catalog: str
+    """Catalog profile name."""
+    radiometry: dict[str, Any]
+    """Offsets removed per band and the output DN convention."""
+    seconds: float
+    """Wall time of the item."""
+
+
+@dataclass(frozen=True, slots=True)
+class ItemPlan:
+    """What :func:`process_item` will read and write for one item."""
+
+    assets: dict[str, AssetRef]
+    item_grid: ItemGrid
+    out: OutputGrid
+    http: HttpParams
+
+
+def _signer(profile: CatalogProfile) -> Any:
+    from .catalog.signing import signer_for
+
+    return signer_for(profile.signer)
+
+
+def plan_item(item: pystac.Item, profile: CatalogProfile, params: RunParams) -> ItemPlan:
+    """Resolve assets, radiometry and the output grid (reads at most one raster header)."""
+    from dataclasses import replace
+
+    from .io.read import probe_grid
+
+    bands = NEEDED_BANDS
+    assets = band_assets(item, profile, bands)
+    http = params.http
+    if profile.access == "cdse-s3" or any(a.href.startswith("s3://eodata/") for a in assets.values()):
+        from .catalog.signing import cdse_s3_options
+
+        http = replace(http, extra={**(http.extra or {}), **cdse_s3_options()})
+    ref = assets["B04"]
+    grid = grid_from_metadata(item.properties, item.assets[ref.key].to_dict())
+    if grid is None:
+        grid = probe_grid(ref, signer=_signer(profile), http=http)
+    out = plan_output(grid, params.bbox, item.geometry, item.id)
+    return ItemPlan(assets, grid, out, http)
+
+
+def _description(band: str, sr: bool) -> str:
+    b = BANDS[band]
+    how = f"super-resolved {b.resolution} m -> 10 m" if sr else "native 10 m"
+    return f"{band} ({b.common_name}, {b.wavelength * 1000:.0f} nm, {how})"
+
+
+def _tags(item: pystac.Item, plan: ItemPlan, runners: Mapping[str, Runner], profile: CatalogProfile) -> dict[str, str]:
+    offsets = sorted({a.offset_dn for a in plan.assets.values()})
+    return {
+        "S2SR_VERSION": __version__,
+        "S2SR_SOURCE_ITEM": item.id,
+        "S2SR_SOURCE_COLLECTION": item.collection_id or "",
+        "S2SR_SOURCE_HREF": item.get_self_href() or "",
+        "S2SR_CATALOG": profile.name,
+        "S2SR_DN_CONVENTION": DN_CONVENTION,
+        "S2SR_DN_SCALE": str(DN_SCALE),
+        "S2SR_DN_OFFSET": "0",
+        "S2SR_BOA_OFFSET_REMOVED": ",".join(str(o) for o in offsets),
+        "S2SR_BACKEND": ",".join(sorted({r.backend for r in runners.values()})),
+        "S2SR_MODELS": ",".join(str(model_info(r).get("name", n)) for n, r in runners.items()),
+    }
+
+
+def model_info(runner: Runner) -> dict[str, Any]:
+    """A runner's ``model_info`` dict, or what can be told without one."""
+    info = getattr(runner, "model_info", None)
+    if isinstance(info, Mapping):
+        return dict(info)
+    return {"name": f"{runner.net}_{type(runner).__name__}", "halo": runner.halo}
+
+
+def _block_array(source: Any, runners: Mapping[str, Runner], win: Window, params: RunParams) -> np.ndarray:
+    out = super_resolve(source, runners, window=win, tile=params.tile, batch=params.batch)
+    arr = assemble_sr_bands(out)
+    if params.include_10m:
+        b10 = source.read(10, (win.row, win.row + win.height), (win.col, win.col + win.width))
+        arr = np.concatenate([arr, b10], axis=0)
+    return to_uint16(arr)
+
+
+def process_item(
+    item: pystac.Item, runners: Mapping[str, Runner], profile: CatalogProfile, params: RunParams,
+    *, on_progress: ProgressFn | None = None,
+) -> ItemResult:
+    """Super-resolve the requested area of one item into a 10 m COG, block by block."""
+    from .io.cog import CogWriter
+    from .io.read import ItemSource
+
+    t0 = time.perf_counter()
+    plan = plan_item(item, profile, params)
+    out = plan.out
+    bands = SR_BANDS + (BANDS_10M if params.include_10m else ())
+    path = Path(params.out_dir) / f"{item.id}_sr10m.tif"
+    blocks = list(iter_blocks(out.shape, params.block))
+    log.info("[%s] %d x %d px at 10 m in %d blocks -> %s", item.id, out.shape[1], out.shape[0], len(blocks), path)
+    from rasterio.transform import Affine
+
+    writer = CogWriter(
+        path, width=out.shape[1], height=out.shape[0], count=len(bands), crs=out.crs,
+        transform=Affine(*out.transform), nodata=0, dtype="uint16",
+        descriptions=[_description(b, b in SR_BANDS) for b in bands],
+        tags=_tags(item, plan, runners, profile), overwrite=params.overwrite,
+        band_tags=[{"band": b, "scale": str(DN_SCALE), "offset": "0"} for b in bands],
+    )
+    with ItemSource(plan.assets, plan.item_grid, signer=_signer(profile), http=plan.http) as source, writer:
+        for i, b in enumerate(blocks, start=1):
+            win = Window(out.window.row + b.row, out.window.col + b.col, b.height, b.width)
+            writer.write(_block_array(source, runners, win, params), b)
+            if on_progress is not None:
+                on_progress(ProgressEvent("blocks", item.id, i, len(blocks)))
+    first = next(iter(runners.values()))
+    return ItemResult(
+        item=item, path=path, grid=out, bands=tuple(bands),
+        model={n: model_info(r) for n, r in runners.items()}, backend=first.backend, catalog=profile.name,
+        radiometry={
+            "offset_removed_dn": {b: a.offset_dn for b, a in plan.assets.items()},
+            "offset_reason": plan.assets["B05"].offset_reason,
+            "dn_scale": DN_SCALE, "dn_offset": 0, "nodata": 0, "convention": DN_CONVENTION,
+        },
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def process_items(
+    items: Iterable[pystac.Item], runners: Mapping[str, Runner], profile: CatalogProfile, params: RunParams,
+    *, on_progress: ProgressFn | None = None,
+) -> Iterator[ItemResult]:
+    """:func:`process_item` over items, lazily (one item in memory at a time)."""
+    for item in items:
+        yield process_item(item, runners, profile, params, on_progress=on_progress)
