@@ -260,16 +260,26 @@ def iter_entries(directory: Path) -> Iterator[CacheEntry]:
             log.warning("skipping %s: %s", engine, err)
 
 
+def _consistent(entry: CacheEntry) -> bool:
+    """True if the sidecar's fields produce the engine's file name (no edited sidecar)."""
+    s = entry.sidecar
+    try:
+        gpu = GpuInfo(name=s["gpu_name"], compute_capability=s["compute_capability"])
+        return spec_for_entry(entry, gpu, s["tensorrt_version"]).key == entry.key
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
 def verify_entry(entry: CacheEntry, spec: EngineSpec | None = None, *, check_bytes: bool = True) -> None:
     """Refuse an engine whose sidecar does not match its file name, its bytes, or ``spec``.
 
     Raises:
         EngineMismatch: with what differs and what to do.
     """
-    if entry.sidecar.get("key") != entry.key:
+    if entry.sidecar.get("key") != entry.key or not _consistent(entry):
         raise EngineMismatch(
-            f"engine {entry.engine.name} was renamed or copied: its sidecar says it is "
-            f"{entry.sidecar.get('key')!r}; rebuild it with `s2sr engine build` instead of renaming"
+            f"engine {entry.engine.name} was renamed, copied or its sidecar edited: the sidecar "
+            f"describes {entry.sidecar.get('key')!r}; delete it and rebuild with `s2sr engine build`"
         )
     if check_bytes:
         size = entry.engine.stat().st_size
@@ -318,6 +328,7 @@ def find_engine(directory: Path, spec: EngineSpec) -> CacheEntry | None:
     for entry in iter_entries(directory):
         if entry.sidecar.get("name") != spec.name:
             continue
+        verify_entry(entry, check_bytes=False)
         diff = entry.differences(spec)
         if not diff:
             if entry.profile.tile >= spec.profile.tile and entry.profile.halo == spec.profile.halo:
