@@ -14,7 +14,7 @@ install-test:
 	PYTHON=$(PY) scripts/install.sh test
 
 demo: install
-	$(BIN)/s2sr search --catalog sample --bbox -77.60,37.90,-77.55,37.95 --run --out demo-output
+	$(BIN)/s2sr search --catalog sample --bbox -75.71,37.725,-75.69,37.745 --run --out demo-output --overwrite
 
 test: install-test
 	$(BIN)/python -m pytest -q

@@ -45,8 +45,8 @@ class RunParams:
     """Area (lon/lat W, S, E, N) to produce; None = the whole item."""
     include_10m: bool = False
     """Also write the 4 native 10 m bands (after the 8 super-resolved ones)."""
-    block: int = 1020
-    """Side of the streamed blocks in 10 m pixels (a multiple of 6); bounds memory."""
+    block: int = 1536
+    """Side of the streamed blocks in 10 m pixels (a multiple of 6 and of 512); bounds memory."""
     tile: int = 256
     """Tile side for the runners."""
     batch: int = 4

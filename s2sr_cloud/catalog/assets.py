@@ -80,7 +80,8 @@ def _by_common_name(band: str, assets: Mapping[str, Mapping[str, Any]]) -> str |
     for key, a in assets.items():
         for cn, wl in common_names(a):
             # CDSE spells the red-edge bands rededge071/075/078
-            if cn == spec.common_name or (spec.common_name == "rededge" and cn.startswith("rededge")):
+            single = len(common_names(a)) == 1  # not `visual` (red, green, blue in one file)
+            if single and (cn == spec.common_name or (spec.common_name == "rededge" and cn.startswith("rededge"))):
                 cands.append((key, wl))
     if len(cands) > 1:  # same name: keep the centre wavelength that fits this band
         close = [(k, w) for k, w in cands if w is not None and abs(w - spec.wavelength) < 0.012]

@@ -141,14 +141,19 @@ def parse_asset_map(text: str) -> dict[str, str]:
 
 
 def resolve_catalog(spec: str | None, *, asset_map: str | None = None) -> CatalogProfile:
-    """Turn ``--catalog NAME|URL|PATH`` (default ``earth-search``) into a profile.
+    """Turn ``--catalog NAME|URL|PATH|NAME=URL`` (default ``earth-search``) into a profile.
 
     A URL that is the root of a known catalog gets that catalog's profile. Any other URL
     is a generic STAC API whose assets are found through ``asset_map`` (default: Earth
     Search keys, then common names). A local path is a static catalog, collection,
-    item or item collection searched client-side.
+    item or item collection searched client-side. ``NAME=URL`` uses a known profile's
+    rules with another API root (a mirror or proxy).
     """
     spec = (spec or "earth-search").strip()
+    head, eq, tail = spec.partition("=")
+    if eq and tail.startswith(("http://", "https://")):
+        base = resolve_catalog(head, asset_map=asset_map)
+        return replace(base, url=tail.rstrip("/"), static=False)
     name = ALIASES.get(spec.lower(), spec.lower())
     if name == "sample":
         prof = _sample()
@@ -171,3 +176,17 @@ def resolve_catalog(spec: str | None, *, asset_map: str | None = None) -> Catalo
     if asset_map:
         prof = replace(prof, asset_keys=parse_asset_map(asset_map), collection_keys={})
     return prof
+
+
+def profile_for_item(item_dict: Mapping[str, object]) -> CatalogProfile:
+    """Guess the catalog profile of a lone item (``s2sr run ITEM``) from its content."""
+    props = item_dict.get("properties") or {}
+    assets = item_dict.get("assets") or {}
+    hrefs = [str(a.get("href", "")) for a in assets.values() if isinstance(a, Mapping)]  # type: ignore[union-attr]
+    if any(h.startswith("s3://eodata/") for h in hrefs):
+        return CDSE
+    if any(".blob.core.windows.net" in h for h in hrefs):
+        return PLANETARY_COMPUTER
+    if isinstance(props, Mapping) and any(str(k).startswith(("earthsearch:", "sentinel:")) for k in props):
+        return EARTH_SEARCH
+    return CatalogProfile(name="file", url=None, static=True)

@@ -46,6 +46,8 @@ class SearchParams:
     """Most items returned."""
     collections: tuple[str, ...] = ()
     """Collections to search (empty: the profile's default)."""
+    page_size: int | None = None
+    """Items per API page (default: ``min(limit, 100)``)."""
 
 
 def parse_bbox(text: str) -> BBox:
@@ -129,7 +131,8 @@ def _api_items(profile: CatalogProfile, params: SearchParams, collections: Seque
     from pystac_client.exceptions import APIError
 
     kw: dict[str, Any] = {"bbox": params.bbox, "intersects": params.intersects, "datetime": params.datetime,
-                          "collections": list(collections) or None, "limit": min(max(params.limit, 1), 100)}
+                          "collections": list(collections) or None,
+                          "limit": params.page_size or min(max(params.limit, 1), 100)}
     try:
         client = Client.open(str(profile.url), timeout=HTTP_TIMEOUT_S)
         if params.max_cloud is not None:
@@ -141,6 +144,8 @@ def _api_items(profile: CatalogProfile, params: SearchParams, collections: Seque
         yield from client.search(**kw).items()
     except APIError as err:
         status = getattr(err, "status_code", None)
+        if status is None:
+            raise CatalogError(f"cannot reach the STAC API {profile.url}: {str(err)[:300]}") from err
         raise CatalogHTTPError(f"{profile.url} answered HTTP {status}: {str(err)[:300]}", status) from err
     except OSError as err:  # requests' ConnectionError/Timeout are OSErrors
         raise CatalogError(f"cannot reach the STAC API {profile.url}: {err}") from err

@@ -1,0 +1,186 @@
+"""STAC commands: ``search`` (optionally ``--run``) and ``run`` (one item)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from . import app
+
+if TYPE_CHECKING:
+    import pystac
+
+    from ..catalog.presets import CatalogProfile
+    from ..pipeline import ItemResult, RunParams
+
+_CATALOG_HELP = (
+    "earth-search (default), planetary-computer, cdse, sample (offline), a STAC API URL, a local "
+    "catalog/item JSON file, or NAME=URL (a profile's rules on another API root)."
+)
+_ASSET_MAP_HELP = "Band→asset keys for other catalogs: earth-search, esa, cdse, or B04=red,B08=nir,…"
+
+Out = Annotated[Path, typer.Option("--out", "-o", help="Folder for the output COGs.")]
+IncludeTen = Annotated[bool, typer.Option("--include-10m", help="Also write the 4 native 10 m bands.")]
+Checkpoint = Annotated[list[Path] | None, typer.Option(help="Checkpoint (.safetensors) of a net; repeat for both nets.", exists=True)]
+Onnx = Annotated[list[Path] | None, typer.Option(help="Exported ONNX file of a net; repeat for both nets.", exists=True)]
+Device = Annotated[str, typer.Option(help="Backend: auto, tensorrt, ort-trt, cuda, cpu, torch.")]
+Tile = Annotated[int, typer.Option(help="Tile side in 10 m pixels (halo excluded).", min=16)]
+Block = Annotated[int, typer.Option(help="Streaming block side in 10 m pixels (bounds memory).", min=60)]
+Batch = Annotated[int, typer.Option(help="Tiles per inference call.", min=1)]
+Overwrite = Annotated[bool, typer.Option(help="Replace existing outputs.")]
+
+
+def _table(items: Sequence[pystac.Item]) -> Any:
+    from rich.table import Table
+
+    from ..catalog.assets import processing_baseline
+
+    t = Table(title=f"{len(items)} item(s)")
+    t.add_column("id", no_wrap=True)
+    for col in ("collection", "date", "cloud %", "tile", "baseline"):
+        t.add_column(col, justify="right" if col == "cloud %" else "left")
+    for it in items:
+        p = it.properties
+        when = it.datetime or it.common_metadata.start_datetime
+        cc = p.get("eo:cloud_cover")
+        tile = p.get("grid:code") or p.get("s2:mgrs_tile") or p.get("mgrs:grid_square") or ""
+        t.add_row(it.id, it.collection_id or "", when.strftime("%Y-%m-%d") if when else "",
+                  "" if cc is None else f"{float(cc):.1f}", str(tile).removeprefix("MGRS-"),
+                  processing_baseline(p) or "")
+    return t
+
+
+def _intersects(value: str | None) -> dict[str, Any] | None:
+    if not value:
+        return None
+    from ..errors import CatalogError
+
+    text = Path(value).read_text() if Path(value).is_file() else value
+    try:
+        geom = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise CatalogError(f"--intersects takes a GeoJSON file or inline GeoJSON: {err}") from err
+    if geom.get("type") == "Feature":
+        geom = geom["geometry"]
+    if geom.get("type") == "FeatureCollection":
+        raise CatalogError("--intersects takes one geometry, not a FeatureCollection")
+    return dict(geom)
+
+
+def run_items(
+    items: Sequence[pystac.Item], profile: CatalogProfile, params: RunParams, *,
+    checkpoint: list[Path] | None, onnx: list[Path] | None, device: str,
+    on_result: Callable[[ItemResult], None] | None = None,
+) -> list[ItemResult]:
+    """Process items with progress bars; ``on_result`` is called after each item (publishing hook)."""
+    from ..infer import load_runners
+    from ..pipeline import process_item
+    from ._console import err_console, make_progress, success
+    from .core_cmds import _model_files
+
+    ckpts, onnxs = _model_files(checkpoint, onnx)
+    runners = load_runners(checkpoint=ckpts, onnx=onnxs, device=device)
+    err_console.print("backends: " + ", ".join(f"{k}: {r.backend}" for k, r in runners.items()), highlight=False)
+    results = []
+    with make_progress() as progress:
+        for item in items:
+            task = progress.add_task(item.id, total=None)
+
+            def update(ev: Any, task: Any = task) -> None:
+                progress.update(task, completed=ev.done, total=ev.total)
+
+            res = process_item(item, runners, profile, params, on_progress=update)
+            results.append(res)
+            if on_result is not None:
+                on_result(res)
+    for r in results:
+        h, w = r.grid.shape
+        success(f"{r.item.id}: {w} x {h} px at 10 m, {len(r.bands)} bands -> {r.path} ({r.seconds:.1f} s)")
+    return results
+
+
+@app.command()
+def search(
+    bbox: Annotated[str | None, typer.Option(help="Area W,S,E,N in degrees, e.g. -75.71,37.725,-75.69,37.745.")] = None,
+    datetime: Annotated[str | None, typer.Option("--datetime", help="Date or interval, e.g. 2024-06-01/2024-06-30.")] = None,
+    max_cloud: Annotated[float | None, typer.Option(help="Largest eo:cloud_cover (percent).", min=0, max=100)] = None,
+    limit: Annotated[int, typer.Option(help="Most items.", min=1)] = 10,
+    collection: Annotated[list[str] | None, typer.Option(help="Collection id (repeatable); default: the catalog's L2A.")] = None,
+    catalog: Annotated[str, typer.Option(help=_CATALOG_HELP, envvar="S2SR_CATALOG")] = "earth-search",
+    intersects: Annotated[str | None, typer.Option(help="GeoJSON geometry (file or inline) instead of --bbox.")] = None,
+    asset_map: Annotated[str | None, typer.Option(help=_ASSET_MAP_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Write an ItemCollection to stdout (table to stderr).")] = False,
+    run: Annotated[bool, typer.Option("--run", help="Super-resolve the items found (the bbox only).")] = False,
+    out: Out = Path("s2sr-output"),
+    include_10m: IncludeTen = False,
+    checkpoint: Checkpoint = None,
+    onnx: Onnx = None,
+    device: Device = "auto",
+    tile: Tile = 256,
+    block: Block = 1536,
+    batch: Batch = 4,
+    overwrite: Overwrite = False,
+) -> None:
+    """Find Sentinel-2 L2A items; with --run, super-resolve exactly the requested area."""
+    from ..catalog.presets import resolve_catalog
+    from ..catalog.search import SearchParams, geometry_bbox, item_collection, parse_bbox, search_items
+    from ..errors import CatalogError
+    from ..pipeline import RunParams
+    from ._console import err_console, out_console
+
+    geom = _intersects(intersects)
+    box = parse_bbox(bbox) if bbox else None
+    if box is None and geom is None:
+        raise CatalogError("give an area: --bbox W,S,E,N or --intersects GEOJSON")
+    profile = resolve_catalog(catalog, asset_map=asset_map)
+    params = SearchParams(bbox=box, intersects=geom, datetime=datetime, max_cloud=max_cloud,
+                          limit=limit, collections=tuple(collection or ()))
+    with err_console.status(f"searching {profile.name} ({profile.url})"):
+        items = search_items(profile, params)
+    (err_console if as_json or run else out_console).print(_table(items))
+    if as_json:
+        typer.echo(json.dumps(item_collection(items)))
+    if run:
+        area = box or geometry_bbox(geom or {})
+        run_items(items, profile, RunParams(out_dir=out, bbox=area, include_10m=include_10m, tile=tile,
+                                            block=block, batch=batch, overwrite=overwrite),
+                  checkpoint=checkpoint, onnx=onnx, device=device)
+
+
+@app.command("run")
+def run_item(
+    item: Annotated[str, typer.Argument(help="A STAC item: JSON file or http(s) URL.")],
+    bbox: Annotated[str | None, typer.Option(help="Area W,S,E,N in degrees (default: the whole item).")] = None,
+    catalog: Annotated[str | None, typer.Option(help="Catalog rules for the item (default: guessed from it).")] = None,
+    asset_map: Annotated[str | None, typer.Option(help=_ASSET_MAP_HELP)] = None,
+    out: Out = Path("s2sr-output"),
+    include_10m: IncludeTen = False,
+    checkpoint: Checkpoint = None,
+    onnx: Onnx = None,
+    device: Device = "auto",
+    tile: Tile = 256,
+    block: Block = 1536,
+    batch: Batch = 4,
+    overwrite: Overwrite = False,
+) -> None:
+    """Super-resolve one STAC item (or the --bbox part of it) into a 10 m COG."""
+    from dataclasses import replace
+
+    from ..catalog.presets import parse_asset_map, profile_for_item, resolve_catalog
+    from ..catalog.search import load_item, parse_bbox
+    from ..pipeline import RunParams
+
+    it = load_item(item)
+    if catalog:
+        profile = resolve_catalog(catalog, asset_map=asset_map)
+    else:
+        profile = profile_for_item(it.to_dict())
+        if asset_map:
+            profile = replace(profile, asset_keys=parse_asset_map(asset_map), collection_keys={})
+    params = RunParams(out_dir=out, bbox=parse_bbox(bbox) if bbox else None, include_10m=include_10m,
+                       tile=tile, block=block, batch=batch, overwrite=overwrite)
+    run_items([it], profile, params, checkpoint=checkpoint, onnx=onnx, device=device)
