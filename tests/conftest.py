@@ -13,7 +13,7 @@ import pytest
 DATA = Path(__file__).parent / "data"
 
 # Fixture plugin modules (tests/<name>.py). Add yours here.
-pytest_plugins: list[str] = ["tests._fx_core", "tests._fx_engine"]
+pytest_plugins: list[str] = ["tests._fx_core", "tests._fx_engine", "tests._fx_services", "tests._fx_stac"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
