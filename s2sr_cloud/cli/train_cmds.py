@@ -41,6 +41,9 @@ def train_cmd(
     device: Annotated[str, typer.Option("--device", help="auto (GPU when present), cpu or cuda.")] = "auto",
     threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")] = None,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Linear warm-up steps.")] = 20,
+    gain_jitter: Annotated[
+        float, typer.Option("--gain-jitter", min=0.0, help="Radiometric augmentation: per-band random gain exp(U(-j, j)); 0 = off.")
+    ] = 0.0,
 ) -> None:
     """Train or fine-tune a DSen2 net with the Wald protocol (L1 loss, Adam/Nadam).
 
@@ -71,6 +74,7 @@ def train_cmd(
         device=device,
         threads=threads,
         warmup=warmup,
+        gain_jitter=gain_jitter,
         command=shlex.join(["s2sr", *sys.argv[1:]]),
     )
     with make_progress() as progress:

@@ -155,11 +155,18 @@ class PatchSampler:
     Scenes are drawn with probability proportional to their area (target pixels);
     a patch containing any nodata pixel is redrawn. Scenes smaller than the patch are
     skipped (with a warning).
+
+    ``gain_jitter`` > 0 adds radiometric augmentation: every band of a patch is multiplied
+    by its own random gain ``exp(U(-j, j))``, the same for the band's LR input and its
+    target. It emulates the different levels of a band relative to the others between
+    L1C (top of atmosphere) and L2A (surface reflectance), scenes and seasons, so the net
+    learns detail relative to each band's own level.
     """
 
-    def __init__(self, pairs: Sequence[Pair], patch: int, rng: np.random.Generator) -> None:
+    def __init__(self, pairs: Sequence[Pair], patch: int, rng: np.random.Generator, gain_jitter: float = 0.0) -> None:
         self.patch = patch
         self.rng = rng
+        self.gain_jitter = gain_jitter
         self.pairs = [p for p in pairs if min(p.y.shape[1:]) >= patch]
         for p in pairs:
             if min(p.y.shape[1:]) < patch:
@@ -184,6 +191,10 @@ class PatchSampler:
         if aug & 4:
             x, y = x[:, :, ::-1], y[:, :, ::-1]
         x, y = np.rot90(x, aug & 3, axes=(1, 2)), np.rot90(y, aug & 3, axes=(1, 2))
+        if self.gain_jitter > 0:
+            g = np.exp(self.rng.uniform(-self.gain_jitter, self.gain_jitter, x.shape[0])).astype(np.float32)
+            x = x * g[:, None, None]
+            y = y * g[x.shape[0] - y.shape[0] :, None, None]  # the target bands are the last inputs
         return x, y
 
     def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -54,6 +54,7 @@ class TrainConfig:
     lr_min_ratio: float = 0.1
     warmup: int = 20
     optimizer: str = "adam"
+    gain_jitter: float = 0.0
     seed: int = 0
     checkpoint_every: int = 100
     out: str = "runs/train"
@@ -186,7 +187,7 @@ def train(cfg: TrainConfig, on_step: StepFn | None = None, log_every: int = 50) 
     paths = find_scenes(cfg.data, cfg.exclude)
     files = _data_provenance(paths)
     pairs = [make_pair(load_scene(p), cfg.net) for p in paths]
-    sampler = PatchSampler(pairs, cfg.patch, rng)
+    sampler = PatchSampler(pairs, cfg.patch, rng, cfg.gain_jitter)
     log.info("training %s/%s on %d scenes (%s), steps %d..%d", cfg.net, cfg.variant, len(sampler.pairs), device, start, cfg.steps)
     t0 = time.monotonic()
     loss_v = float("nan")
