@@ -1,0 +1,85 @@
+"""The link between a run and a later publish: a sidecar record next to each output COG.
+
+``s2sr … --run`` leaves ``<name>.tif``; :func:`save_record` writes ``<name>.s2sr.json``
+beside it with what the COG itself cannot hold (the full source item, the models'
+sha256, the backend). ``s2sr publish`` reads it back with :func:`load_scene`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from .item import ProcessedScene
+
+SUFFIX = ".s2sr.json"
+
+
+def record_path(cog: Path) -> Path:
+    """Sidecar path of a COG: ``x.tif`` → ``x.s2sr.json``."""
+    return cog.with_name(cog.stem + SUFFIX)
+
+
+def scene_from_result(result: Any) -> ProcessedScene:
+    """Convert the pipeline's ``ItemResult`` into a :class:`ProcessedScene`."""
+    from .. import __version__
+
+    grid = result.grid
+    rad = getattr(result, "radiometry", {}) or {}
+    return ProcessedScene(
+        source=result.item, cog=Path(result.path), crs=grid.crs, transform=tuple(grid.transform),
+        shape=tuple(grid.shape), bbox=tuple(grid.bounds), bbox_wgs84=tuple(grid.bbox),
+        bands=tuple(result.bands), models={k: dict(v) for k, v in result.model.items()},
+        backend=result.backend, version=__version__, nodata=int(rad.get("nodata", 0)),
+        dn_offset=int(rad.get("dn_offset", 0)),
+    )
+
+
+def save_record(scene: ProcessedScene) -> Path:
+    """Write the sidecar record of ``scene`` atomically; returns its path."""
+    doc = {
+        "s2sr_record": 1, "cog": scene.cog.name, "source_item": scene.source.to_dict(transform_hrefs=False),
+        "models": {k: dict(v) for k, v in scene.models.items()}, "backend": scene.backend,
+        "version": scene.version, "dn_offset": scene.dn_offset, "bands": list(scene.bands),
+    }
+    path = record_path(scene.cog)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=2)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def load_scene(path: Path) -> ProcessedScene:
+    """A :class:`ProcessedScene` from a COG (with its sidecar) or from the sidecar itself."""
+    import pystac
+
+    from .assets import scene_from_cog
+
+    path = Path(path)
+    rec_path = path if path.name.endswith(SUFFIX) else record_path(path)
+    if not rec_path.exists():
+        raise InputError(f"{path}: no {rec_path.name} beside it; it was not written by `s2sr … --run`, "
+                         "so its source item and models are unknown")
+    rec = json.loads(rec_path.read_text())
+    cog = rec_path.with_name(rec["cog"])
+    source = pystac.Item.from_dict(rec["source_item"])
+    return scene_from_cog(cog, source, models=rec["models"], backend=rec["backend"], version=rec["version"],
+                          dn_offset=int(rec.get("dn_offset", 0)))
+
+
+def find_records(paths: Iterable[Path]) -> Iterator[Path]:
+    """Sidecar records of the given COGs and of the COGs in the given folders."""
+    for p in map(Path, paths):
+        if p.is_dir():
+            yield from sorted(p.glob(f"*{SUFFIX}"))
+        else:
+            yield p if p.name.endswith(SUFFIX) else record_path(p)

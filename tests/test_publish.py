@@ -1,0 +1,339 @@
+"""Publishing: derived items + collection, to a folder, to S3 (moto) and to a STAC API (pgstac).
+
+Inputs are real: the source item is an Earth Search v1 item (tests/data/stac), the COG is
+made from a real BigEarthNet L2A patch with its own georeference (tests/data/bigearthnet;
+its 20/60 m bands upsampled bilinearly to 10 m stand in for the super-resolved output).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from s2sr_cloud import __version__
+from s2sr_cloud.bands import SR_BANDS
+from s2sr_cloud.errors import PublishError
+from s2sr_cloud.publish import ProcessedScene, StaticTarget, TransactionsTarget, open_store, open_target
+from s2sr_cloud.publish.redact import redact, strip_credentials
+from s2sr_cloud.publish.stores import LocalStore, S3Store
+
+DATA = Path(__file__).parent / "data"
+PATCH = DATA / "bigearthnet"
+SOURCE = DATA / "stac" / "earth-search-v1" / "items" / "S2A_13TDE_20231008_0_L2A.json"
+ITEM_ID = "S2A_13TDE_20231008_0_L2A-s2sr"
+Validate = Callable[[dict[str, Any]], None]
+# A static catalog has no /search: pystac-client walks it and says so.
+pytestmark = [pytest.mark.filterwarnings("ignore::pystac_client.warnings.FallbackToPystac"),
+              pytest.mark.filterwarnings("ignore::pystac_client.warnings.NoConformsTo")]
+
+
+def _models(tag: str = "v1") -> dict[str, dict[str, Any]]:
+    def sha(s: str) -> str:
+        return hashlib.sha256(s.encode()).hexdigest()
+
+    return {net: {"name": f"dsen2_{net}_{tag}", "variant": "dsen2", "onnx_sha256": sha(f"{net}{tag}onnx"),
+                  "checkpoint_sha256": sha(f"{net}{tag}ckpt"), "precision": "fp32"} for net in ("net20", "net60")}
+
+
+@pytest.fixture(scope="session")
+def sr_cog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8-band 10 m COG (SR_BANDS order) from a real L2A patch; georeference from its B02 file."""
+    import rasterio
+
+    from s2sr_cloud.io.cog import CogWriter
+    from s2sr_cloud.resample import upsample
+
+    stem = "S2A_MSIL2A_20170613T101031_87_48"
+    with rasterio.open(PATCH / f"{stem}_B02.tif") as ref:
+        crs, transform, shape = ref.crs, ref.transform, ref.shape
+    arrays = []
+    for band in SR_BANDS:
+        with rasterio.open(PATCH / f"{stem}_{band}.tif") as src:
+            lr = src.read(1).astype(np.float32)
+        arrays.append(upsample(lr[None], shape[0] // lr.shape[0], shape)[0])
+    out = tmp_path_factory.mktemp("run") / f"{stem}_sr10m.tif"
+    with CogWriter(out, width=shape[1], height=shape[0], count=len(SR_BANDS), crs=crs, transform=transform,
+                   descriptions=list(SR_BANDS)) as w:
+        w.write(np.clip(np.rint(np.stack(arrays)), 1, 65535))
+    return out
+
+
+@pytest.fixture(scope="session")
+def sr_cog_v2(sr_cog: Path) -> Path:
+    """The same grid with other pixels (DN + 7): what another model would produce."""
+    import rasterio
+
+    from s2sr_cloud.io.cog import CogWriter
+
+    with rasterio.open(sr_cog) as src:
+        data, profile, desc = src.read(), src.profile, src.descriptions
+    out = sr_cog.with_name("v2_" + sr_cog.name)
+    with CogWriter(out, width=profile["width"], height=profile["height"], count=profile["count"],
+                   crs=profile["crs"], transform=profile["transform"], descriptions=list(desc)) as w:
+        w.write(data + 7)
+    return out
+
+
+@pytest.fixture
+def scene(sr_cog: Path) -> ProcessedScene:
+    import pystac
+
+    from s2sr_cloud.publish.assets import scene_from_cog
+
+    source = pystac.Item.from_dict(json.loads(SOURCE.read_text()))  # keeps its API self link
+    return scene_from_cog(sr_cog, source, models=_models(), backend="onnxruntime-cpu", version=__version__)
+
+
+def _read_band(href: str, band_index: int = 1) -> np.ndarray:
+    import rasterio
+
+    with rasterio.open(href) as ds:
+        return ds.read(band_index)
+
+
+def _check_pixels(scene: ProcessedScene, band: str, href: str) -> None:
+    np.testing.assert_array_equal(_read_band(href), _read_band(str(scene.cog), scene.bands.index(band) + 1))
+
+
+# --- the documents ------------------------------------------------------------------------
+def test_item_and_collection_documents(scene: ProcessedScene, tmp_path: Path, stac_validate: Validate) -> None:
+    from s2sr_cloud.publish.assets import prepare_assets
+    from s2sr_cloud.publish.item import build_collection, build_item
+
+    assets = prepare_assets(scene, tmp_path)
+    item = build_item(scene, assets, "s2sr-test").to_dict(include_self_link=False, transform_hrefs=False)
+    item["links"].append({"rel": "collection", "href": "../collection.json"})  # what a target adds
+    stac_validate(item)
+    p = item["properties"]
+    assert item["id"] == ITEM_ID
+    assert p["datetime"] == "2023-10-08T18:02:55.276000Z" and p["platform"] == "sentinel-2a"
+    assert p["gsd"] == 10.0 and p["proj:code"] == "EPSG:32633" and p["proj:shape"] == [120, 120]
+    assert p["proj:transform"] == [10.0, 0.0, 404400.0, 0.0, -10.0, 5342400.0]
+    assert p["processing:software"] == {"s2sr-cloud": __version__}
+    assert p["s2sr:models"]["net20"]["onnx_sha256"] == _models()["net20"]["onnx_sha256"]
+    assert p["s2sr:backend"] == "onnxruntime-cpu" and "fp32" in p["processing:lineage"]
+    derived = [ln["href"] for ln in item["links"] if ln["rel"] == "derived_from"]
+    assert derived == ["https://earth-search.aws.element84.com/v1/collections/sentinel-2-l2a/items/S2A_13TDE_20231008_0_L2A"]
+    assert set(item["assets"]) == {*SR_BANDS, "preview"}
+    b05 = item["assets"]["B05"]
+    assert b05["roles"] == ["data", "reflectance"] and b05["eo:bands"][0]["common_name"] == "rededge"
+    assert b05["raster:bands"] == [{"nodata": 0, "data_type": "uint16", "spatial_resolution": 10.0,
+                                    "scale": 0.0001, "offset": 0.0}]
+    assert item["assets"]["preview"]["type"] == "image/png"
+    assert 13.6 < item["bbox"][0] < 13.8 and 48.1 < item["bbox"][1] < 48.3  # Austria, from the COG itself
+    for a in assets:  # checksums are of the files
+        assert a.checksum == "1220" + hashlib.sha256(a.path.read_bytes()).hexdigest()
+    coll = build_collection("s2sr-test", [item])
+    coll["links"] = []
+    stac_validate(coll)
+    assert coll["license"] == "other" and coll["extent"]["spatial"]["bbox"] == [item["bbox"]]
+    assert set(coll["item_assets"]) == set(item["assets"])
+
+
+def test_preview_png(scene: ProcessedScene, tmp_path: Path) -> None:
+    import rasterio
+
+    from s2sr_cloud.publish.assets import render_preview
+
+    out = tmp_path / "p.png"
+    render_preview(scene, out, size=64)
+    with pytest.warns(rasterio.errors.NotGeoreferencedWarning), rasterio.open(out) as ds:
+        assert (ds.driver, ds.count, ds.dtypes[0], ds.shape) == ("PNG", 4, "uint8", (64, 64))
+        rgba = ds.read()
+    assert rgba[3].min() == 255 and rgba[:3].std() > 10  # all valid, real contrast
+    assert not list(tmp_path.glob("*.aux.xml"))
+
+
+@pytest.mark.parametrize(("url", "logged", "stored"), [
+    ("https://user:s3cr3t@stac.example/api", "https://user:***@stac.example/api", "https://stac.example/api"),
+    ("https://acct.blob.core.windows.net/c/x.tif?st=1&se=2&sig=abc%2Fdef&foo=1",
+     "https://acct.blob.core.windows.net/c/x.tif?st=***&se=***&sig=***&foo=1",
+     "https://acct.blob.core.windows.net/c/x.tif?foo=1"),
+    ("https://h/x?X-Amz-Credential=AKIA&X-Amz-Signature=f00", "https://h/x?X-Amz-Credential=***&X-Amz-Signature=***",
+     "https://h/x"),
+    ("s3://bucket/prefix", "s3://bucket/prefix", "s3://bucket/prefix"),
+])
+def test_redaction(url: str, logged: str, stored: str) -> None:
+    assert redact(url) == logged
+    assert strip_credentials(url) == stored
+
+
+# --- local folder -------------------------------------------------------------------------
+def test_local_catalog(scene: ProcessedScene, tmp_path: Path, stac_validate: Validate) -> None:
+    import pystac
+    import pystac_client
+
+    root = tmp_path / "catalog"
+    res = open_target(str(root)).publish(scene)
+    assert res.status == "created"
+    coll = pystac.Collection.from_file(str(root / "collection.json"))
+    items = list(coll.get_items())
+    assert [i.id for i in items] == [ITEM_ID]
+    docs = [json.loads((root / name).read_text()) for name in ("catalog.json", "collection.json", f"{ITEM_ID}/{ITEM_ID}.json")]
+    for doc in docs:
+        stac_validate(doc)
+        hrefs = [ln["href"] for ln in doc["links"] if ln["rel"] not in ("derived_from", "license")]
+        hrefs += [a["href"] for a in doc.get("assets", {}).values()]
+        assert all(h.startswith("./") or h.startswith("../") for h in hrefs), hrefs  # self-contained
+    client = pystac_client.Client.open(str(root / "catalog.json"))  # a static catalog: walked, not queried
+    found = list(client.get_items(ITEM_ID, recursive=True))
+    assert [i.id for i in found] == [ITEM_ID]
+    _check_pixels(scene, "B8A", found[0].assets["B8A"].get_absolute_href())
+
+    # same model again: skipped, one item; --overwrite: replaced, still one item, no stale files
+    assert open_target(str(root)).publish(scene).status == "skipped"
+    before = sorted(p.name for p in (root / ITEM_ID).iterdir())
+    assert open_target(str(root)).publish(scene, overwrite=True).status == "updated"
+    assert sorted(p.name for p in (root / ITEM_ID).iterdir()) == before
+    assert len(list(pystac.Collection.from_file(str(root / "collection.json")).get_items())) == 1
+
+
+# --- S3 (moto server) ---------------------------------------------------------------------
+def test_s3_catalog(scene: ProcessedScene, s3_server: str, s3_bucket: str, stac_validate: Validate) -> None:
+    import pystac_client
+
+    from s2sr_cloud.publish.stores import s3_stac_io
+
+    target = open_target(f"s3://{s3_bucket}/stac/s2sr", s3_endpoint=s3_server)
+    assert target.publish(scene).status == "created"
+    store = S3Store(f"s3://{s3_bucket}/stac/s2sr", endpoint=s3_server)
+    keys = sorted(store.keys())
+    assert "collection.json" in keys and f"{ITEM_ID}/{ITEM_ID}.json" in keys and len(keys) == 3 + len(SR_BANDS) + 1
+    # read back with pystac-client (s3:// hrefs read through boto3), then the COG through GDAL's /vsis3/
+    client = pystac_client.Client.from_file(f"s3://{s3_bucket}/stac/s2sr/catalog.json", stac_io=s3_stac_io(s3_server))
+    (item,) = list(client.get_items(ITEM_ID, recursive=True))
+    coll = item.get_collection()
+    assert coll is not None and coll.id == "sentinel-2-l2a-s2sr"
+    stac_validate(coll.to_dict(transform_hrefs=False))
+    stac_validate(store.get_json(f"{ITEM_ID}/{ITEM_ID}.json"))
+    href = item.assets["B11"].get_absolute_href()
+    assert href.startswith(f"s3://{s3_bucket}/stac/s2sr/{ITEM_ID}/")
+    _check_pixels(scene, "B11", href)
+    assert open_target(f"s3://{s3_bucket}/stac/s2sr", s3_endpoint=s3_server).publish(scene).status == "skipped"
+    assert sorted(store.keys()) == keys
+
+
+class _FailingStore(S3Store):
+    """A real S3 store whose connection dies after ``n`` uploads (injected fault)."""
+
+    def __init__(self, *a: Any, n: int = 1, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.left = n
+
+    def put_file(self, key: str, path: Path, media_type: str) -> None:
+        if self.left == 0:
+            raise PublishError("injected fault: connection lost during upload")
+        self.left -= 1
+        super().put_file(key, path, media_type)
+
+
+def test_s3_fault_midway_leaves_no_dangling_item(
+    scene: ProcessedScene, sr_cog_v2: Path, s3_server: str, s3_bucket: str
+) -> None:
+    import dataclasses
+
+    url = f"s3://{s3_bucket}/cat"
+    # first publish fails after one COG: nothing at all is left
+    with pytest.raises(PublishError, match="injected"):
+        StaticTarget(_FailingStore(url, endpoint=s3_server, n=1)).publish(scene)
+    store = S3Store(url, endpoint=s3_server)
+    assert list(store.keys()) == []
+    # a good item, then a re-publish with another model that dies midway: the old item stays whole
+    StaticTarget(store).publish(scene)
+    before = sorted(store.keys())
+    other = dataclasses.replace(scene, models=_models("v2"), cog=sr_cog_v2)
+    with pytest.raises(PublishError, match="injected"):
+        StaticTarget(_FailingStore(url, endpoint=s3_server, n=3)).publish(other)
+    assert sorted(store.keys()) == before
+    item = store.get_json(f"{ITEM_ID}/{ITEM_ID}.json")
+    assert item is not None and item["properties"]["s2sr:models"] == scene.models
+    for a in item["assets"].values():
+        assert store.exists(f"{ITEM_ID}/{a['href'][2:]}")
+
+
+# --- STAC API (stac-fastapi-pgstac) ------------------------------------------------------
+def test_stac_api(scene: ProcessedScene, pgstac_api: str, s3_server: str, s3_bucket: str,
+                  stac_validate: Validate) -> None:
+    import pystac_client
+    import requests
+
+    cid = "s2sr-api-test"
+    assets_to = f"s3://{s3_bucket}/cogs"
+    target = open_target(pgstac_api, assets_to=assets_to, s3_endpoint=s3_server, collection_id=cid)
+    assert isinstance(target, TransactionsTarget)
+    assert target.publish(scene).status == "created"
+    client = pystac_client.Client.open(pgstac_api)
+    found = list(client.search(collections=[cid], bbox=scene.bbox_wgs84, datetime="2023-10-08").items())
+    assert [i.id for i in found] == [ITEM_ID]
+    item = found[0]
+    assert item.properties["s2sr:model_fingerprint"] and item.assets["B12"].href.startswith(f"{assets_to}/")
+    _check_pixels(scene, "B12", item.assets["B12"].href)
+    coll = requests.get(f"{pgstac_api}/collections/{cid}", timeout=10).json()
+    for doc in (coll, item.to_dict(transform_hrefs=False)):
+        stac_validate(doc)
+    # twice: one item; a new model replaces it (and its old files); --overwrite replaces too
+    assert target.publish(scene).status == "skipped"
+    store = open_store(assets_to, s3_endpoint=s3_server)
+    n_files = len(list(store.keys()))
+    import dataclasses
+
+    assert target.publish(dataclasses.replace(scene, models=_models("v2"))).status == "updated"
+    hits = list(client.search(collections=[cid]).items())
+    assert [i.id for i in hits] == [ITEM_ID] and hits[0].properties["s2sr:models"]["net20"]["name"].endswith("v2")
+    assert len(list(store.keys())) == n_files
+
+
+def test_stac_api_fault_leaves_no_item(scene: ProcessedScene, pgstac_api: str, s3_server: str,
+                                       s3_bucket: str) -> None:
+    import requests
+
+    cid = "s2sr-api-fault"
+    store = _FailingStore(f"s3://{s3_bucket}/cogs", endpoint=s3_server, n=2)
+    with pytest.raises(PublishError, match="injected"):
+        TransactionsTarget(pgstac_api, assets=store, collection_id=cid).publish(scene)
+    r = requests.get(f"{pgstac_api}/collections/{cid}/items/{ITEM_ID}", timeout=10)
+    assert r.status_code == 404
+    assert list(S3Store(f"s3://{s3_bucket}/cogs", endpoint=s3_server).keys()) == []
+
+
+def test_credentials_stay_out_of_logs_and_documents(
+    scene: ProcessedScene, pgstac_api: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import requests
+
+    secret = "Sup3r-s3cr3t"
+    url = pgstac_api.replace("http://", f"http://publisher:{secret}@")
+    caplog.set_level(logging.DEBUG)
+    target = open_target(url, assets_to=str(tmp_path / "files"), collection_id="s2sr-creds")
+    res = target.publish(scene)
+    docs = [requests.get(f"{pgstac_api}/collections/s2sr-creds{p}", timeout=10).text
+            for p in ("", f"/items/{ITEM_ID}")]
+    assert secret not in caplog.text and secret not in res.href and "***" in res.href
+    assert all(secret not in d and "testing-secret-key" not in d for d in docs)
+    # an unreachable API: the error message is redacted too
+    bad = open_target(url.rsplit(":", 1)[0] + ":9", assets_to=str(tmp_path / "f2"), collection_id="x")
+    with pytest.raises(PublishError) as err:
+        bad.publish(scene)
+    assert secret not in str(err.value) and "127.0.0.1:9" in str(err.value)
+
+
+def test_api_needs_an_asset_store() -> None:
+    with pytest.raises(PublishError, match="--assets-to"):
+        open_target("http://127.0.0.1:9/stac")
+    with pytest.raises(PublishError, match="credentials"):
+        S3Store("s3://KEY:SECRET@bucket/x", client=object())
+
+
+def test_local_store_is_atomic(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    store.put_json("a/a.json", {"x": 1})
+    assert store.get_json("a/a.json") == {"x": 1} and list(store.keys()) == ["a/a.json"]
+    with pytest.raises(ValueError, match="escapes"):
+        store.put_json("../evil.json", {})
