@@ -63,7 +63,7 @@ class _Handler(SimpleHTTPRequestHandler):
         return super().translate_path("/" + (parts[1] if len(parts) > 1 else ""))
 
     def _fault(self) -> Any:
-        faults = self.server.faults.get(self.path.split("?", 1)[0].split("/", 2)[-1])  # type: ignore[attr-defined]
+        faults = self.server.faults.get(self.path.split("?", 1)[0])  # type: ignore[attr-defined]
         return faults.pop(0) if faults else None
 
     def send_head(self) -> Any:
@@ -122,6 +122,11 @@ class _Handler(SimpleHTTPRequestHandler):
             left -= len(chunk)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:  # clients that hang up early
+        pass
+
+
 @dataclass
 class RangeServer:
     """Range-capable HTTP server over ``root`` on 127.0.0.1, with request log and faults."""
@@ -131,7 +136,7 @@ class RangeServer:
     faults: dict[str, list[Any]] = field(default_factory=dict)
 
     def start(self) -> RangeServer:
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Handler, directory=str(self.root)))
+        self.httpd = _QuietServer(("127.0.0.1", 0), partial(_Handler, directory=str(self.root)))
         self.httpd.daemon_threads = True
         self.httpd.log = self.log  # type: ignore[attr-defined]
         self.httpd.faults = self.faults  # type: ignore[attr-defined]
@@ -147,10 +152,12 @@ class RangeServer:
         """A fresh cache-busting URL prefix (``http://127.0.0.1:P/<uuid>``)."""
         return f"{self.url}/{uuid.uuid4().hex[:12]}"
 
-    def fault(self, relpath: str, *behaviours: Any) -> None:
-        """Queue behaviours for requests of ``relpath`` (path after the prefix): an HTTP
-        status (int) or ``("slow", seconds)``; later requests are served normally."""
-        self.faults.setdefault(relpath, []).extend(behaviours)
+    def fault(self, url: str, *behaviours: Any) -> None:
+        """Queue behaviours for the next requests of ``url``: an HTTP status (int) or
+        ``("slow", seconds)``; later requests are served normally."""
+        from urllib.parse import urlparse
+
+        self.faults.setdefault(urlparse(url).path, []).extend(behaviours)
 
     def fetched(self, contains: str = "") -> tuple[int, int]:
         """(body bytes, requests) logged for paths containing ``contains``."""

@@ -1,0 +1,155 @@
+"""Windowed COG reads over loopback HTTP: bytes fetched, pixels, faults, re-signing."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pystac
+import pytest
+import rasterio
+
+from s2sr_cloud.catalog.assets import band_assets
+from s2sr_cloud.catalog.presets import resolve_catalog
+from s2sr_cloud.catalog.signing import SignedHref
+from s2sr_cloud.errors import RasterReadError
+from s2sr_cloud.grid import grid_from_metadata
+from s2sr_cloud.io.env import HttpParams
+from s2sr_cloud.io.read import ItemSource
+
+from ._fx_stac import SAMPLE, RangeServer, sample_items
+
+VA = "sentinel-2-l1c/S2A_18SVG_20160112_0_L1C"
+FAST = HttpParams(max_retry=2, retry_delay_s=0.05, timeout_s=2, connect_timeout_s=2, low_speed_time_s=2)
+
+
+def _source(base: str, http: HttpParams = FAST, signer=None, b04: str | None = None) -> ItemSource:
+    d = next(i for i in sample_items(base) if i["id"] == "S2A_18SVG_20160112_0_L1C")
+    if b04:
+        d["assets"]["red"]["href"] = b04
+    item = pystac.Item.from_dict(d)
+    assets = band_assets(item, resolve_catalog("sample"))
+    grid = grid_from_metadata(item.properties, item.assets["red"].to_dict())
+    assert grid is not None
+    return ItemSource(assets, grid, signer=signer, http=http)
+
+
+def _local(band: str, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+    with rasterio.open(SAMPLE / VA / f"{band}.tif") as ds:
+        return ds.read(1, window=((rows[0], rows[1]), (cols[0], cols[1])))
+
+
+def test_small_window_reads_few_blocks_and_exact_pixels(cog_server: RangeServer) -> None:
+    base = cog_server.prefix()
+    rows, cols = (240, 300), (240, 300)  # 600 m x 600 m at 10 m
+    with _source(base) as src:
+        b10 = src.read(10, rows, cols)
+        b20 = src.read(20, (120, 150), (120, 150))
+        b60 = src.read(60, (40, 50), (40, 50))
+    assert b10.dtype == np.float32 and b10.shape == (4, 60, 60)
+    assert np.array_equal(b10[2], _local("B04", rows, cols))  # B04 is third of B02 B03 B04 B08
+    assert np.array_equal(b20[3], _local("B8A", (120, 150), (120, 150)))
+    assert b60.shape == (2, 10, 10)
+    prefix = base.rsplit("/", 1)[1]
+    for band in ("B02", "B03", "B04", "B08"):  # 10 m COGs: 2 x 2 of their 5 x 5 blocks + the header
+        size = (SAMPLE / VA / f"{band}.tif").stat().st_size
+        nbytes, nreq = cog_server.fetched(f"{prefix}/{VA}/{band}.tif")
+        assert 0 < nbytes < 0.4 * size, (band, nbytes, size)
+        assert nreq <= 4  # HEAD, header, 2 merged block ranges
+    total = sum(p.stat().st_size for p in (SAMPLE / VA).glob("*.tif"))
+    assert cog_server.fetched(prefix)[0] < 0.45 * total
+    mine = [r for r in cog_server.log if prefix in r.path]
+    assert all(r.path.endswith(".tif") for r in mine)  # no directory listing, no .aux.xml/.ovr probes
+    assert all(r.method == "HEAD" or r.range for r in mine)  # never a whole file
+
+
+def test_repeated_reads_hit_the_cache(cog_server: RangeServer) -> None:
+    base = cog_server.prefix()
+    prefix = base.rsplit("/", 1)[1]
+    with _source(base) as src:
+        src.read(10, (0, 60), (0, 60))
+        first = cog_server.fetched(prefix)
+        src.read(10, (10, 50), (10, 50))  # inside the same blocks: no new request
+        assert cog_server.fetched(prefix) == first
+
+
+@pytest.mark.parametrize(("status", "words"), [(404, "not found"), (403, "access denied")])
+def test_http_errors_are_clear(cog_server: RangeServer, status: int, words: str) -> None:
+    base = cog_server.prefix()
+    cog_server.fault(f"{base}/{VA}/B04.tif", *[status] * 5)
+    with _source(base) as src, pytest.raises(RasterReadError, match=f"band B04 .*{words}"):
+        src.read(10, (0, 60), (0, 60))
+
+
+def test_5xx_then_success_is_retried(cog_server: RangeServer) -> None:
+    base = cog_server.prefix()
+    prefix = base.rsplit("/", 1)[1]
+    cog_server.fault(f"{base}/{VA}/B02.tif", 500)
+    cog_server.fault(f"{base}/{VA}/B03.tif", 429)
+    with _source(base) as src:
+        b10 = src.read(10, (0, 60), (0, 60))
+    assert np.array_equal(b10[0], _local("B02", (0, 60), (0, 60)))
+    statuses = [r.status for r in cog_server.log if prefix in r.path and r.path.endswith("B02.tif")]
+    assert statuses[0] == 500 and 206 in statuses
+
+
+def test_persistent_5xx_gives_up_with_a_clear_error(cog_server: RangeServer) -> None:
+    base = cog_server.prefix()
+    cog_server.fault(f"{base}/{VA}/B03.tif", *[503] * 10)
+    with _source(base) as src, pytest.raises(RasterReadError, match="band B03 .*503"):
+        src.read(10, (0, 60), (0, 60))
+
+
+def test_slow_server_times_out_or_is_retried(cog_server: RangeServer) -> None:
+    slow = HttpParams(max_retry=0, timeout_s=1, connect_timeout_s=1, low_speed_time_s=1)
+    base = cog_server.prefix()
+    cog_server.fault(f"{base}/{VA}/B08.tif", ("slow", 1.6))
+    with _source(base, http=slow) as src, pytest.raises(RasterReadError, match="band B08"):
+        src.read(10, (0, 60), (0, 60))
+    base = cog_server.prefix()
+    cog_server.fault(f"{base}/{VA}/B08.tif", ("slow", 1.6))
+    with _source(base, http=HttpParams(max_retry=2, retry_delay_s=0.05, timeout_s=1, low_speed_time_s=1)) as src:
+        b10 = src.read(10, (0, 60), (0, 60))
+    assert np.array_equal(b10[3], _local("B08", (0, 60), (0, 60)))
+
+
+def test_truncated_cog_is_a_read_error(cog_server: RangeServer) -> None:
+    data = (SAMPLE / VA / "B04.tif").read_bytes()
+    bad = cog_server.root / "broken"
+    bad.mkdir(exist_ok=True)
+    (bad / "B04.tif").write_bytes(data[: len(data) // 2])
+    base = cog_server.prefix()
+    with _source(base, b04=f"{base}/broken/B04.tif") as src, pytest.raises(RasterReadError, match="band B04"):
+        src.read(10, (420, 540), (420, 540))  # the last blocks lie past the cut
+
+
+def test_local_files_read_the_same(cog_server: RangeServer) -> None:
+    d = next(i for i in sample_items(str(SAMPLE)) if i["id"] == "S2A_18SVG_20160112_0_L1C")
+    item = pystac.Item.from_dict(d)
+    grid = grid_from_metadata(item.properties, item.assets["red"].to_dict())
+    assert grid is not None
+    with ItemSource(band_assets(item, resolve_catalog("sample")), grid) as src:
+        assert np.array_equal(src.read(60, (0, 90), (0, 90))[0], _local("B01", (0, 90), (0, 90)))
+
+
+def test_hrefs_are_re_signed_before_expiry(cog_server: RangeServer) -> None:
+    base = cog_server.prefix()
+    calls: list[str] = []
+
+    def signer(href: str) -> SignedHref:  # a real signer with a short-lived token
+        calls.append(href)
+        return SignedHref(f"{href}?sig={len(calls)}", datetime.now(UTC) + timedelta(seconds=60))
+
+    with _source(base, signer=signer) as src:
+        src.read(60, (0, 10), (0, 10))
+        src.read(60, (0, 10), (0, 10))
+    # 60 s left is within the 300 s margin: each read re-signed both 60 m bands
+    assert len(calls) == 4
+    assert any("sig=2" in r.path for r in cog_server.log)
+
+
+def test_pipeline_copies_do_not_touch_the_package(cog_server: RangeServer) -> None:
+    assert (cog_server.root / VA / "B04.tif").stat().st_size == (SAMPLE / VA / "B04.tif").stat().st_size
+    assert not (SAMPLE / "broken").exists()
+    shutil.rmtree(cog_server.root / "broken", ignore_errors=True)
