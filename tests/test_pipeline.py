@@ -1,0 +1,159 @@
+"""One item end to end over loopback services: STAC API → Range COGs → nets → 10 m COG."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pystac
+import pytest
+import rasterio
+
+from s2sr_cloud.bands import SR_BANDS
+from s2sr_cloud.catalog.presets import EARTH_SEARCH, EARTH_SEARCH_KEYS, ESA_KEYS, PLANETARY_COMPUTER, resolve_catalog
+from s2sr_cloud.catalog.search import SearchParams, search_items
+from s2sr_cloud.errors import BBoxOutsideItem, MissingAsset, OutputExists, RasterReadError
+from s2sr_cloud.io.env import HttpParams
+from s2sr_cloud.io.read import ItemSource
+from s2sr_cloud.pipeline import ItemResult, RunParams, plan_item, process_item
+
+from ._fx_stac import SAMPLE, STAC_DATA, RangeServer, hybrid_item, sample_items
+
+VA_ID = "S2A_18SVG_20160112_0_L1C"
+VA = f"sentinel-2-l1c/{VA_ID}"
+BBOX = (-75.7045, 37.7300, -75.6980, 37.7350)  # about 570 m x 560 m inside the Virginia crop
+FAST = HttpParams(max_retry=1, retry_delay_s=0.05, timeout_s=5)
+
+
+@pytest.fixture(scope="module")
+def runners() -> dict[str, object]:
+    """Real DSen2 nets (depth 6, so the real 14 px receptive field) only 8 features wide: fast."""
+    torch = pytest.importorskip("torch")
+    from s2sr_cloud.bands import VariantSpec, net_spec
+    from s2sr_cloud.nets.model import DSen2, TorchRunner
+
+    torch.manual_seed(0)
+    narrow = VariantSpec("dsen2", 6, 8)
+    return {n: TorchRunner(DSen2(net_spec(n), narrow)) for n in ("net20", "net60")}
+
+
+def _va(base: str) -> dict:
+    return next(i for i in sample_items(base) if i["id"] == VA_ID)
+
+
+def _local(band: str, win: tuple[slice, slice]) -> np.ndarray:
+    with rasterio.open(SAMPLE / VA / f"{band}.tif") as ds:
+        return ds.read(1)[win]
+
+
+def test_search_then_process_reads_little_and_writes_a_georeferenced_cog(
+    stac_apis: dict[str, str], cog_server: RangeServer, runners: dict, tmp_path
+) -> None:
+    prof = resolve_catalog(f"sample={stac_apis['sample']}")
+    items = search_items(prof, SearchParams(bbox=BBOX))
+    assert [i.id for i in items] == [VA_ID]
+    # fresh URLs for this test (GDAL caches per URL for the whole process)
+    item = pystac.Item.from_dict(_va(cog_server.prefix()))
+    prefix = item.assets["red"].href.split("/")[3]
+    events = []
+    res = process_item(item, runners, prof, RunParams(out_dir=tmp_path, bbox=BBOX, block=60, http=FAST),
+                       on_progress=events.append)
+    assert isinstance(res, ItemResult) and res.path == tmp_path / f"{VA_ID}_sr10m.tif"
+    assert res.bands == SR_BANDS and res.backend == "torch-cpu" and res.item.id == VA_ID
+    assert set(res.model) == {"net20", "net60"}
+    win = res.grid.window
+    assert win.row % 6 == 0 and win.col % 6 == 0 and win.height % 6 == 0 and win.width % 6 == 0
+    assert res.grid.bbox[0] <= BBOX[0] and res.grid.bbox[2] >= BBOX[2]
+    assert events[-1].done == events[-1].total == len(events) > 1  # streamed in blocks
+    with rasterio.open(res.path) as ds:
+        assert ds.count == 8 and ds.crs.to_epsg() == 32618 and ds.nodata == 0
+        assert ds.transform.c == 435780 + 10 * win.col and ds.transform.f == 4179420 - 10 * win.row
+        assert ds.transform.c % 60 == 0 and ds.transform.f % 60 == 0
+        assert ds.descriptions[0].startswith("B01") and ds.descriptions[-1].startswith("B12")
+        assert ds.tags()["S2SR_SOURCE_ITEM"] == VA_ID and ds.tags()["S2SR_DN_OFFSET"] == "0"
+        assert ds.profile["tiled"]
+        data = ds.read()
+    assert data.dtype == np.uint16 and (data > 0).all()
+    fetched = cog_server.fetched(prefix)[0]
+    total = sum(p.stat().st_size for p in (SAMPLE / VA).glob("*.tif"))
+    assert fetched < 0.5 * total, (fetched, total)
+    assert not list(tmp_path.glob(".*"))  # no temp files left
+
+
+def test_blocks_are_seamless(cog_server: RangeServer, runners: dict, tmp_path) -> None:
+    item = pystac.Item.from_dict(_va(cog_server.prefix()))
+    prof = resolve_catalog("sample")
+    one = process_item(item, runners, prof, RunParams(out_dir=tmp_path / "one", bbox=BBOX, http=FAST))
+    many = process_item(item, runners, prof, RunParams(out_dir=tmp_path / "many", bbox=BBOX, block=30, tile=24, http=FAST))
+    with rasterio.open(one.path) as a, rasterio.open(many.path) as b:
+        assert a.transform == b.transform
+        diff = np.abs(a.read().astype(np.int32) - b.read().astype(np.int32))
+    assert diff.max() <= 1  # float rounding only
+
+
+@pytest.mark.parametrize(
+    ("doc", "profile", "keys", "offset"),
+    [
+        ("earth-search-v1/items/S2A_13TDE_20231008_0_L2A.json", EARTH_SEARCH, EARTH_SEARCH_KEYS, 0),
+        ("planetary-computer/items/two-sentinel-2-items-13TDE-2024-08.json", PLANETARY_COMPUTER, ESA_KEYS, 1000),
+    ],
+)
+def test_catalog_radiometry_reaches_the_output(
+    doc: str, profile, keys: dict, offset: int, cog_server: RangeServer, runners: dict, tmp_path
+) -> None:
+    """A real Earth Search / Planetary Computer item (keys, baseline, flags) over the sample's
+    imagery and georeference: the 10 m bands written with --include-10m show the offset rule."""
+    d = json.loads((STAC_DATA / doc).read_text())
+    d = d["features"][0] if d.get("type") == "FeatureCollection" else d
+    item = pystac.Item.from_dict(hybrid_item(d, _va(cog_server.prefix()), keys))
+    plan = plan_item(item, profile, RunParams(out_dir=tmp_path, bbox=BBOX))
+    assert {a.offset_dn for a in plan.assets.values()} == {offset}
+    res = process_item(item, runners, profile, RunParams(out_dir=tmp_path, bbox=BBOX, include_10m=True, http=FAST))
+    w = res.grid.window
+    with rasterio.open(res.path) as ds:
+        assert ds.count == 12 and ds.descriptions[10].startswith("B04")
+        b04 = ds.read(11)
+    src = _local("B04", (slice(w.row, w.row + w.height), slice(w.col, w.col + w.width))).astype(np.int32)
+    expect = np.where(src > 0, np.maximum(src - offset, 1), 0)
+    assert np.array_equal(b04, expect)
+    assert res.radiometry["offset_removed_dn"]["B04"] == offset
+
+
+def test_bbox_outside_the_item_fails_before_reading(cog_server: RangeServer, runners: dict, tmp_path) -> None:
+    item = pystac.Item.from_dict(_va(cog_server.prefix()))
+    n = len(cog_server.log)
+    with pytest.raises(BBoxOutsideItem, match="does not overlap"):
+        process_item(item, runners, resolve_catalog("sample"), RunParams(out_dir=tmp_path, bbox=(10.0, 10.0, 10.1, 10.1)))
+    assert len(cog_server.log) == n and not list(tmp_path.iterdir())
+
+
+def test_missing_band_fails_clearly(cog_server: RangeServer, runners: dict, tmp_path) -> None:
+    d = _va(cog_server.prefix())
+    del d["assets"]["nir09"]
+    with pytest.raises(MissingAsset, match=r"B09"):
+        process_item(pystac.Item.from_dict(d), runners, resolve_catalog("sample"), RunParams(out_dir=tmp_path, bbox=BBOX))
+
+
+def test_failure_mid_way_leaves_no_output(cog_server: RangeServer, runners: dict, tmp_path) -> None:
+    base = cog_server.prefix()
+    cog_server.fault(f"{base}/{VA}/B09.tif", 404, 404)
+    item = pystac.Item.from_dict(_va(base))
+    with pytest.raises(RasterReadError, match="B09"):
+        process_item(item, runners, resolve_catalog("sample"), RunParams(out_dir=tmp_path, bbox=BBOX, http=FAST))
+    assert not [p for p in tmp_path.iterdir() if p.is_file()]
+
+
+def test_existing_output_needs_overwrite(runners: dict, tmp_path) -> None:
+    item = pystac.Item.from_dict(_va(str(SAMPLE)))
+    (tmp_path / f"{VA_ID}_sr10m.tif").write_bytes(b"x")
+    with pytest.raises(OutputExists):
+        process_item(item, runners, resolve_catalog("sample"), RunParams(out_dir=tmp_path, bbox=BBOX))
+
+
+def test_whole_small_item_without_bbox(runners: dict, tmp_path) -> None:
+    items = search_items(resolve_catalog("sample"), SearchParams(bbox=(13.70, 48.21, 13.73, 48.23)))
+    res = process_item(items[0], runners, resolve_catalog("sample"), RunParams(out_dir=tmp_path))
+    assert res.grid.shape == (120, 120) and res.grid.crs == "EPSG:32633"
+    with ItemSource(plan_item(items[0], resolve_catalog("sample"), RunParams(out_dir=tmp_path)).assets,
+                    plan_item(items[0], resolve_catalog("sample"), RunParams(out_dir=tmp_path)).item_grid) as src:
+        assert src.shape10 == (120, 120)
