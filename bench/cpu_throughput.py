@@ -24,7 +24,7 @@ import numpy as np
 
 from s2sr_cloud.bands import NETS, VARIANTS
 from s2sr_cloud.infer import load_runners
-from s2sr_cloud.sr import ArraySource, count_tiles, super_resolve, Window
+from s2sr_cloud.sr import ArraySource, Window, count_tiles, super_resolve
 
 
 def macs_per_px(net: str, variant: str = "dsen2") -> int:

@@ -22,7 +22,16 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .bands import BANDS_20M, BANDS_60M, NET_INDEX_10M, NETS, NODATA, SCALE, SR_BANDS, NetSpec
+from .bands import (
+    BANDS_20M,
+    BANDS_60M,
+    NET_INDEX_10M,
+    NETS,
+    NODATA,
+    SCALE,
+    SR_BANDS,
+    NetSpec,
+)
 from .errors import ShapeMismatch
 from .resample import lr_range, upsample_at
 

@@ -13,7 +13,14 @@ import numpy as np
 from . import __version__
 from .bands import BANDS, SR_BANDS
 from .errors import InputError, OutputExists
-from .sr import ArraySource, ProgressFn, Runner, assemble_sr_bands, stream_blocks, to_uint16
+from .sr import (
+    ArraySource,
+    ProgressFn,
+    Runner,
+    assemble_sr_bands,
+    stream_blocks,
+    to_uint16,
+)
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,14 @@ import pytest
 
 from s2sr_cloud.errors import ShapeMismatch
 from s2sr_cloud.infer import load_runners
-from s2sr_cloud.sr import ArraySource, Window, reflect_index, stream_blocks, super_resolve, tile_starts
+from s2sr_cloud.sr import (
+    ArraySource,
+    Window,
+    reflect_index,
+    stream_blocks,
+    super_resolve,
+    tile_starts,
+)
 
 
 @pytest.fixture(scope="module")

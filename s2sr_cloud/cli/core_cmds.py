@@ -127,8 +127,8 @@ def import_keras(
 
     require("torch", "train")
     require("h5py", "train")
-    from ..nets.keras import import_keras_weights
     from ..nets.checkpoint import save_checkpoint
+    from ..nets.keras import import_keras_weights
     from ._console import success
 
     model = import_keras_weights(hdf5, net, variant)

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailable, EngineMismatch, ModelError
 from ..bands import NETS
+from ..errors import BackendUnavailable, EngineMismatch, ModelError
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .model import DSen2, build_net
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .model import DSen2, build_net
 
 __all__ = ["Checkpoint", "DSen2", "build_net", "load_checkpoint", "save_checkpoint"]
