@@ -383,6 +383,61 @@ def test_next_block_is_read_while_current_is_inferred(tiny_onnx_pair, malmo_sour
     assert overlapped < time.perf_counter() - t0
 
 
+def test_overlapped_stream_over_real_geotiffs(tiny_onnx_pair):
+    """Drop-in for stream_blocks on real per-band GeoTIFFs, one GDAL handle set per thread."""
+    from s2sr_cloud.infer.overlap import PerThreadSource, stream_blocks_overlapped
+    from s2sr_cloud.io.bandfiles import BandFilesSource, find_band_files
+    from s2sr_cloud.sr import stream_blocks
+    from tests.conftest import DATA
+
+    files = find_band_files(DATA / "T18SVG_crop240")
+    runners = _ort_runners(tiny_onnx_pair)
+    ticks: list[tuple[int, int]] = []
+    opened: list[str] = []
+
+    def factory() -> BandFilesSource:
+        opened.append(threading.current_thread().name)
+        return BandFilesSource(files)
+
+    with PerThreadSource(factory) as src:
+        got = list(stream_blocks_overlapped(src, runners, block=120, tile=60, on_progress=lambda d, t: ticks.append((d, t))))
+        assert len(src._open) == 1  # the workers closed theirs in their own threads
+    assert sorted(opened) == ["MainThread", "s2sr-block-0", "s2sr-block-1"] and src._open == []
+    with BandFilesSource(files) as one:
+        ref = list(stream_blocks(one, runners, block=120, tile=60))
+    assert [w for w, _ in got] == [w for w, _ in ref]
+    for (_, a), (_, b) in zip(got, ref, strict=True):
+        for net in a:
+            np.testing.assert_array_equal(a[net], b[net])
+    assert max(d for d, _ in ticks) == ticks[0][1] == 4 * 4 * 2  # 4 blocks x 4 tiles x 2 nets
+
+
+class FailingSource(SlowSource):
+    """Reads fail from the 3rd block's rows on, like a truncated COG."""
+
+    def read(self, res, rows, cols):
+        if rows[0] * res // 10 >= 240:
+            from s2sr_cloud.errors import RasterReadError
+
+            raise RasterReadError("cannot read rows (truncated file)")
+        return super().read(res, rows, cols)
+
+
+def test_worker_error_reaches_the_consumer_and_threads_end(tiny_onnx_pair, malmo_npz):
+    from s2sr_cloud.errors import RasterReadError
+    from s2sr_cloud.infer.overlap import iter_super_resolved
+
+    with np.load(malmo_npz) as z:
+        src = FailingSource(ArraySource(z["b10"][:, :480, :120], z["b20"][:, :240, :60], z["b60"][:, :80, :20]), 0.0)
+    blocks = list(iter_blocks(src.shape10, 120))
+    got = []
+    with pytest.raises(RasterReadError, match="truncated"):
+        for w, _ in iter_super_resolved(src, _ort_runners(tiny_onnx_pair), blocks, tile=60):
+            got.append(w)
+    assert got == blocks[:2]  # blocks 0 and 1 delivered, block 2 failed
+    assert not [t for t in threading.enumerate() if t.name.startswith("s2sr-block")]
+
+
 # --- CLI -------------------------------------------------------------------------------------
 cli = CliRunner()
 
