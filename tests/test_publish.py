@@ -337,3 +337,111 @@ def test_local_store_is_atomic(tmp_path: Path) -> None:
     assert store.get_json("a/a.json") == {"x": 1} and list(store.keys()) == ["a/a.json"]
     with pytest.raises(ValueError, match="escapes"):
         store.put_json("../evil.json", {})
+
+
+# --- records and the CLI ------------------------------------------------------------------
+def test_record_roundtrip_and_cli_publish(scene: ProcessedScene, tmp_path: Path, stac_validate: Validate) -> None:
+    import dataclasses
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from s2sr_cloud.cli import app
+    from s2sr_cloud.publish.record import load_scene, record_path, save_record
+
+    out = tmp_path / "run"
+    out.mkdir()
+    cog = Path(shutil.copy(scene.cog, out / scene.cog.name))
+    rec = save_record(dataclasses.replace(scene, cog=cog))
+    assert rec == record_path(cog) and rec.name.endswith(".s2sr.json")
+    back = load_scene(cog)
+    for f in ("crs", "transform", "shape", "bands", "models", "backend", "version", "dn_offset", "nodata"):
+        assert getattr(back, f) == getattr(scene, f), f
+    assert back.source.id == scene.source.id and back.bbox_wgs84 == pytest.approx(scene.bbox_wgs84)
+
+    cat = tmp_path / "cat"
+    runner = CliRunner()
+    res = runner.invoke(app, ["publish", str(out), "--to", str(cat)])
+    assert res.exit_code == 0, res.output
+    stac_validate(json.loads((cat / ITEM_ID / f"{ITEM_ID}.json").read_text()))
+    res = runner.invoke(app, ["publish", str(cog), "--to", str(cat)])
+    assert res.exit_code == 0 and "skipped" in res.output
+
+
+def test_cli_publish_without_record_is_an_input_error(sr_cog: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from s2sr_cloud.cli import app
+    from s2sr_cloud.errors import InputError
+
+    lone = Path(shutil.copy(sr_cog, tmp_path / "lone.tif"))
+    res = CliRunner().invoke(app, ["publish", str(lone), "--to", str(tmp_path / "cat")])
+    assert isinstance(res.exception, InputError) and "s2sr.json" in str(res.exception)
+
+
+def test_publish_hook_from_pipeline_result(scene: ProcessedScene, tmp_path: Path) -> None:
+    import shutil
+
+    from s2sr_cloud.cli.publish_cmds import publish_hook
+    from s2sr_cloud.grid import OutputGrid
+    from s2sr_cloud.pipeline import ItemResult
+    from s2sr_cloud.sr import Window
+
+    cog = Path(shutil.copy(scene.cog, tmp_path / scene.cog.name))
+    grid = OutputGrid(crs=scene.crs, transform=scene.transform, shape=scene.shape,
+                      window=Window(0, 0, *scene.shape), bounds=scene.bbox, bbox=scene.bbox_wgs84)
+    result = ItemResult(item=scene.source, path=cog, grid=grid, bands=scene.bands, model=dict(scene.models),
+                        backend=scene.backend, catalog="earth-search",
+                        radiometry={"dn_offset": 0, "nodata": 0}, seconds=1.0)
+    publish_hook(str(tmp_path / "cat"))(result)
+    assert (tmp_path / "cat" / ITEM_ID / f"{ITEM_ID}.json").exists()
+    assert (tmp_path / cog.name.replace(".tif", ".s2sr.json")).exists()
+
+
+# --- end to end: the real pipeline's result, published to the three targets -------------
+def test_processed_scene_published_to_all_three_targets(
+    tmp_path: Path, pgstac_api: str, s3_server: str, s3_bucket: str, stac_validate: Validate
+) -> None:
+    torch = pytest.importorskip("torch")
+    import pystac_client
+
+    from s2sr_cloud.catalog.presets import resolve_catalog
+    from s2sr_cloud.catalog.search import SearchParams, search_items
+    from s2sr_cloud.cli.publish_cmds import publish_hook
+    from s2sr_cloud.nets.model import TorchRunner, build_net
+    from s2sr_cloud.pipeline import RunParams, process_item
+    from s2sr_cloud.publish.stores import s3_stac_io
+
+    torch.manual_seed(0)
+    runners = {"net20": TorchRunner(build_net("20")), "net60": TorchRunner(build_net("60"))}
+    sample = resolve_catalog("sample")
+    (item,) = search_items(sample, SearchParams(bbox=(13.70, 48.21, 13.73, 48.23)))  # the real Austrian L2A patch
+    res = process_item(item, runners, sample, RunParams(out_dir=tmp_path / "out", block=60))
+    iid = f"{item.id}-s2sr"
+    s3_url = f"s3://{s3_bucket}/static"
+    targets = {
+        "folder": dict(to=str(tmp_path / "cat")),
+        "s3": dict(to=s3_url, s3_endpoint=s3_server),
+        "api": dict(to=pgstac_api, assets_to=f"s3://{s3_bucket}/api-cogs", s3_endpoint=s3_server,
+                    collection_id="s2sr-e2e"),
+    }
+    for kw in targets.values():
+        to = kw.pop("to")
+        for _ in range(2):  # twice: still one item
+            publish_hook(to, **kw)(res)
+    found = {
+        "folder": list(pystac_client.Client.open(str(tmp_path / "cat" / "catalog.json")).get_items(recursive=True)),
+        "s3": list(pystac_client.Client.from_file(f"{s3_url}/catalog.json", stac_io=s3_stac_io(s3_server))
+                   .get_items(recursive=True)),
+        "api": list(pystac_client.Client.open(pgstac_api).search(collections=["s2sr-e2e"], bbox=res.grid.bbox).items()),
+    }
+    import rasterio
+
+    with rasterio.open(res.path) as ds:
+        b05 = ds.read(SR_BANDS.index("B05") + 1)
+    for name, items in found.items():
+        assert [i.id for i in items] == [iid], name
+        stac_validate(items[0].to_dict(transform_hrefs=False))
+        np.testing.assert_array_equal(_read_band(items[0].assets["B05"].get_absolute_href()), b05, err_msg=name)

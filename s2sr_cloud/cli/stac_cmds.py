@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from . import app
+from .publish_cmds import AssetsTo, PublishTo, S3Endpoint, publish_hook
 
 if TYPE_CHECKING:
     import pystac
@@ -124,6 +125,9 @@ def search(
     block: Block = 1536,
     batch: Batch = 4,
     overwrite: Overwrite = False,
+    publish: PublishTo = None,
+    s3_endpoint: S3Endpoint = None,
+    assets_to: AssetsTo = None,
 ) -> None:
     """Find Sentinel-2 L2A items; with --run, super-resolve exactly the requested area."""
     from ..catalog.presets import resolve_catalog
@@ -148,7 +152,8 @@ def search(
         area = box or geometry_bbox(geom or {})
         run_items(items, profile, RunParams(out_dir=out, bbox=area, include_10m=include_10m, tile=tile,
                                             block=block, batch=batch, overwrite=overwrite),
-                  checkpoint=checkpoint, onnx=onnx, device=device)
+                  checkpoint=checkpoint, onnx=onnx, device=device,
+                  on_result=publish_hook(publish, s3_endpoint=s3_endpoint, assets_to=assets_to, overwrite=overwrite))
 
 
 @app.command("run")
@@ -166,6 +171,9 @@ def run_item(
     block: Block = 1536,
     batch: Batch = 4,
     overwrite: Overwrite = False,
+    publish: PublishTo = None,
+    s3_endpoint: S3Endpoint = None,
+    assets_to: AssetsTo = None,
 ) -> None:
     """Super-resolve one STAC item (or the --bbox part of it) into a 10 m COG."""
     from dataclasses import replace
@@ -183,4 +191,5 @@ def run_item(
             profile = replace(profile, asset_keys=parse_asset_map(asset_map), collection_keys={})
     params = RunParams(out_dir=out, bbox=parse_bbox(bbox) if bbox else None, include_10m=include_10m,
                        tile=tile, block=block, batch=batch, overwrite=overwrite)
-    run_items([it], profile, params, checkpoint=checkpoint, onnx=onnx, device=device)
+    run_items([it], profile, params, checkpoint=checkpoint, onnx=onnx, device=device,
+              on_result=publish_hook(publish, s3_endpoint=s3_endpoint, assets_to=assets_to, overwrite=overwrite))

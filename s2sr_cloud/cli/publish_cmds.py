@@ -1,0 +1,78 @@
+"""``s2sr publish``: publish finished outputs as STAC; and the ``--publish`` hook of ``run``/``search --run``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from . import app
+
+_TO_HELP = (
+    "Where to publish: a folder (static catalog, relative links), s3://bucket/prefix (static catalog on S3) "
+    "or the root URL of a STAC API with the Transactions extension."
+)
+PublishTo = Annotated[str | None, typer.Option("--publish", help=_TO_HELP + " Default: do not publish.",
+                                               envvar="S2SR_PUBLISH")]
+S3Endpoint = Annotated[str | None, typer.Option(help="Endpoint URL of an S3-compatible store (MinIO, Ceph, …).",
+                                                envvar="S2SR_S3_ENDPOINT")]
+AssetsTo = Annotated[str | None, typer.Option(help="With a STAC API: folder or s3://bucket/prefix for the COGs.",
+                                              envvar="S2SR_ASSETS_TO")]
+CollectionId = Annotated[str, typer.Option("--collection-id", help="Collection of the published items.")]
+
+
+def publish_hook(
+    to: str | None, *, s3_endpoint: str | None = None, assets_to: str | None = None,
+    collection_id: str | None = None, overwrite: bool = False,
+) -> Callable[[Any], None]:
+    """``on_result`` hook for the pipeline: write the sidecar record, then publish if ``to`` is set.
+
+    The target is opened now, so a bad URL fails before any item is processed.
+    """
+    from ..publish import DEFAULT_COLLECTION, open_target
+    from ..publish.record import save_record, scene_from_result
+    from ._console import success
+
+    target = open_target(to, s3_endpoint=s3_endpoint, assets_to=assets_to,
+                         collection_id=collection_id or DEFAULT_COLLECTION) if to else None
+
+    def hook(result: Any) -> None:
+        scene = scene_from_result(result)
+        save_record(scene)
+        if target is not None:
+            res = target.publish(scene, overwrite=overwrite)
+            success(f"{res.item_id}: {res.status} -> {res.href}")
+
+    return hook
+
+
+@app.command("publish")
+def publish_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="Output folders or COGs written by `s2sr … --run`.",
+                                                exists=True)],
+    to: Annotated[str, typer.Option("--to", help=_TO_HELP, envvar="S2SR_PUBLISH")],
+    s3_endpoint: S3Endpoint = None,
+    assets_to: AssetsTo = None,
+    collection_id: CollectionId = "sentinel-2-l2a-s2sr",
+    overwrite: Annotated[bool, typer.Option(help="Re-publish items already published with the same model.")] = False,
+) -> None:
+    """Publish super-resolved scenes as STAC items of one collection (after the fact)."""
+    from ..errors import InputError
+    from ..publish import open_target
+    from ..publish.record import find_records, load_scene
+    from ._console import progress_task, success
+
+    records = list(find_records(paths))
+    if not records:
+        raise InputError("no s2sr outputs found (looked for *.s2sr.json records beside the COGs)")
+    scenes = [load_scene(r) for r in records]
+    target = open_target(to, s3_endpoint=s3_endpoint, assets_to=assets_to, collection_id=collection_id)
+    results = []
+    with progress_task(f"publishing to {target.url}", total=len(scenes)) as update:
+        for i, scene in enumerate(scenes, start=1):
+            results.append(target.publish(scene, overwrite=overwrite))
+            update(i, len(scenes))
+    for r in results:
+        success(f"{r.item_id}: {r.status} -> {r.href}")
