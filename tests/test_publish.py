@@ -20,7 +20,13 @@ import pytest
 from s2sr_cloud import __version__
 from s2sr_cloud.bands import SR_BANDS
 from s2sr_cloud.errors import PublishError
-from s2sr_cloud.publish import ProcessedScene, StaticTarget, TransactionsTarget, open_store, open_target
+from s2sr_cloud.publish import (
+    ProcessedScene,
+    StaticTarget,
+    TransactionsTarget,
+    open_store,
+    open_target,
+)
 from s2sr_cloud.publish.redact import redact, strip_credentials
 from s2sr_cloud.publish.stores import LocalStore, S3Store
 
@@ -144,7 +150,9 @@ def test_preview_png(scene: ProcessedScene, tmp_path: Path) -> None:
 
     out = tmp_path / "p.png"
     render_preview(scene, out, size=64)
-    with pytest.warns(rasterio.errors.NotGeoreferencedWarning), rasterio.open(out) as ds:
+    with pytest.warns(rasterio.errors.NotGeoreferencedWarning):  # a PNG has no georeference, on purpose
+        ds = rasterio.open(out)
+    with ds:
         assert (ds.driver, ds.count, ds.dtypes[0], ds.shape) == ("PNG", 4, "uint8", (64, 64))
         rgba = ds.read()
     assert rgba[3].min() == 255 and rgba[:3].std() > 10  # all valid, real contrast
@@ -422,10 +430,10 @@ def test_processed_scene_published_to_all_three_targets(
     iid = f"{item.id}-s2sr"
     s3_url = f"s3://{s3_bucket}/static"
     targets = {
-        "folder": dict(to=str(tmp_path / "cat")),
-        "s3": dict(to=s3_url, s3_endpoint=s3_server),
-        "api": dict(to=pgstac_api, assets_to=f"s3://{s3_bucket}/api-cogs", s3_endpoint=s3_server,
-                    collection_id="s2sr-e2e"),
+        "folder": {"to": str(tmp_path / "cat")},
+        "s3": {"to": s3_url, "s3_endpoint": s3_server},
+        "api": {"to": pgstac_api, "assets_to": f"s3://{s3_bucket}/api-cogs", "s3_endpoint": s3_server,
+                    "collection_id": "s2sr-e2e"},
     }
     for kw in targets.values():
         to = kw.pop("to")

@@ -6,8 +6,21 @@ files, then its item, then updates the collection. See ``docs/publish.md``.
 
 from __future__ import annotations
 
-from .item import DEFAULT_COLLECTION, ProcessedScene, build_collection, build_item, item_id_for
-from .targets import PublishResult, PublishTarget, StaticTarget, TransactionsTarget, open_store, open_target
+from .item import (
+    DEFAULT_COLLECTION,
+    ProcessedScene,
+    build_collection,
+    build_item,
+    item_id_for,
+)
+from .targets import (
+    PublishResult,
+    PublishTarget,
+    StaticTarget,
+    TransactionsTarget,
+    open_store,
+    open_target,
+)
 
 __all__ = [
     "DEFAULT_COLLECTION",
