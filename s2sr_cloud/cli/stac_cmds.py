@@ -41,17 +41,16 @@ def _table(items: Sequence[pystac.Item]) -> Any:
     from ..catalog.assets import processing_baseline
 
     t = Table(title=f"{len(items)} item(s)")
-    t.add_column("id", no_wrap=True)
-    for col in ("collection", "date", "cloud %", "tile", "baseline"):
-        t.add_column(col, justify="right" if col == "cloud %" else "left")
+    for col in ("id", "date", "cloud %", "tile", "baseline"):
+        t.add_column(col, justify="right" if col == "cloud %" else "left", no_wrap=True)
+    t.add_column("collection", overflow="fold")
     for it in items:
         p = it.properties
         when = it.datetime or it.common_metadata.start_datetime
         cc = p.get("eo:cloud_cover")
         tile = p.get("grid:code") or p.get("s2:mgrs_tile") or p.get("mgrs:grid_square") or ""
-        t.add_row(it.id, it.collection_id or "", when.strftime("%Y-%m-%d") if when else "",
-                  "" if cc is None else f"{float(cc):.1f}", str(tile).removeprefix("MGRS-"),
-                  processing_baseline(p) or "")
+        t.add_row(it.id, when.strftime("%Y-%m-%d") if when else "", "" if cc is None else f"{float(cc):.1f}",
+                  str(tile).removeprefix("MGRS-"), processing_baseline(p) or "", it.collection_id or "")
     return t
 
 
@@ -180,7 +179,7 @@ def run_item(
 
     from ..catalog.presets import parse_asset_map, profile_for_item, resolve_catalog
     from ..catalog.search import load_item, parse_bbox
-    from ..pipeline import RunParams
+    from ..pipeline import RunParams, plan_item
 
     it = load_item(item)
     if catalog:
@@ -191,5 +190,6 @@ def run_item(
             profile = replace(profile, asset_keys=parse_asset_map(asset_map), collection_keys={})
     params = RunParams(out_dir=out, bbox=parse_bbox(bbox) if bbox else None, include_10m=include_10m,
                        tile=tile, block=block, batch=batch, overwrite=overwrite)
+    plan_item(it, profile, params)  # bbox, bands and credentials are checked before the models load
     run_items([it], profile, params, checkpoint=checkpoint, onnx=onnx, device=device,
               on_result=publish_hook(publish, s3_endpoint=s3_endpoint, assets_to=assets_to, overwrite=overwrite))

@@ -1,0 +1,95 @@
+"""`s2sr search` / `s2sr run` end to end: offline sample, loopback STAC APIs, real ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import rasterio
+from typer.testing import CliRunner
+
+from s2sr_cloud.cli import app
+
+from ._fx_stac import SAMPLE, RangeServer, sample_items
+
+runner = CliRunner()
+BBOX = "-75.7045,37.7300,-75.6980,37.7350"
+VA_ID = "S2A_18SVG_20160112_0_L1C"
+S2SR = str(Path(sys.executable).parent / "s2sr")
+
+
+def _models(random_models) -> list[str]:
+    return ["--onnx", str(random_models["net20"]["onnx"]), "--onnx", str(random_models["net60"]["onnx"])]
+
+
+def test_search_sample_table_offline() -> None:
+    r = runner.invoke(app, ["search", "--catalog", "sample", "--bbox", BBOX])
+    assert r.exit_code == 0, r.output
+    assert VA_ID in r.stdout and "18SVG" in r.stdout and "2016-01-12" in r.stdout
+
+
+def test_search_json_is_a_pipeable_item_collection() -> None:
+    proc = subprocess.run([S2SR, "search", "--catalog", "sample", "--bbox", "-180,-90,180,90", "--json"],
+                          capture_output=True, text=True, check=True)
+    doc = json.loads(proc.stdout)  # stdout holds only the JSON; the table went to stderr
+    assert doc["type"] == "FeatureCollection" and len(doc["features"]) == 4
+    assert VA_ID in proc.stderr
+
+
+def test_search_api_with_filters(stac_apis: dict[str, str]) -> None:
+    r = runner.invoke(app, ["search", "--catalog", f"earth-search={stac_apis['earth-search']}",
+                            "--bbox", "-180,-90,180,90", "--max-cloud", "10", "--limit", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    feats = json.loads(r.stdout.strip().splitlines()[-1])["features"]
+    assert len(feats) == 2 and all(f["properties"]["eo:cloud_cover"] <= 10 for f in feats)
+
+
+def test_search_intersects(tmp_path: Path) -> None:
+    geom = tmp_path / "aoi.geojson"
+    geom.write_text(json.dumps({"type": "Polygon", "coordinates": [[
+        [-75.70, 37.73], [-75.69, 37.73], [-75.69, 37.74], [-75.70, 37.74], [-75.70, 37.73]]]}))
+    r = runner.invoke(app, ["search", "--catalog", "sample", "--intersects", str(geom)])
+    assert r.exit_code == 0, r.output
+    assert VA_ID in r.stdout
+
+
+def test_empty_search_and_bad_input_exit_with_a_message() -> None:
+    proc = subprocess.run([S2SR, "search", "--catalog", "sample", "--bbox", "10,10,10.1,10.1"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 3 and "no item" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run([S2SR, "search", "--catalog", "sample", "--bbox", "1,2,3"], capture_output=True, text=True)
+    assert proc.returncode == 3 and "W,S,E,N" in proc.stderr
+
+
+def test_search_run_writes_cogs(random_models, tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    r = runner.invoke(app, ["search", "--catalog", "sample", "--bbox", BBOX, "--run", "--out", str(out),
+                            *_models(random_models), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    cog = out / f"{VA_ID}_sr10m.tif"
+    with rasterio.open(cog) as ds:
+        assert ds.count == 8 and ds.crs.to_epsg() == 32618 and ds.nodata == 0
+        assert ds.transform.a == 10 and ds.tags()["S2SR_BACKEND"].startswith("onnxruntime")
+        assert ds.read(1).min() > 0
+
+
+def test_run_one_item_from_url(cog_server: RangeServer, random_models, tmp_path: Path) -> None:
+    doc = next(i for i in sample_items(cog_server.prefix()) if i["id"] == VA_ID)
+    item_file = cog_server.root / "items" / f"{tmp_path.name}.json"
+    item_file.parent.mkdir(exist_ok=True)
+    item_file.write_text(json.dumps(doc))
+    url = f"{cog_server.prefix()}/items/{item_file.name}"
+    r = runner.invoke(app, ["run", url, "--bbox", BBOX, "--out", str(tmp_path), "--include-10m",
+                            *_models(random_models), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    with rasterio.open(tmp_path / f"{VA_ID}_sr10m.tif") as ds:
+        assert ds.count == 12 and ds.descriptions[8].startswith("B02")
+
+
+def test_run_local_item_file_outside_bbox(tmp_path: Path) -> None:
+    item = SAMPLE / "sentinel-2-l1c" / VA_ID / f"{VA_ID}.json"
+    proc = subprocess.run([S2SR, "run", str(item), "--bbox", "10,10,10.1,10.1", "--out", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "does not overlap" in proc.stderr and "Traceback" not in proc.stderr
