@@ -111,3 +111,25 @@ def test_finetune_from_shipped_checkpoint_lowers_rmse_on_a_new_scene(tmp_path: P
     after = wald_metrics(sc, "net20", TorchRunner(ck.model))["model"]["rmse"]
     assert after < before, (before, after)
     assert ck.meta["provenance"]["init_from_sha256"] == load_checkpoint(SHIPPED["net20"]).sha256
+
+
+def test_evaluate_output_consistency_of_an_existing_output(tmp_path: Path, malmo: Scene) -> None:
+    """``--output`` checks any super-resolved output: an exact one scores ~0, a bad one does not."""
+    from s2sr_cloud.train.wald import degrade
+
+    sc = _crop(malmo, 72)
+    p = tmp_path / "scene.npz"
+    # a synthetic "scene" whose LR bands are exactly the degraded 10 m output below
+    hr20 = np.repeat(np.repeat(sc.b20.astype(np.float32), 2, 1), 2, 2) + 7
+    hr60 = np.repeat(np.repeat(sc.b60.astype(np.float32), 6, 1), 6, 2)
+    np.savez(p, b10=sc.b10, b20=degrade(hr20, 2), b60=degrade(hr60, 6))
+    good, bad = tmp_path / "good.npz", tmp_path / "bad.npz"
+    np.savez(good, b20=hr20, b60=hr60)
+    np.savez(bad, b20=hr20 + 100, b60=hr60)
+    docs = []
+    for out in (good, bad):
+        r = CliRunner().invoke(app, ["evaluate", "--scene", str(p), "--output", str(out), "--json"])
+        assert r.exit_code == 0, r.output
+        docs.append(json.loads(r.stdout)["consistency"])
+    assert docs[0]["net20"]["rmse"] < 0.01 and docs[0]["net60"]["rmse"] < 0.01
+    assert docs[1]["net20"]["rmse"] == pytest.approx(100, abs=0.01)

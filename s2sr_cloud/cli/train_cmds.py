@@ -139,6 +139,10 @@ def evaluate_cmd(
     real_scale: Annotated[bool, typer.Option("--real-scale/--no-real-scale", help="Also run the real-scale consistency check.")] = True,
     tile: Annotated[int, typer.Option("--tile", min=16, help="Tile side for super_resolve.")] = 256,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON document on stdout.")] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", help="Only check this existing super-resolved output of the scene (.npz or 8-band COG): real-scale consistency."),
+    ] = None,
 ) -> None:
     """Wald-protocol metrics (RMSE, SRE, SAM, UIQ, PSNR) of the nets and of bicubic on a scene.
 
@@ -147,14 +151,24 @@ def evaluate_cmd(
     from ..errors import InputError
     from ..infer import load_runners
     from ..train.data import load_scene
-    from ..train.evaluate import evaluate_scene
-    from ._console import make_progress
+    from ..train.evaluate import evaluate_scene, output_consistency
+    from ._console import make_progress, out_console
 
     nets = {"all": ("net20", "net60"), "20": ("net20",), "60": ("net60",)}.get(net.removeprefix("net"))
     if nets is None:
         raise InputError(f"--net must be 20, 60 or all, not {net!r}")
     if not scene.exists():
         raise InputError(f"scene {scene} does not exist")
+    if output is not None:
+        if not output.exists():
+            raise InputError(f"output {output} does not exist")
+        cons = output_consistency(load_scene(scene), output)
+        if as_json:
+            typer.echo(json.dumps({"scene": str(scene), "output": str(output), "consistency": cons}, indent=2))
+        else:
+            for name, c in cons.items():
+                out_console.print(f"{name}: real-scale consistency RMSE {c['rmse']:.2f} DN  {c['per_band']}")
+        return
     ckpts, onnxs = _net_files(checkpoint, "checkpoint"), _net_files(onnx, "onnx")
     dev = device or ("torch" if ckpts and not onnxs else "auto")
     runners = load_runners(nets, onnx=onnxs, checkpoint=ckpts, device=dev)

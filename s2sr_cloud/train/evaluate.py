@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -92,3 +93,41 @@ def evaluate_scene(
         for name, entry in real_scale(scene, runners, tile=tile, on_tile=on_tile).items():
             doc[name]["consistency"] = entry
     return doc
+
+
+def read_sr_output(path: Path) -> dict[str, np.ndarray]:
+    """A super-resolved output of ``s2sr superres``: ``.npz`` (``b20``/``b60`` on the 10 m
+    grid) or a GeoTIFF/COG with the 8 bands in :data:`~s2sr_cloud.bands.SR_BANDS` order."""
+    from ..bands import SR_BANDS
+    from ..errors import InputError
+
+    if path.suffix == ".npz":
+        with np.load(path) as z:
+            return {n: np.asarray(z[k], np.float32) for n, k in (("net20", "b20"), ("net60", "b60")) if k in z}
+    try:
+        import rasterio
+
+        with rasterio.open(path) as ds:
+            arr = ds.read().astype(np.float32)
+    except Exception as err:  # rasterio raises several types for unreadable files
+        raise InputError(f"cannot read super-resolved output {path}: {err}") from err
+    if arr.shape[0] != len(SR_BANDS):
+        raise InputError(f"{path} has {arr.shape[0]} bands; expected the {len(SR_BANDS)} bands {', '.join(SR_BANDS)}")
+    idx = {b: i for i, b in enumerate(SR_BANDS)}
+    return {"net20": arr[[idx[b] for b in BANDS_20M]], "net60": arr[[idx[b] for b in BANDS_60M]]}
+
+
+def output_consistency(scene: Scene, path: Path) -> dict[str, Any]:
+    """Real-scale consistency of an existing output against the scene's input bands."""
+    from ..errors import ShapeMismatch
+
+    out: dict[str, Any] = {}
+    for name, sr in read_sr_output(path).items():
+        spec = net_spec(name)
+        lr = (scene.b20 if spec.factor == 2 else scene.b60).astype(np.float32)
+        h, w = (sr.shape[1] // 6) * 6, (sr.shape[2] // 6) * 6
+        if sr.shape[1:] != scene.b10.shape[1:]:
+            raise ShapeMismatch(f"output {path} is {sr.shape[1:]} px, the scene's 10 m grid {scene.b10.shape[1:]}")
+        bands = list(BANDS_20M if spec.factor == 2 else BANDS_60M)
+        out[name] = consistency(sr[:, :h, :w], lr[:, : h // spec.factor, : w // spec.factor], spec.factor, bands)
+    return out
