@@ -212,7 +212,7 @@ def test_s3_catalog(scene: ProcessedScene, s3_server: str, s3_bucket: str, stac_
     target = open_target(f"s3://{s3_bucket}/stac/s2sr", s3_endpoint=s3_server)
     assert target.publish(scene).status == "created"
     store = S3Store(f"s3://{s3_bucket}/stac/s2sr", endpoint=s3_server)
-    keys = sorted(store.keys())
+    keys = sorted(store.list_keys())
     assert "collection.json" in keys and f"{ITEM_ID}/{ITEM_ID}.json" in keys and len(keys) == 3 + len(SR_BANDS) + 1
     # read back with pystac-client (s3:// hrefs read through boto3), then the COG through GDAL's /vsis3/
     client = pystac_client.Client.from_file(f"s3://{s3_bucket}/stac/s2sr/catalog.json", stac_io=s3_stac_io(s3_server))
@@ -225,7 +225,7 @@ def test_s3_catalog(scene: ProcessedScene, s3_server: str, s3_bucket: str, stac_
     assert href.startswith(f"s3://{s3_bucket}/stac/s2sr/{ITEM_ID}/")
     _check_pixels(scene, "B11", href)
     assert open_target(f"s3://{s3_bucket}/stac/s2sr", s3_endpoint=s3_server).publish(scene).status == "skipped"
-    assert sorted(store.keys()) == keys
+    assert sorted(store.list_keys()) == keys
 
 
 class _FailingStore(S3Store):
@@ -252,18 +252,62 @@ def test_s3_fault_midway_leaves_no_dangling_item(
     with pytest.raises(PublishError, match="injected"):
         StaticTarget(_FailingStore(url, endpoint=s3_server, n=1)).publish(scene)
     store = S3Store(url, endpoint=s3_server)
-    assert list(store.keys()) == []
+    assert list(store.list_keys()) == []
     # a good item, then a re-publish with another model that dies midway: the old item stays whole
     StaticTarget(store).publish(scene)
-    before = sorted(store.keys())
+    before = sorted(store.list_keys())
     other = dataclasses.replace(scene, models=_models("v2"), cog=sr_cog_v2)
     with pytest.raises(PublishError, match="injected"):
         StaticTarget(_FailingStore(url, endpoint=s3_server, n=3)).publish(other)
-    assert sorted(store.keys()) == before
+    assert sorted(store.list_keys()) == before
     item = store.get_json(f"{ITEM_ID}/{ITEM_ID}.json")
     assert item is not None and item["properties"]["s2sr:models"] == scene.models
     for a in item["assets"].values():
         assert store.exists(f"{ITEM_ID}/{a['href'][2:]}")
+
+
+def test_s3_server_killed_mid_upload_leaves_no_item(
+    scene: ProcessedScene, s3_server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its own S3 server dies right after the first COG arrives: no item is written; a re-run repairs.
+
+    (``s3_server`` only provides the AWS credentials environment.)
+    """
+    import boto3
+    from botocore.config import Config
+    from moto.server import ThreadedMotoServer
+
+    from tests._fx_services import free_port
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    cfg = Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=1, read_timeout=5)
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", config=cfg)
+    client.create_bucket(Bucket="dying-server")
+    puts: list[str] = []
+
+    def kill_after_first_put(**_: Any) -> None:
+        puts.append("put")
+        if len(puts) == 1:
+            server.stop()
+
+    client.meta.events.register("after-call.s3.PutObject", kill_after_first_put)
+    with pytest.raises(PublishError, match="S3 upload failed"):
+        StaticTarget(S3Store("s3://dying-server/cat", client=client)).publish(scene)
+    assert "could not remove" in caplog.text  # the rollback could not reach the dead server either
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()  # same process: moto keeps what the first server stored
+    try:
+        store = S3Store("s3://dying-server/cat", endpoint=endpoint)
+        left = list(store.list_keys())
+        assert len(puts) == 1 and len(left) == 1 and left[0].endswith(".tif")  # one orphan COG, no item
+        assert StaticTarget(store).publish(scene).status == "created"  # same content-hashed name: reused
+        keys = sorted(store.list_keys())
+        assert len(keys) == 3 + len(SR_BANDS) + 1 and left[0] in keys
+    finally:
+        server.stop()
 
 
 # --- STAC API (stac-fastapi-pgstac) ------------------------------------------------------
@@ -289,13 +333,13 @@ def test_stac_api(scene: ProcessedScene, pgstac_api: str, s3_server: str, s3_buc
     # twice: one item; a new model replaces it (and its old files); --overwrite replaces too
     assert target.publish(scene).status == "skipped"
     store = open_store(assets_to, s3_endpoint=s3_server)
-    n_files = len(list(store.keys()))
+    n_files = len(list(store.list_keys()))
     import dataclasses
 
     assert target.publish(dataclasses.replace(scene, models=_models("v2"))).status == "updated"
     hits = list(client.search(collections=[cid]).items())
     assert [i.id for i in hits] == [ITEM_ID] and hits[0].properties["s2sr:models"]["net20"]["name"].endswith("v2")
-    assert len(list(store.keys())) == n_files
+    assert len(list(store.list_keys())) == n_files
 
 
 def test_stac_api_fault_leaves_no_item(scene: ProcessedScene, pgstac_api: str, s3_server: str,
@@ -308,7 +352,7 @@ def test_stac_api_fault_leaves_no_item(scene: ProcessedScene, pgstac_api: str, s
         TransactionsTarget(pgstac_api, assets=store, collection_id=cid).publish(scene)
     r = requests.get(f"{pgstac_api}/collections/{cid}/items/{ITEM_ID}", timeout=10)
     assert r.status_code == 404
-    assert list(S3Store(f"s3://{s3_bucket}/cogs", endpoint=s3_server).keys()) == []
+    assert list(S3Store(f"s3://{s3_bucket}/cogs", endpoint=s3_server).list_keys()) == []
 
 
 def test_credentials_stay_out_of_logs_and_documents(
@@ -342,7 +386,7 @@ def test_api_needs_an_asset_store() -> None:
 def test_local_store_is_atomic(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     store.put_json("a/a.json", {"x": 1})
-    assert store.get_json("a/a.json") == {"x": 1} and list(store.keys()) == ["a/a.json"]
+    assert store.get_json("a/a.json") == {"x": 1} and list(store.list_keys()) == ["a/a.json"]
     with pytest.raises(ValueError, match="escapes"):
         store.put_json("../evil.json", {})
 

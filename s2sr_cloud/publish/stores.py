@@ -46,7 +46,7 @@ class Store(Protocol):
     def delete(self, key: str) -> None:
         """Delete ``key`` (no error when missing)."""
 
-    def keys(self) -> Iterator[str]:
+    def list_keys(self) -> Iterator[str]:
         """All keys under the root."""
 
 
@@ -116,7 +116,7 @@ class LocalStore:
         if p.parent != self.root and p.parent.exists() and not any(p.parent.iterdir()):
             p.parent.rmdir()
 
-    def keys(self) -> Iterator[str]:
+    def list_keys(self) -> Iterator[str]:
         if self.root.exists():
             for p in sorted(self.root.rglob("*")):
                 if p.is_file() and not p.name.startswith("."):
@@ -198,7 +198,7 @@ class S3Store:
     def delete(self, key: str) -> None:
         self._call("delete", self.client.delete_object, Bucket=self.bucket, Key=self._key(key))
 
-    def keys(self) -> Iterator[str]:
+    def list_keys(self) -> Iterator[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else "")
         n = len(self.prefix) + 1 if self.prefix else 0

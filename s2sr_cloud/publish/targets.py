@@ -154,7 +154,7 @@ class StaticTarget:
     def item_docs(self) -> list[tuple[str, dict[str, Any]]]:
         """(key, document) of every item in the catalog."""
         out = []
-        for key in self.store:
+        for key in self.store.list_keys():
             parts = key.split("/")
             if len(parts) == 2 and parts[1] == f"{parts[0]}.json":
                 doc = self.store.get_json(key)
