@@ -438,6 +438,32 @@ def test_worker_error_reaches_the_consumer_and_threads_end(tiny_onnx_pair, malmo
     assert not [t for t in threading.enumerate() if t.name.startswith("s2sr-block")]
 
 
+def test_gpu_bench_runs_on_cpu_and_skips_each_gpu_backend(tmp_path):
+    """bench/gpu_throughput.py end to end on tiny nets: a skip line per GPU backend and
+    precision, an ONNX Runtime CPU line, and the end-to-end COG run."""
+    import subprocess
+    import sys
+
+    from tests._fx_engine import make_tiny_dsen2
+    from tests.conftest import DATA
+
+    for i, n in enumerate(("net20", "net60")):
+        make_tiny_dsen2(tmp_path / f"{n}_tiny.onnx", net=n, seed=i)
+    bench = DATA.parents[1] / "bench" / "gpu_throughput.py"
+    res = subprocess.run(
+        [sys.executable, str(bench), "--onnx-dir", str(tmp_path), "--variant", "tiny", "--size", "120", "--tile", "56",
+         "--batch", "2", "--reps", "1", "--e2e-size", "240", "--block", "120", "--include-cpu"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = res.stdout.splitlines()
+    for backend in ("torch-eager", "ort-cuda", "ort-trt", "tensorrt"):
+        for precision in ("fp32", "fp16"):
+            assert any(line.startswith(backend) and f" {precision} " in line and "skipped:" in line for line in lines), lines
+    assert sum(line.startswith("ort-cpu") and "Mpx/s" in line for line in lines) == 2
+    assert any(line.startswith("e2e") and "240x240 px" in line for line in lines), lines
+
+
 # --- CLI -------------------------------------------------------------------------------------
 cli = CliRunner()
 
