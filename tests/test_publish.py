@@ -27,7 +27,7 @@ from s2sr_cloud.publish import (
     open_store,
     open_target,
 )
-from s2sr_cloud.publish.redact import redact, strip_credentials
+from s2sr_cloud.publish.redact import redact, redact_text, strip_credentials
 from s2sr_cloud.publish.stores import LocalStore, S3Store
 
 DATA = Path(__file__).parent / "data"
@@ -122,7 +122,10 @@ def test_item_and_collection_documents(scene: ProcessedScene, tmp_path: Path, st
     assert p["datetime"] == "2023-10-08T18:02:55.276000Z" and p["platform"] == "sentinel-2a"
     assert p["gsd"] == 10.0 and p["proj:code"] == "EPSG:32633" and p["proj:shape"] == [120, 120]
     assert p["proj:transform"] == [10.0, 0.0, 404400.0, 0.0, -10.0, 5342400.0]
-    assert p["processing:software"] == {"s2sr-cloud": __version__}
+    assert p["processing:software"] == {"s2sr-cloud": __version__,
+                                        "dsen2_net20_v1": "sha256:" + _models()["net20"]["onnx_sha256"],
+                                        "dsen2_net60_v1": "sha256:" + _models()["net60"]["onnx_sha256"]}
+    assert _models()["net60"]["onnx_sha256"] in p["processing:lineage"]
     assert p["s2sr:models"]["net20"]["onnx_sha256"] == _models()["net20"]["onnx_sha256"]
     assert p["s2sr:backend"] == "onnxruntime-cpu" and "fp32" in p["processing:lineage"]
     derived = [ln["href"] for ln in item["links"] if ln["rel"] == "derived_from"]
@@ -171,6 +174,7 @@ def test_preview_png(scene: ProcessedScene, tmp_path: Path) -> None:
 def test_redaction(url: str, logged: str, stored: str) -> None:
     assert redact(url) == logged
     assert strip_credentials(url) == stored
+    assert redact_text(f"Could not connect to '{url}': refused") == f"Could not connect to '{logged}': refused"
 
 
 # --- local folder -------------------------------------------------------------------------
@@ -404,8 +408,11 @@ def test_record_roundtrip_and_cli_publish(scene: ProcessedScene, tmp_path: Path,
     out = tmp_path / "run"
     out.mkdir()
     cog = Path(shutil.copy(scene.cog, out / scene.cog.name))
-    rec = save_record(dataclasses.replace(scene, cog=cog))
+    signed = scene.source.clone()
+    signed.assets["red"].href += "?st=2026&se=2027&sig=SECRETSAS"  # as a Planetary Computer signer leaves it
+    rec = save_record(dataclasses.replace(scene, cog=cog, source=signed))
     assert rec == record_path(cog) and rec.name.endswith(".s2sr.json")
+    assert "SECRETSAS" not in rec.read_text()
     back = load_scene(cog)
     for f in ("crs", "transform", "shape", "bands", "models", "backend", "version", "dn_offset", "nodata"):
         assert getattr(back, f) == getattr(scene, f), f

@@ -115,15 +115,20 @@ def model_fingerprint(models: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def source_href(source: pystac.Item) -> str:
-    """The source item's canonical href: its absolute http(s) ``self``, else ``canonical``."""
+    """The source item's canonical href: its absolute http(s) ``self``, else ``canonical``, else ``self``.
+
+    Credentials (user-info, signing tokens) are stripped.
+    """
+    from .redact import strip_credentials
+
     hrefs = {ln.rel: ln.get_href(transform_href=False) or "" for ln in source.links if ln.rel in ("self", "canonical")}
     for rel in ("self", "canonical"):
         if hrefs.get(rel, "").startswith(("http://", "https://")):
-            return hrefs[rel]
+            return strip_credentials(hrefs[rel])
     href = hrefs.get("canonical") or hrefs.get("self") or source.get_self_href()
     if not href:
         raise ValueError(f"source item {source.id!r} has no self or canonical link")
-    return str(href)
+    return strip_credentials(str(href)) if "://" in str(href) else str(href)
 
 
 def band_meta(band: str, scene: ProcessedScene) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -149,11 +154,23 @@ def _asset_dict(asset: LocalAsset, scene: ProcessedScene) -> dict[str, Any]:
 
 
 def _lineage(scene: ProcessedScene) -> str:
-    nets = ", ".join(
-        f"{net} {m.get('name')} ({m.get('variant')}, {m.get('precision')})" for net, m in sorted(scene.models.items())
-    )
+    def one(net: str, m: Mapping[str, Any]) -> str:
+        sha = m.get("onnx_sha256") or m.get("checkpoint_sha256")
+        return f"{net} {m.get('name')} ({m.get('variant')}, {m.get('precision')}, sha256 {sha})"
+
+    nets = "; ".join(one(net, m) for net, m in sorted(scene.models.items()))
     bands = " ".join(scene.bands)
     return f"DSen2 super-resolution of {bands} to 10 m by s2sr-cloud {scene.version} on {scene.backend}: {nets}"
+
+
+def _software(scene: ProcessedScene) -> dict[str, str]:
+    """``processing:software``: s2sr-cloud's version and each model's weights (``sha256:<hex>``)."""
+    out = {"s2sr-cloud": scene.version}
+    for net, m in sorted(scene.models.items()):
+        sha = m.get("onnx_sha256") or m.get("checkpoint_sha256")
+        if sha:
+            out[str(m.get("name") or net)] = f"sha256:{sha}"
+    return out
 
 
 def _geometry(scene: ProcessedScene) -> dict[str, Any]:
@@ -184,7 +201,7 @@ def build_item(scene: ProcessedScene, assets: Sequence[LocalAsset], collection_i
         "proj:shape": list(scene.shape), "proj:transform": list(scene.transform),
         "processing:level": "L2A",
         "processing:lineage": _lineage(scene),
-        "processing:software": {"s2sr-cloud": scene.version},
+        "processing:software": _software(scene),
         "s2sr:models": {net: dict(m) for net, m in sorted(scene.models.items())},
         "s2sr:backend": scene.backend,
         "s2sr:model_fingerprint": model_fingerprint(scene.models),

@@ -42,8 +42,13 @@ def scene_from_result(result: Any) -> ProcessedScene:
 
 def save_record(scene: ProcessedScene) -> Path:
     """Write the sidecar record of ``scene`` atomically; returns its path."""
+    from .redact import strip_credentials
+
+    source = scene.source.to_dict(transform_hrefs=False)
+    for asset in source.get("assets", {}).values():  # signed hrefs (SAS tokens…) stay out of the record
+        asset["href"] = strip_credentials(asset["href"]) if "://" in asset["href"] else asset["href"]
     doc = {
-        "s2sr_record": 1, "cog": scene.cog.name, "source_item": scene.source.to_dict(transform_hrefs=False),
+        "s2sr_record": 1, "cog": scene.cog.name, "source_item": source,
         "models": {k: dict(v) for k, v in scene.models.items()}, "backend": scene.backend,
         "version": scene.version, "dn_offset": scene.dn_offset, "bands": list(scene.bands),
     }

@@ -8,6 +8,7 @@ anything that is written into a STAC document or used as an href.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 #: Query parameters that carry a secret (compared lower-case).
@@ -35,6 +36,14 @@ def redact(url: str) -> str:
         netloc = f"{parts.username or ''}:{MASK}@{netloc}" if parts.password else f"{MASK}@{netloc}"
     query = [(k, MASK if k.lower() in SECRET_PARAMS else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
     return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="*"), parts.fragment))
+
+
+_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+
+
+def redact_text(text: str) -> str:
+    """``text`` (an error message…) with every URL in it passed through :func:`redact`."""
+    return _URL.sub(lambda m: redact(m.group(0)), text)
 
 
 def strip_credentials(url: str) -> str:

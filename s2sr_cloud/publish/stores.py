@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import PublishError
-from .redact import redact
+from .redact import redact, redact_text
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class S3Store:
         try:
             return fn(*args, **kw)
         except (ClientError, BotoCoreError) as err:
-            raise PublishError(f"S3 {what} failed for {self.url}: {redact(str(err))}") from err
+            raise PublishError(f"S3 {what} failed for {self.url}: {redact_text(str(err))}") from err
 
     def put_file(self, key: str, path: Path, media_type: str) -> None:
         self._call("upload", self.client.upload_file, str(path), self.bucket, self._key(key),
@@ -181,7 +181,7 @@ class S3Store:
         except ClientError as err:
             if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
-            raise PublishError(f"S3 get failed for {self.href(key)}: {err}") from err
+            raise PublishError(f"S3 get failed for {self.href(key)}: {redact_text(str(err))}") from err
         return json.loads(obj["Body"].read())  # type: ignore[no-any-return]
 
     def exists(self, key: str) -> bool:
@@ -192,7 +192,7 @@ class S3Store:
         except ClientError as err:
             if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
                 return False
-            raise PublishError(f"S3 head failed for {self.href(key)}: {err}") from err
+            raise PublishError(f"S3 head failed for {self.href(key)}: {redact_text(str(err))}") from err
         return True
 
     def delete(self, key: str) -> None:
