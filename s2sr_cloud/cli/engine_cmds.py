@@ -25,7 +25,10 @@ Precision = Annotated[str, typer.Option(help="fp32, fp16 or bf16.", case_sensiti
 
 @engine_app.command("build")
 def build(
-    onnx: Annotated[Path, typer.Argument(help="Exported ONNX file (its .json manifest beside it).", exists=True, dir_okay=False)],
+    onnx: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Exported ONNX files (.json manifest beside each) [default: both default nets].", exists=True, dir_okay=False),
+    ] = None,
     precision: Precision = "fp32",
     tile: Annotated[int, typer.Option(help="Largest output tile side the engine accepts (halo excluded).", min=16)] = 512,
     max_batch: Annotated[int, typer.Option(help="Largest batch of tiles per call.", min=1)] = 4,
@@ -34,23 +37,32 @@ def build(
     force: Annotated[bool, typer.Option(help="Rebuild even if a matching engine is cached.")] = False,
     engine_dir: EngineDir = None,
 ) -> None:
-    """Build a TensorRT engine for this GPU, check its accuracy, and cache it."""
+    """Build TensorRT engines for this GPU, check their accuracy, and cache them.
+
+    Returns at once for a model whose matching engine is already cached (unless --force).
+    """
+    from ..errors import ModelError
     from ..infer.engine_cache import check_precision
     from ..infer.manifest import load_manifest
     from ..infer.trt_build import build_engine
+    from ..weights import default_onnx
     from ._console import err_console, success
 
-    manifest = load_manifest(onnx)
-    with err_console.status(f"building the {precision} TensorRT engine of {onnx.name} (minutes)…"):
-        entry = build_engine(
-            onnx, manifest, precision=check_precision(precision), tile=tile, max_batch=max_batch,
-            directory=engine_dir, max_mean_dn=max_mean_dn, workspace_gib=workspace_gib, force=force,
+    files = list(onnx or [p for p in (default_onnx("net20"), default_onnx("net60")) if p is not None])
+    if not files:
+        raise ModelError("no default ONNX models are installed; pass the ONNX files to build (see `s2sr export`)")
+    for path in files:
+        manifest = load_manifest(path)
+        with err_console.status(f"building the {precision} TensorRT engine of {path.name} (minutes)…"):
+            entry = build_engine(
+                path, manifest, precision=check_precision(precision), tile=tile, max_batch=max_batch,
+                directory=engine_dir, max_mean_dn=max_mean_dn, workspace_gib=workspace_gib, force=force,
+            )
+        acc = entry.sidecar.get("accuracy", {})
+        success(
+            f"{entry.engine} — vs ONNX Runtime fp32: mean |diff| {acc.get('mean_abs_dn', float('nan')):.3f} DN, "
+            f"max {acc.get('max_abs_dn', float('nan')):.3f} DN ({acc.get('criterion')} ≤ {acc.get('tolerance')})"
         )
-    acc = entry.sidecar.get("accuracy", {})
-    success(
-        f"{entry.engine} — vs ONNX Runtime fp32: mean |diff| {acc.get('mean_abs_dn', float('nan')):.3f} DN, "
-        f"max {acc.get('max_abs_dn', float('nan')):.3f} DN (tolerance: {acc.get('criterion')} ≤ {acc.get('tolerance')})"
-    )
 
 
 def _status(side: dict[str, Any], here: tuple[str, str, str] | None) -> str:
