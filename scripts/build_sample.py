@@ -63,8 +63,8 @@ def write_cog(src: Path, window: Window, out: Path, res: int) -> dict:
         transform = ds.window_transform(window)
         crs = ds.crs
     assert data.dtype == np.uint16
-    profile = dict(driver="GTiff", width=data.shape[1], height=data.shape[0], count=1, dtype="uint16",
-                   crs=crs, transform=transform, nodata=0)
+    profile = {"driver": "GTiff", "width": data.shape[1], "height": data.shape[0], "count": 1,
+               "dtype": "uint16", "crs": crs, "transform": transform, "nodata": 0}
     with MemoryFile() as mem:
         with mem.open(**profile) as tmp:
             tmp.write(data, 1)
@@ -185,7 +185,7 @@ def main() -> None:
     cat.normalize_hrefs(str(out))
     cat.save(pystac.CatalogType.SELF_CONTAINED)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    print(f"wrote {out} ({size / 1e6:.2f} MB)")
+    print(f"wrote {out} ({size / 1e6:.2f} MB)")  # noqa: T201
 
 
 if __name__ == "__main__":

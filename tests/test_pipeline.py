@@ -10,9 +10,20 @@ import pytest
 import rasterio
 
 from s2sr_cloud.bands import SR_BANDS
-from s2sr_cloud.catalog.presets import EARTH_SEARCH, EARTH_SEARCH_KEYS, ESA_KEYS, PLANETARY_COMPUTER, resolve_catalog
+from s2sr_cloud.catalog.presets import (
+    EARTH_SEARCH,
+    EARTH_SEARCH_KEYS,
+    ESA_KEYS,
+    PLANETARY_COMPUTER,
+    resolve_catalog,
+)
 from s2sr_cloud.catalog.search import SearchParams, search_items
-from s2sr_cloud.errors import BBoxOutsideItem, MissingAsset, OutputExists, RasterReadError
+from s2sr_cloud.errors import (
+    BBoxOutsideItem,
+    MissingAsset,
+    OutputExists,
+    RasterReadError,
+)
 from s2sr_cloud.io.env import HttpParams
 from s2sr_cloud.io.read import ItemSource
 from s2sr_cloud.pipeline import ItemResult, RunParams, plan_item, process_item
@@ -157,3 +168,29 @@ def test_whole_small_item_without_bbox(runners: dict, tmp_path) -> None:
     with ItemSource(plan_item(items[0], resolve_catalog("sample"), RunParams(out_dir=tmp_path)).assets,
                     plan_item(items[0], resolve_catalog("sample"), RunParams(out_dir=tmp_path)).item_grid) as src:
         assert src.shape10 == (120, 120)
+
+
+def test_full_items_plan_to_bounded_blocks(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """Full 10980 x 10980 items are planned from metadata alone and streamed in fixed blocks."""
+    from s2sr_cloud.catalog.presets import CDSE
+    from s2sr_cloud.catalog.signing import vsi_path
+    from s2sr_cloud.errors import CatalogError
+    from s2sr_cloud.sr import iter_blocks
+
+    es = pystac.Item.from_dict(json.loads((STAC_DATA / "earth-search-v1/items/S2A_13TDE_20231008_0_L2A.json").read_text()))
+    plan = plan_item(es, EARTH_SEARCH, RunParams(out_dir=tmp_path))
+    assert plan.out.shape == (10980, 10980) and plan.out.crs == "EPSG:32613"
+    blocks = list(iter_blocks(plan.out.shape, RunParams(out_dir=tmp_path).block))
+    assert len(blocks) == 64 and max(b.height * b.width for b in blocks) == 1536 * 1536
+
+    cdse = pystac.Item.from_dict(json.loads(next((STAC_DATA / "cdse/items").glob("*.json")).read_text()))
+    for v in ("CDSE_S3_ACCESS_KEY", "CDSE_S3_SECRET_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(v, raising=False)
+    with pytest.raises(CatalogError, match="CDSE_S3_ACCESS_KEY"):
+        plan_item(cdse, CDSE, RunParams(out_dir=tmp_path))
+    monkeypatch.setenv("CDSE_S3_ACCESS_KEY", "key")
+    monkeypatch.setenv("CDSE_S3_SECRET_KEY", "secret")
+    plan = plan_item(cdse, CDSE, RunParams(out_dir=tmp_path))
+    assert plan.item_grid.shape == (10980, 10980) and plan.assets["B04"].key == "B04_10m"
+    assert plan.http.extra and plan.http.extra["AWS_S3_ENDPOINT"] == "eodata.dataspace.copernicus.eu"
+    assert vsi_path(plan.assets["B01"].href).startswith("/vsis3/eodata/Sentinel-2/") and plan.assets["B01"].key == "B01_60m"

@@ -198,9 +198,8 @@ def search(profile: CatalogProfile, params: SearchParams) -> Iterator[pystac.Ite
     """Yield up to ``params.limit`` items that pass :func:`accept`, lazily."""
     collections = params.collections or profile.collections
     source = _static_items(str(profile.url)) if profile.static else _api_items(profile, params, collections)
-    found = scanned = 0
-    for item in source:
-        scanned += 1
+    found = 0
+    for scanned, item in enumerate(source, start=1):
         if accept(item, params, collections):
             found += 1
             yield item
