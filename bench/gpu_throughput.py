@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from s2sr_cloud.bands import NETS, VARIANTS
-from s2sr_cloud.sr import ArraySource, Window, super_resolve
+from s2sr_cloud.sr import ArraySource, super_resolve
 
 SCENE = Path(__file__).parents[1] / "s2sr_cloud" / "data" / "verify_T33UUB_120.npz"
 BACKENDS = ("torch-eager", "ort-cuda", "ort-trt", "tensorrt")

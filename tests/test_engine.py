@@ -20,7 +20,14 @@ from typer.testing import CliRunner
 
 from s2sr_cloud.errors import EngineAccuracyError, EngineMismatch
 from s2sr_cloud.infer.engine_cache import (
-    EngineSpec, GpuInfo, Profile, check_precision, engine_dir, find_engine, iter_entries, make_sidecar,
+    EngineSpec,
+    GpuInfo,
+    Profile,
+    check_precision,
+    engine_dir,
+    find_engine,
+    iter_entries,
+    make_sidecar,
 )
 from s2sr_cloud.sr import ArraySource, Window, iter_blocks, super_resolve
 
@@ -71,7 +78,7 @@ def test_precision_and_profile_validation():
     assert check_precision("FP16") == "fp16"
     with pytest.raises(ValueError, match="fp32, fp16, bf16"):
         check_precision("int8")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="invalid engine profile"):
         Profile(channels=10, halo=14, tile=0)
     p = Profile(channels=10, halo=14, tile=256, max_batch=4)
     assert p.shapes() == {"min": [1, 10, 29, 29], "opt": [4, 10, 284, 284], "max": [4, 10, 284, 284]}
@@ -138,9 +145,9 @@ def test_lookup_refuses_renamed_foreign_engine(tmp_path):
         find_engine(tmp_path, spec())
     side["key"] = "something-else"
     dst.with_suffix(".json").write_text(json.dumps(side))
-    with pytest.raises(EngineMismatch, match="renamed, copied"):
-        from s2sr_cloud.infer.engine_cache import CacheEntry, verify_entry
+    from s2sr_cloud.infer.engine_cache import CacheEntry, verify_entry
 
+    with pytest.raises(EngineMismatch, match="renamed, copied"):
         verify_entry(CacheEntry(engine=dst, sidecar=side))
 
 
@@ -430,10 +437,10 @@ def test_worker_error_reaches_the_consumer_and_threads_end(tiny_onnx_pair, malmo
     with np.load(malmo_npz) as z:
         src = FailingSource(ArraySource(z["b10"][:, :480, :120], z["b20"][:, :240, :60], z["b60"][:, :80, :20]), 0.0)
     blocks = list(iter_blocks(src.shape10, 120))
-    got = []
+    got: list[Window] = []
+    stream = iter_super_resolved(src, _ort_runners(tiny_onnx_pair), blocks, tile=60, on_block=got.append)
     with pytest.raises(RasterReadError, match="truncated"):
-        for w, _ in iter_super_resolved(src, _ort_runners(tiny_onnx_pair), blocks, tile=60):
-            got.append(w)
+        list(stream)
     assert got == blocks[:2]  # blocks 0 and 1 delivered, block 2 failed
     assert not [t for t in threading.enumerate() if t.name.startswith("s2sr-block")]
 

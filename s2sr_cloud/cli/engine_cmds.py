@@ -137,7 +137,13 @@ def check(
     """
     from ..errors import BackendUnavailable
     from ..infer.engine_cache import (
-        CacheEntry, EngineSpec, GpuInfo, find_engine, read_sidecar, spec_for_entry, verify_entry,
+        CacheEntry,
+        EngineSpec,
+        GpuInfo,
+        find_engine,
+        read_sidecar,
+        spec_for_entry,
+        verify_entry,
     )
     from ..infer.engine_cache import engine_dir as resolve_dir
     from ..infer.manifest import load_manifest

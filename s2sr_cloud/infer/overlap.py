@@ -239,7 +239,7 @@ class _BlockPool:
         self._fill(it)
         while not (self.exhausted and nxt == self.queued):
             with self.cond:
-                self.cond.wait_for(lambda: nxt in self.done)
+                self.cond.wait_for(lambda i=nxt: i in self.done)
                 res = self.done.pop(nxt)
             nxt += 1
             self.slots.release()

@@ -19,7 +19,14 @@ import numpy as np
 
 from ..errors import BackendUnavailable, EngineMismatch, MissingDependency
 from . import cuda
-from .engine_cache import CacheEntry, EngineSpec, GpuInfo, engine_dir, find_engine, verify_entry
+from .engine_cache import (
+    CacheEntry,
+    EngineSpec,
+    GpuInfo,
+    engine_dir,
+    find_engine,
+    verify_entry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +64,10 @@ def trt_logger(trt: Any) -> Any:
                 trt.ILogger.__init__(self)
 
             def log(self, severity: Any, msg: str) -> None:
+                sev = trt.ILogger.Severity
                 level = {
-                    trt.ILogger.INTERNAL_ERROR: logging.ERROR, trt.ILogger.ERROR: logging.ERROR,
-                    trt.ILogger.WARNING: logging.WARNING, trt.ILogger.INFO: logging.DEBUG,
+                    sev.INTERNAL_ERROR: logging.ERROR, sev.ERROR: logging.ERROR,
+                    sev.WARNING: logging.WARNING, sev.INFO: logging.DEBUG,
                 }.get(severity, logging.DEBUG)
                 logging.getLogger("tensorrt").log(level, "%s", msg)
 

@@ -29,8 +29,14 @@ import numpy as np
 from ..bands import SCALE
 from ..errors import BackendUnavailable, EngineAccuracyError, ModelError, require
 from .engine_cache import (
-    DEFAULT_MAX_BATCH, DEFAULT_TILE, CacheEntry, EngineSpec, check_precision, engine_dir,
-    find_engine, make_sidecar,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_TILE,
+    CacheEntry,
+    EngineSpec,
+    check_precision,
+    engine_dir,
+    find_engine,
+    make_sidecar,
 )
 from .trt import TrtRunner, current_gpu, require_tensorrt, trt_logger
 
