@@ -356,6 +356,7 @@ def test_stac_api_fault_leaves_no_item(scene: ProcessedScene, pgstac_api: str, s
         TransactionsTarget(pgstac_api, assets=store, collection_id=cid).publish(scene)
     r = requests.get(f"{pgstac_api}/collections/{cid}/items/{ITEM_ID}", timeout=10)
     assert r.status_code == 404
+    assert requests.get(f"{pgstac_api}/collections/{cid}", timeout=10).status_code == 404  # nothing at all
     assert list(S3Store(f"s3://{s3_bucket}/cogs", endpoint=s3_server).list_keys()) == []
 
 

@@ -255,9 +255,9 @@ class TransactionsTarget:
             for a in assets:
                 doc["assets"][a.key]["href"] = self.assets.href(f"{item_id}/{a.name}")
             doc["links"].append({"rel": "collection", "href": f"{self.base}{self._coll()}", "type": "application/json"})
-            self._ensure_collection(doc)
             upload_assets(self.assets, item_id, assets, keep=old)
             try:
+                self._ensure_collection(doc)
                 self._put_item(doc, exists=existing is not None)
             except BaseException:
                 rollback(self.assets, [f"{item_id}/{a.name}" for a in assets if a.name not in old])
