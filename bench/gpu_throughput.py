@@ -194,9 +194,13 @@ def throughput(args: argparse.Namespace, mods: dict[str, tuple[Path, dict[str, A
                 flops = f"{tflops:6.2f} TFLOP/s useful"
             else:
                 flops = "TFLOP/s n/a (not a DSen2 variant)"
+            acc = [r.entry.sidecar["accuracy"] for r in runners.values() if hasattr(r, "entry")]
+            gate = "; engine vs fp32 model: " + ", ".join(
+                f"{n} mean {a['mean_abs_dn']:.3f} DN (max {a['max_abs_dn']:.2f})" for n, a in zip(runners, acc, strict=True)
+            ) if acc else ""
             print(
                 f"{label} net20 {mpx['net20']:9.2f} Mpx/s  net60 {mpx['net60']:9.2f} Mpx/s  both {both:9.2f} Mpx/s  "
-                f"{flops}; {args.size}x{args.size} px, tile {args.tile}, batch {args.batch}, {gpu}",
+                f"{flops}; {args.size}x{args.size} px, tile {args.tile}, batch {args.batch}, {gpu}{gate}",
                 flush=True,
             )
 

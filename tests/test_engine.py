@@ -511,12 +511,15 @@ def test_cli_engine_build_without_gpu_is_a_clear_error(tiny_onnx, tmp_path):
 
 # --- on a GPU --------------------------------------------------------------------------------
 @pytest.fixture
-def gpu_trt():
-    pytest.importorskip("tensorrt")
-    from s2sr_cloud.infer.trt import current_gpu
+def gpu_trt(request):
+    """Native TensorRT + a GPU, or skip (fail under --gpu, where a GPU is promised)."""
+    from s2sr_cloud.infer.trt import current_gpu, import_tensorrt
 
-    if current_gpu() is None:
-        pytest.skip("no CUDA device visible to cuda-python")
+    missing = "tensorrt is not installed" if import_tensorrt() is None else "no CUDA device visible to cuda-python" if current_gpu() is None else None
+    if missing and request.config.getoption("--gpu"):
+        pytest.fail(f"--gpu given but {missing}")
+    if missing:
+        pytest.skip(missing)
 
 
 @pytest.mark.gpu
