@@ -297,6 +297,32 @@ def test_cuda_python_reports_no_device():
     assert device_count() == 0
 
 
+def test_cuda_python_has_every_call_the_runner_uses():
+    """Names in infer/cuda.py exist in the installed cuda-python (typos would only show on a GPU)."""
+    import re
+
+    rt = pytest.importorskip("cuda.bindings.runtime")
+    import s2sr_cloud.infer.cuda as mod
+
+    names = set(re.findall(r"(?:rt|cudart\(\))\.(cuda\w+)", Path(mod.__file__).read_text()))
+    assert {"cudaMallocHost", "cudaMemcpyAsync", "cudaStreamSynchronize"} <= names
+    assert [n for n in names if not hasattr(rt, n)] == []
+    assert hasattr(rt.cudaMemcpyKind, "cudaMemcpyHostToDevice") and hasattr(rt.cudaMemcpyKind, "cudaMemcpyDeviceToHost")
+    assert hasattr(rt.cudaError_t, "cudaSuccess")
+
+
+def test_cuda_errors_become_backend_unavailable():
+    """A real CUDA call without a driver: a clear error, not a crash or a bare tuple."""
+    pytest.importorskip("cuda.bindings.runtime")
+    from s2sr_cloud.errors import BackendUnavailable
+    from s2sr_cloud.infer.cuda import PinnedBuffer, Stream
+
+    with pytest.raises(BackendUnavailable, match="CUDA error .*driver"):
+        PinnedBuffer(1024)
+    with pytest.raises(BackendUnavailable, match="CUDA error"):
+        Stream()
+
+
 def test_fake_tensorrt_without_gpu_falls_back(tiny_onnx, tmp_path, monkeypatch):
     """A TensorRT install on a machine without GPU: native is skipped, ORT takes over."""
     fake = tmp_path / "site" / "tensorrt"
