@@ -183,7 +183,7 @@ def process_item(
     plan = plan_item(item, profile, params)
     out = plan.out
     bands = SR_BANDS + (BANDS_10M if params.include_10m else ())
-    path = Path(params.out_dir) / f"{item.id}_sr10m.tif"
+    path = Path(params.out_dir) / f"{item.id}-s2sr.tif"
     blocks = list(iter_blocks(out.shape, params.block))
     log.info("[%s] %d x %d px at 10 m in %d blocks -> %s", item.id, out.shape[1], out.shape[0], len(blocks), path)
     from rasterio.transform import Affine

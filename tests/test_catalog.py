@@ -19,8 +19,18 @@ from s2sr_cloud.catalog.presets import (
     profile_for_item,
     resolve_catalog,
 )
-from s2sr_cloud.catalog.search import SearchParams, parse_bbox, parse_interval, search, search_items
-from s2sr_cloud.catalog.signing import cdse_s3_options, planetary_computer_signer, redact
+from s2sr_cloud.catalog.search import (
+    SearchParams,
+    parse_bbox,
+    parse_interval,
+    search,
+    search_items,
+)
+from s2sr_cloud.catalog.signing import (
+    cdse_s3_options,
+    planetary_computer_signer,
+    redact,
+)
 from s2sr_cloud.errors import CatalogError, MissingAsset, NoItemsFound
 
 from ._fx_stac import STAC_DATA

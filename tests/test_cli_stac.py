@@ -68,7 +68,7 @@ def test_search_run_writes_cogs(random_models, tmp_path: Path) -> None:
     r = runner.invoke(app, ["search", "--catalog", "sample", "--bbox", BBOX, "--run", "--out", str(out),
                             *_models(random_models), "--device", "cpu"])
     assert r.exit_code == 0, r.output
-    cog = out / f"{VA_ID}_sr10m.tif"
+    cog = out / f"{VA_ID}-s2sr.tif"
     with rasterio.open(cog) as ds:
         assert ds.count == 8 and ds.crs.to_epsg() == 32618 and ds.nodata == 0
         assert ds.transform.a == 10 and ds.tags()["S2SR_BACKEND"].startswith("onnxruntime")
@@ -84,7 +84,7 @@ def test_run_one_item_from_url(cog_server: RangeServer, random_models, tmp_path:
     r = runner.invoke(app, ["run", url, "--bbox", BBOX, "--out", str(tmp_path), "--include-10m",
                             *_models(random_models), "--device", "cpu"])
     assert r.exit_code == 0, r.output
-    with rasterio.open(tmp_path / f"{VA_ID}_sr10m.tif") as ds:
+    with rasterio.open(tmp_path / f"{VA_ID}-s2sr.tif") as ds:
         assert ds.count == 12 and ds.descriptions[8].startswith("B02")
 
 

@@ -69,7 +69,7 @@ def test_search_then_process_reads_little_and_writes_a_georeferenced_cog(
     events = []
     res = process_item(item, runners, prof, RunParams(out_dir=tmp_path, bbox=BBOX, block=60, http=FAST),
                        on_progress=events.append)
-    assert isinstance(res, ItemResult) and res.path == tmp_path / f"{VA_ID}_sr10m.tif"
+    assert isinstance(res, ItemResult) and res.path == tmp_path / f"{VA_ID}-s2sr.tif"
     assert res.bands == SR_BANDS and res.backend == "torch-cpu" and res.item.id == VA_ID
     assert set(res.model) == {"net20", "net60"}
     win = res.grid.window
@@ -156,7 +156,7 @@ def test_failure_mid_way_leaves_no_output(cog_server: RangeServer, runners: dict
 
 def test_existing_output_needs_overwrite(runners: dict, tmp_path) -> None:
     item = pystac.Item.from_dict(_va(str(SAMPLE)))
-    (tmp_path / f"{VA_ID}_sr10m.tif").write_bytes(b"x")
+    (tmp_path / f"{VA_ID}-s2sr.tif").write_bytes(b"x")
     with pytest.raises(OutputExists):
         process_item(item, runners, resolve_catalog("sample"), RunParams(out_dir=tmp_path, bbox=BBOX))
 

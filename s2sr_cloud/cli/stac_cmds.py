@@ -130,7 +130,13 @@ def search(
 ) -> None:
     """Find Sentinel-2 L2A items; with --run, super-resolve exactly the requested area."""
     from ..catalog.presets import resolve_catalog
-    from ..catalog.search import SearchParams, geometry_bbox, item_collection, parse_bbox, search_items
+    from ..catalog.search import (
+        SearchParams,
+        geometry_bbox,
+        item_collection,
+        parse_bbox,
+        search_items,
+    )
     from ..errors import CatalogError
     from ..pipeline import RunParams
     from ._console import err_console, out_console
