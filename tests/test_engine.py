@@ -8,6 +8,7 @@ real files and real ``cuda-python`` (which reports no device here).
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import warnings
@@ -533,6 +534,24 @@ def test_cli_engine_build_without_gpu_is_a_clear_error(tiny_onnx, tmp_path):
     assert isinstance(r.exception, MissingDependency | BackendUnavailable), r.output
     assert "gpu" in str(r.exception).lower()
     assert not list(tmp_path.glob("*.engine"))
+
+
+def test_cli_error_message_keeps_brackets(tiny_onnx, tmp_path):
+    """The console entry point prints the extra to install verbatim (not eaten as markup)."""
+    import subprocess
+    import sys
+
+    from s2sr_cloud.infer.trt import import_tensorrt
+
+    if import_tensorrt() is not None:
+        pytest.skip("TensorRT is installed here: the command would build an engine")
+    path, _ = tiny_onnx
+    res = subprocess.run(
+        [sys.executable, "-c", "from s2sr_cloud.cli import main; main()", "engine", "build", str(path), "--engine-dir", str(tmp_path)],
+        capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, timeout=120,
+    )
+    assert res.returncode == 8, res.stderr
+    assert "pip install 's2sr-cloud[gpu]'" in res.stderr and "Traceback" not in res.stderr
 
 
 # --- on a GPU --------------------------------------------------------------------------------

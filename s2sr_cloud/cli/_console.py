@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -64,8 +65,8 @@ def progress_task(description: str, total: int | None = None) -> Iterator[Callab
 
 def error(message: str) -> None:
     """Print an error message (no traceback)."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
 
 
 def success(message: str) -> None:
-    err_console.print(f"[green]✓[/] {message}", highlight=False)
+    err_console.print(f"[green]✓[/] {escape(message)}", highlight=False)
