@@ -125,7 +125,7 @@ def test_lookup_refuses_stale(tmp_path, cached, words):
         find_engine(tmp_path, spec())
     msg = str(exc.value)
     assert all(w in msg for w in words), msg
-    assert "s2sr engine build" in msg and "--build-engine" in msg
+    assert "s2sr engine build" in msg and "--device tensorrt" in msg
 
 
 def test_lookup_refuses_tampered_engine(tmp_path):

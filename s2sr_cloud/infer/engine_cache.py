@@ -307,7 +307,7 @@ def describe_mismatch(entry: CacheEntry, diff: dict[str, tuple[str, str]]) -> st
         kind = "not the one wanted"
     return (
         f"TensorRT engine {entry.engine.name} is {kind}: {what}. Rebuild it with "
-        f"`s2sr engine build <onnx>` (or pass --build-engine), or delete {entry.engine}"
+        f"`s2sr engine build <onnx>` (or run with --device tensorrt, which builds it), or delete {entry.engine}"
     )
 
 

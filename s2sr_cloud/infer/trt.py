@@ -268,7 +268,7 @@ def native_runner_if_cached(
     if entry is None:
         log.info(
             "no TensorRT engine cached for %s (%s) in %s; build one with `s2sr engine build %s` "
-            "or pass --build-engine", spec.name, precision, where, onnx_path,
+            "or run with --device tensorrt", spec.name, precision, where, onnx_path,
         )
         return None
     log.info("using TensorRT engine %s", entry.engine.name)
