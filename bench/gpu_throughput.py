@@ -188,6 +188,9 @@ def throughput(args: argparse.Namespace, mods: dict[str, tuple[Path, dict[str, A
             except Skip as why:
                 print(f"{label} skipped: {why}", flush=True)
                 continue
+            except Exception as err:  # noqa: BLE001 - a backend failing at run time must not end the benchmark
+                print(f"{label} failed: {type(err).__name__}: {str(err)[:300]}", flush=True)
+                continue
             both = 1 / sum(1 / v for v in mpx.values())  # Mpx/s through net20 then net60
             if args.variant in VARIANTS:
                 tflops = both * 1e6 * 2 * sum(macs_per_px(n, args.variant) for n in mpx) / 1e12
