@@ -460,48 +460,48 @@ def test_publish_hook_from_pipeline_result(scene: ProcessedScene, tmp_path: Path
     assert (tmp_path / cog.name.replace(".tif", ".s2sr.json")).exists()
 
 
-# --- end to end: the real pipeline's result, published to the three targets -------------
+# --- end to end: `s2sr run --publish` and `s2sr publish` on real ONNX Runtime, three targets --
 def test_processed_scene_published_to_all_three_targets(
-    tmp_path: Path, pgstac_api: str, s3_server: str, s3_bucket: str, stac_validate: Validate
+    tmp_path: Path, random_models: dict[str, dict[str, Path]], pgstac_api: str, s3_server: str, s3_bucket: str,
+    stac_validate: Validate,
 ) -> None:
-    torch = pytest.importorskip("torch")
     import pystac_client
+    import rasterio
+    from typer.testing import CliRunner
 
-    from s2sr_cloud.catalog.presets import resolve_catalog
-    from s2sr_cloud.catalog.search import SearchParams, search_items
-    from s2sr_cloud.cli.publish_cmds import publish_hook
-    from s2sr_cloud.nets.model import TorchRunner, build_net
-    from s2sr_cloud.pipeline import RunParams, process_item
+    from s2sr_cloud.cli import app
+    from s2sr_cloud.publish.assets import sha256_file
     from s2sr_cloud.publish.stores import s3_stac_io
 
-    torch.manual_seed(0)
-    runners = {"net20": TorchRunner(build_net("20")), "net60": TorchRunner(build_net("60"))}
-    sample = resolve_catalog("sample")
-    (item,) = search_items(sample, SearchParams(bbox=(13.70, 48.21, 13.73, 48.23)))  # the real Austrian L2A patch
-    res = process_item(item, runners, sample, RunParams(out_dir=tmp_path / "out", block=60))
-    iid = f"{item.id}-s2sr"
-    s3_url = f"s3://{s3_bucket}/static"
-    targets = {
-        "folder": {"to": str(tmp_path / "cat")},
-        "s3": {"to": s3_url, "s3_endpoint": s3_server},
-        "api": {"to": pgstac_api, "assets_to": f"s3://{s3_bucket}/api-cogs", "s3_endpoint": s3_server,
-                    "collection_id": "s2sr-e2e"},
-    }
-    for kw in targets.values():
-        to = kw.pop("to")
-        for _ in range(2):  # twice: still one item
-            publish_hook(to, **kw)(res)
+    stem = "S2A_MSIL2A_20170613T101031_87_48"  # the real Austrian L2A patch of the offline sample catalog
+    item_json = Path(__file__).parents[1] / "s2sr_cloud" / "sample" / "sentinel-2-l2a" / stem / f"{stem}.json"
+    out, cat, s3_url = tmp_path / "out", tmp_path / "cat", f"s3://{s3_bucket}/static"
+    models = [a for net in ("net20", "net60") for a in ("--onnx", str(random_models[net]["onnx"]))]
+    runs = [
+        ["run", str(item_json), "--out", str(out), *models, "--device", "cpu", "--publish", str(cat)],
+        ["publish", str(out), "--to", str(cat)],
+        ["publish", str(out), "--to", s3_url, "--s3-endpoint", s3_server],
+        ["publish", str(out), "--to", pgstac_api, "--assets-to", f"s3://{s3_bucket}/api-cogs",
+         "--s3-endpoint", s3_server, "--collection-id", "s2sr-e2e"],
+    ]
+    cli = CliRunner()
+    for i, args in enumerate(runs):
+        for _ in range(1 if i == 0 else 2):  # each target twice (run, then publish): still one item
+            r = cli.invoke(app, args)
+            assert r.exit_code == 0, (args[0], r.output, r.exception)
+        assert i == 0 or "skipped" in r.output
     found = {
-        "folder": list(pystac_client.Client.open(str(tmp_path / "cat" / "catalog.json")).get_items(recursive=True)),
+        "folder": list(pystac_client.Client.open(str(cat / "catalog.json")).get_items(recursive=True)),
         "s3": list(pystac_client.Client.from_file(f"{s3_url}/catalog.json", stac_io=s3_stac_io(s3_server))
                    .get_items(recursive=True)),
-        "api": list(pystac_client.Client.open(pgstac_api).search(collections=["s2sr-e2e"], bbox=res.grid.bbox).items()),
+        "api": list(pystac_client.Client.open(pgstac_api).search(collections=["s2sr-e2e"],
+                                                                 bbox=[13.70, 48.21, 13.73, 48.23]).items()),
     }
-    import rasterio
-
-    with rasterio.open(res.path) as ds:
+    with rasterio.open(out / f"{stem}-s2sr.tif") as ds:
         b05 = ds.read(SR_BANDS.index("B05") + 1)
+    onnx_sha = sha256_file(random_models["net20"]["onnx"])
     for name, items in found.items():
-        assert [i.id for i in items] == [iid], name
+        assert [i.id for i in items] == [f"{stem}-s2sr"], name
         stac_validate(items[0].to_dict(transform_hrefs=False))
+        assert items[0].properties["s2sr:models"]["net20"]["onnx_sha256"] == onnx_sha, name
         np.testing.assert_array_equal(_read_band(items[0].assets["B05"].get_absolute_href()), b05, err_msg=name)
