@@ -86,6 +86,10 @@ RUN apt-get update \
     && chown s2sr:s2sr /engines /work
 COPY --from=gpu-build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
+# TensorRT's libraries live in the tensorrt_libs wheel; make them visible to ONNX Runtime's
+# TensorRT provider too (it dlopens libnvinfer without importing tensorrt first).
+RUN python -c "import os, tensorrt_libs; print(os.path.dirname(tensorrt_libs.__file__))" > /etc/ld.so.conf.d/tensorrt.conf \
+    && ldconfig
 # GDAL settings for cloud reads (the defaults of s2sr_cloud.io.env.HttpParams).
 ENV GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR \
     CPL_VSIL_CURL_ALLOWED_EXTENSIONS=.tif,.tiff,.TIF,.TIFF,.jp2,.JP2 \
