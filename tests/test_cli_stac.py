@@ -93,3 +93,17 @@ def test_run_local_item_file_outside_bbox(tmp_path: Path) -> None:
     proc = subprocess.run([S2SR, "run", str(item), "--bbox", "10,10,10.1,10.1", "--out", str(tmp_path)],
                           capture_output=True, text=True)
     assert proc.returncode != 0 and "does not overlap" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_search_run_goes_on_after_a_failed_item(cog_server: RangeServer, random_models, tmp_path: Path) -> None:
+    good = next(i for i in sample_items(cog_server.prefix()) if i["id"] == VA_ID)
+    bad = json.loads(json.dumps(good))
+    bad["id"] = "broken-copy"
+    bad["assets"]["nir09"]["href"] = f"{cog_server.prefix()}/no/such/B09.tif"
+    catalog = tmp_path / "items.json"
+    catalog.write_text(json.dumps({"type": "FeatureCollection", "features": [bad, good]}))
+    proc = subprocess.run([S2SR, "search", "--catalog", str(catalog), "--bbox", BBOX, "--run", "--out", str(tmp_path / "o"),
+                           *_models(random_models), "--device", "cpu"], capture_output=True, text=True)
+    assert proc.returncode == 6, proc.stderr  # RasterReadError
+    assert "1 of 2 items failed (broken-copy)" in " ".join(proc.stderr.split()) and "B09" in proc.stderr
+    assert [p.name for p in (tmp_path / "o").glob("*.tif")] == [f"{VA_ID}-s2sr.tif"]

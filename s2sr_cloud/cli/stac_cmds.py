@@ -77,15 +77,17 @@ def run_items(
     on_result: Callable[[ItemResult], None] | None = None,
 ) -> list[ItemResult]:
     """Process items with progress bars; ``on_result`` is called after each item (publishing hook)."""
+    from ..errors import S2SRError
     from ..infer import load_runners
     from ..pipeline import process_item
-    from ._console import err_console, make_progress, success
+    from ._console import err_console, error, make_progress, success
     from .core_cmds import _model_files
 
     ckpts, onnxs = _model_files(checkpoint, onnx)
     runners = load_runners(checkpoint=ckpts, onnx=onnxs, device=device)
     err_console.print("backends: " + ", ".join(f"{k}: {r.backend}" for k, r in runners.items()), highlight=False)
     results = []
+    failed: list[tuple[str, S2SRError]] = []
     with make_progress() as progress:
         for item in items:
             task = progress.add_task(item.id, total=None)
@@ -93,13 +95,23 @@ def run_items(
             def update(ev: Any, task: Any = task) -> None:
                 progress.update(task, completed=ev.done, total=ev.total)
 
-            res = process_item(item, runners, profile, params, on_progress=update)
+            try:
+                res = process_item(item, runners, profile, params, on_progress=update)
+            except S2SRError as err:
+                if len(items) == 1:
+                    raise
+                error(f"{item.id}: {err}")  # go on with the other items
+                failed.append((item.id, err))
+                continue
             results.append(res)
             if on_result is not None:
                 on_result(res)
     for r in results:
         h, w = r.grid.shape
         success(f"{r.item.id}: {w} x {h} px at 10 m, {len(r.bands)} bands -> {r.path} ({r.seconds:.1f} s)")
+    if failed:
+        first = failed[0][1]
+        raise type(first)(f"{len(failed)} of {len(items)} items failed ({', '.join(i for i, _ in failed)}); first: {first}")
     return results
 
 
