@@ -117,7 +117,11 @@ class TrtRunner:
             "tensorrt_version": meta["tensorrt_version"], "gpu": meta["gpu_name"],
         }
         self._runtime = trt.Runtime(trt_logger(trt))
-        self._engine = self._runtime.deserialize_cuda_engine(entry.engine.read_bytes())
+        try:
+            self._engine = self._runtime.deserialize_cuda_engine(entry.engine.read_bytes())
+        except (RuntimeError, TypeError) as err:  # some versions raise instead of returning None
+            log.debug("deserialize failed: %s", err)
+            self._engine = None
         if self._engine is None:
             raise EngineMismatch(
                 f"TensorRT {trt.__version__} cannot load {entry.engine.name} (built with TensorRT "
