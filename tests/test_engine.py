@@ -324,6 +324,18 @@ def test_cuda_errors_become_backend_unavailable():
         Stream()
 
 
+def test_load_engine_by_path_without_gpu(tmp_path):
+    from s2sr_cloud.errors import BackendUnavailable
+    from s2sr_cloud.infer.trt import load_engine
+
+    eng = put(tmp_path, spec())
+    with pytest.raises(BackendUnavailable, match="NVIDIA GPU"):
+        load_engine(eng)
+    eng.with_suffix(".json").unlink()
+    with pytest.raises(EngineMismatch, match="no sidecar"):
+        load_engine(eng)
+
+
 def test_fake_tensorrt_without_gpu_falls_back(tiny_onnx, tmp_path, monkeypatch):
     """A TensorRT install on a machine without GPU: native is skipped, ORT takes over."""
     fake = tmp_path / "site" / "tensorrt"
