@@ -106,13 +106,13 @@ def needed_bytes(cogs: Path, windows: dict[str, list[tuple[tuple[int, int], tupl
 
 def run_case(name: str, bbox, srv: RangeServer, cogs: Path, out: Path, extra: dict[str, str]) -> dict:
     windows: dict[str, list] = {}
-    orig = read_mod.ItemSource.read_band
+    orig = read_mod.ItemSource._read_open
 
-    def recording(self, band, rows, cols):  # record the windows the pipeline asks for
+    def recording(self, band, ds, rows, cols):  # record the windows the pipeline asks for
         windows.setdefault(band, []).append((rows, cols))
-        return orig(self, band, rows, cols)
+        return orig(self, band, ds, rows, cols)
 
-    read_mod.ItemSource.read_band = recording
+    read_mod.ItemSource._read_open = recording
     base = f"{srv.prefix()}/cogs"
     prefix = base.split("/")[3]
     runners = {n: ResidualRunner(n) for n in ("net20", "net60")}
@@ -121,7 +121,7 @@ def run_case(name: str, bbox, srv: RangeServer, cogs: Path, out: Path, extra: di
         res = process_item(make_item(base, cogs), runners, resolve_catalog("sample"),
                            RunParams(out_dir=out, bbox=bbox, overwrite=True, http=HttpParams(max_retry=0, extra=extra)))
     finally:
-        read_mod.ItemSource.read_band = orig
+        read_mod.ItemSource._read_open = orig
     secs = time.perf_counter() - t0
     reqs = [r for r in srv.log if prefix in r.path]
     fetched = sum(r.nbytes for r in reqs)

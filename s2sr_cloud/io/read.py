@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: Re-sign an href when its signature ends within this many seconds.
 RESIGN_MARGIN_S = 300.0
+#: Bands of one resolution group read at once (one thread per band).
+READ_THREADS = 6
 _HTTP_CODE = re.compile(r"HTTP (?:response )?code:? ?(\d{3})|HTTP error code ?: ?(\d{3})", re.I)
 _HINTS = {
     "403": "access denied (HTTP 403): the href may need signing or credentials, or its signature expired",
@@ -87,6 +89,7 @@ class ItemSource:
         self._ds: dict[str, Any] = {}
         self._signed: dict[str, SignedHref] = {}
         self._offsets: dict[str, tuple[int, int]] = {}
+        self._pool: Any = None
 
     @property
     def shape10(self) -> tuple[int, int]:
@@ -101,6 +104,9 @@ class ItemSource:
 
     def close(self) -> None:
         """Close every dataset and leave the GDAL environment."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         for ds in self._ds.values():
             ds.close()
         self._ds.clear()
@@ -153,10 +159,12 @@ class ItemSource:
 
     def read_band(self, band: str, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
         """Raw DN (h, w) of ``band`` for rows/cols in the band's own pixels (item-grid aligned)."""
+        return self._read_open(band, self._dataset(band), rows, cols)
+
+    def _read_open(self, band: str, ds: Any, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
         from rasterio.errors import RasterioError
         from rasterio.windows import Window as RioWindow
 
-        ds = self._dataset(band)
         dr, dc = self._offsets[band]
         win = RioWindow(cols[0] + dc, rows[0] + dr, cols[1] - cols[0], rows[1] - rows[0])
         inside = win.col_off >= 0 and win.row_off >= 0 and win.col_off + win.width <= ds.width and win.row_off + win.height <= ds.height
@@ -168,10 +176,20 @@ class ItemSource:
             raise read_error(err, band, self._signed[band].href) from err
 
     def read(self, res: int, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
-        """Bands of group ``res`` as float32 (C, h, w) DN on the pre-04.00 scale, 0 = nodata."""
-        out = np.empty((len(GROUPS[res]), rows[1] - rows[0], cols[1] - cols[0]), dtype=np.float32)
-        for i, band in enumerate(GROUPS[res]):
-            dn = self.read_band(band, rows, cols)
+        """Bands of group ``res`` as float32 (C, h, w) DN on the pre-04.00 scale, 0 = nodata.
+
+        Datasets are opened (and re-signed) here, then the bands are read in parallel threads
+        (GDAL releases the GIL; one dataset per band, so no dataset is shared between threads).
+        """
+        bands = GROUPS[res]
+        opened = [self._dataset(b) for b in bands]
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="s2sr-read")
+        raw = list(self._pool.map(lambda bd: self._read_open(bd[0], bd[1], rows, cols), zip(bands, opened, strict=True)))
+        out = np.empty((len(bands), rows[1] - rows[0], cols[1] - cols[0]), dtype=np.float32)
+        for i, (band, dn) in enumerate(zip(bands, raw, strict=True)):
             nod = self.assets[band].nodata
             if nod:
                 dn = np.where(dn == nod, 0, dn)
