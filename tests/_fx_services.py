@@ -2,7 +2,8 @@
 
 * ``pgstac_api``: stac-fastapi-pgstac (Transactions on) over a throwaway PostgreSQL +
   PostGIS cluster with the pgstac schema (``pypgstac migrate``), started once per session.
-* ``s3_server``: a moto S3 server (in a thread) with the AWS/GDAL environment pointing at it.
+* ``s3_server``: a moto S3 server (in a thread); ``s3_env`` points the AWS/GDAL environment
+  at it for one test, ``s3_bucket`` also makes a fresh bucket.
 * ``stac_validate``: offline JSON-schema validation against ``tests/schemas/``.
 
 The cluster is started as the ``postgres`` user when running as root (initdb refuses
@@ -143,34 +144,38 @@ S3_ENV = {"AWS_ACCESS_KEY_ID": "testing-key-id", "AWS_SECRET_ACCESS_KEY": "testi
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
-    """Endpoint URL of a moto S3 server on loopback; AWS_* / GDAL env points at it."""
+    """Endpoint URL of a moto S3 server on loopback (one per session)."""
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    mp = pytest.MonkeyPatch()
-    for k, v in {**S3_ENV, "AWS_S3_ENDPOINT": f"127.0.0.1:{port}"}.items():
-        mp.setenv(k, v)
-    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-        mp.delenv(k, raising=False)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        mp.undo()
         server.stop()
 
 
 @pytest.fixture
-def s3_bucket(s3_server: str, request: pytest.FixtureRequest) -> str:
-    """A fresh bucket per test (name from the test name)."""
+def s3_env(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """For one test: AWS credentials and GDAL's S3 settings pointing at the moto server."""
+    for k, v in {**S3_ENV, "AWS_S3_ENDPOINT": s3_server.removeprefix("http://")}.items():
+        monkeypatch.setenv(k, v)
+    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(k, raising=False)
+    return s3_server
+
+
+@pytest.fixture
+def s3_bucket(s3_env: str, request: pytest.FixtureRequest) -> str:
+    """A fresh bucket per test (name from the test name); the S3 environment is set."""
     import re
 
     import boto3
 
     name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-") or "bucket"
-    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    client = boto3.client("s3", endpoint_url=s3_env, region_name="us-east-1")
     client.create_bucket(Bucket=name)
     return name
 

@@ -271,11 +271,11 @@ def test_s3_fault_midway_leaves_no_dangling_item(
 
 
 def test_s3_server_killed_mid_upload_leaves_no_item(
-    scene: ProcessedScene, s3_server: str, caplog: pytest.LogCaptureFixture
+    scene: ProcessedScene, s3_env: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Its own S3 server dies right after the first COG arrives: no item is written; a re-run repairs.
 
-    (``s3_server`` only provides the AWS credentials environment.)
+    (``s3_env`` only provides the AWS credentials environment.)
     """
     import boto3
     from botocore.config import Config
