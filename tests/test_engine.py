@@ -341,8 +341,13 @@ def test_fake_tensorrt_without_gpu_falls_back(tiny_onnx, tmp_path, monkeypatch):
     fake = tmp_path / "site" / "tensorrt"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text('__version__ = "11.4.0.106"\n')
-    monkeypatch.syspath_prepend(str(fake.parent))
-    monkeypatch.delitem(__import__("sys").modules, "tensorrt", raising=False)
+    import importlib.util
+    import sys
+
+    loader = importlib.util.spec_from_file_location("tensorrt", fake / "__init__.py")
+    module = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(module)
+    monkeypatch.setitem(sys.modules, "tensorrt", module)  # removed again after the test
     from s2sr_cloud.infer.select import load_runner
     from s2sr_cloud.infer.trt import import_tensorrt
 
