@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import rasterio
 from typer.testing import CliRunner
 
@@ -107,3 +108,30 @@ def test_search_run_goes_on_after_a_failed_item(cog_server: RangeServer, random_
     assert proc.returncode == 6, proc.stderr  # RasterReadError
     assert "1 of 2 items failed (broken-copy)" in " ".join(proc.stderr.split()) and "B09" in proc.stderr
     assert [p.name for p in (tmp_path / "o").glob("*.tif")] == [f"{VA_ID}-s2sr.tif"]
+
+
+def test_makefile_demo_command(random_models, tmp_path: Path) -> None:
+    """The README's `make demo` command, as written in the Makefile, on the bundled sample."""
+    import shlex
+
+    makefile = (Path(__file__).parents[1] / "Makefile").read_text()
+    line = next(ln.strip() for ln in makefile.splitlines() if "s2sr search --catalog sample" in ln)
+    args = shlex.split(line)[1:]  # drop $(BIN)/s2sr
+    args[args.index("--out") + 1] = str(tmp_path / "demo-output")
+    r = runner.invoke(app, [*args, *_models(random_models), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    cogs = list((tmp_path / "demo-output").glob("*.tif"))
+    assert [c.name for c in cogs] == [f"{VA_ID}-s2sr.tif"]
+    with rasterio.open(cogs[0]) as ds:
+        assert ds.count == 8 and ds.crs.to_epsg() == 32618 and ds.res == (10.0, 10.0)
+        assert ds.width >= 150 and ds.height >= 150
+
+
+@pytest.mark.network
+def test_live_earth_search_small_bbox(random_models, tmp_path: Path) -> None:
+    """Live Earth Search v1 (run with --network): search, then a 600 m bbox of one item."""
+    bbox = "11.570,48.135,11.577,48.140"
+    r = runner.invoke(app, ["search", "--bbox", bbox, "--datetime", "2024-06-01/2024-08-31", "--max-cloud", "10",
+                            "--limit", "1", "--run", "--out", str(tmp_path), *_models(random_models), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert len(list(tmp_path.glob("*.tif"))) == 1
