@@ -64,6 +64,42 @@ def test_small_window_reads_few_blocks_and_exact_pixels(cog_server: RangeServer)
     assert all(r.method == "HEAD" or r.range for r in mine)  # never a whole file
 
 
+def _blocks(path, rows: tuple[int, int], cols: tuple[int, int]) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(needed, others): byte ranges of the COG blocks intersecting the window, and of the rest."""
+    with rasterio.open(path) as ds:
+        bh, bw = ds.block_shapes[0]
+        needed, others = [], []
+        for r in range(-(-ds.height // bh)):
+            for c in range(-(-ds.width // bw)):
+                off = int(ds.get_tag_item(f"BLOCK_OFFSET_{c}_{r}", "TIFF", bidx=1))
+                size = int(ds.get_tag_item(f"BLOCK_SIZE_{c}_{r}", "TIFF", bidx=1))
+                hit = r * bh < rows[1] and (r + 1) * bh > rows[0] and c * bw < cols[1] and (c + 1) * bw > cols[0]
+                (needed if hit else others).append((off, off + size))
+    return needed, others
+
+
+def test_only_needed_blocks_are_fetched(cog_server: RangeServer) -> None:
+    """Beyond GDAL's header read, every range fetched lies on blocks under the window."""
+    base = cog_server.prefix()
+    prefix = base.rsplit("/", 1)[1]
+    win = {10: ((240, 300), (240, 300)), 20: ((120, 150), (120, 150)), 60: ((40, 50), (40, 50))}
+    with _source(base) as src:
+        for res, (rows, cols) in win.items():
+            src.read(res, rows, cols)
+    for band, ref in src.assets.items():
+        rows, cols = win[ref.resolution]
+        needed, others = _blocks(SAMPLE / VA / f"{band}.tif", rows, cols)
+        header = 32768
+        ranges = [tuple(int(v) for v in r.range.removeprefix("bytes=").split("-"))
+                  for r in cog_server.log if r.path.endswith(f"{prefix}/{VA}/{band}.tif") and r.range]
+        body = [(a, b + 1) for a, b in ranges if a >= header]
+        for a, b in body:  # each range after the header touches needed blocks only
+            assert any(a < e and s < b for s, e in needed), (band, a, b)
+            assert not any(max(a, s) < min(b, e) and s >= header for s, e in others), (band, a, b)
+        fetched = sum(b - a for a, b in ranges)
+        assert fetched <= header + sum(e - s for s, e in needed) + 16384, band
+
+
 def test_repeated_reads_hit_the_cache(cog_server: RangeServer) -> None:
     base = cog_server.prefix()
     prefix = base.rsplit("/", 1)[1]
