@@ -229,3 +229,33 @@ def test_planetary_computer_signing_and_resigning(monkeypatch: pytest.MonkeyPatc
         Settings.get.cache_clear()
         srv.shutdown()
         srv.server_close()
+
+
+def test_query_extension_on_an_api_that_conforms(pgstac_api: str) -> None:
+    """stac-fastapi-pgstac advertises `query`: the cloud filter runs server-side (and is re-checked)."""
+    import uuid
+
+    import requests
+
+    from ._fx_stac import rewrite_hrefs
+
+    cid = f"es-l2a-{uuid.uuid4().hex[:8]}"
+    coll = json.loads((ES / "collections" / "sentinel-2-l2a.json").read_text())
+    coll.update(id=cid, links=[])
+    assert requests.post(f"{pgstac_api}/collections", json=coll, timeout=30).status_code in (200, 201)
+    feats = [f for p in sorted((ES / "search").glob("*.json")) for f in json.loads(p.read_text())["features"]
+             if f["collection"] == "sentinel-2-l2a"]
+    feats = [dict(rewrite_hrefs(f, "http://127.0.0.1:9/none"), collection=cid, links=[]) for f in feats]
+    r = requests.post(f"{pgstac_api}/collections/{cid}/items", json={"type": "FeatureCollection", "features": feats}, timeout=60)
+    assert r.status_code in (200, 201), r.text
+    prof = resolve_catalog(pgstac_api)
+    everywhere = (-180.0, -90.0, 180.0, 90.0)
+    params = SearchParams(bbox=everywhere, max_cloud=10, limit=100, collections=(cid,))
+    got = search_items(prof, params)
+    expect = sorted(f["id"] for f in feats if f["properties"]["eo:cloud_cover"] <= 10)
+    assert sorted(i.id for i in got) == expect
+    # what the server returns for the same `query` alone (no client-side check): already filtered
+    body = {"collections": [cid], "query": {"eo:cloud_cover": {"lte": 10}}, "limit": 100}
+    server = requests.post(f"{pgstac_api}/search", json=body, timeout=30).json()["features"]
+    assert sorted(f["id"] for f in server) == expect
+    requests.delete(f"{pgstac_api}/collections/{cid}", timeout=30)
