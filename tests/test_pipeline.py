@@ -194,3 +194,34 @@ def test_full_items_plan_to_bounded_blocks(monkeypatch: pytest.MonkeyPatch, tmp_
     assert plan.item_grid.shape == (10980, 10980) and plan.assets["B04"].key == "B04_10m"
     assert plan.http.extra and plan.http.extra["AWS_S3_ENDPOINT"] == "eodata.dataspace.copernicus.eu"
     assert vsi_path(plan.assets["B01"].href).startswith("/vsis3/eodata/Sentinel-2/") and plan.assets["B01"].key == "B01_60m"
+
+
+class _ResidualRunner:
+    """A Runner whose output is its residual input (the upsampled bands): no convolutions."""
+
+    backend = "numpy-residual"
+
+    def __init__(self, net: str) -> None:
+        from s2sr_cloud.bands import NETS
+
+        self.net, self.halo, self._slice = net, 14, NETS[net].residual_slice
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x[:, self._slice])
+
+
+def test_streaming_memory_is_bounded_by_the_block(tmp_path) -> None:
+    """The whole sample item in 90 px blocks: NumPy's peak is a few block stacks, not the item."""
+    import tracemalloc
+
+    item = pystac.Item.from_dict(_va(str(SAMPLE)))
+    runners = {n: _ResidualRunner(n) for n in ("net20", "net60")}
+    tracemalloc.start()
+    try:
+        res = process_item(item, runners, resolve_catalog("sample"), RunParams(out_dir=tmp_path, block=90))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert res.grid.shape == (540, 540)
+    block_stack = 12 * (90 + 2 * 14) ** 2 * 4  # float32 inputs of one block and its halo
+    assert peak < 8 * block_stack < 12 * 540 * 540 * 4 / 2, (peak, block_stack)
