@@ -265,6 +265,15 @@ def count_tiles(window: Window, tile: int) -> int:
     )
 
 
+def plan_blocks(window: Window, block: int, tile: int, nets: int) -> tuple[list[Window], int]:
+    """The blocks covering ``window`` and the number of tiles they need over ``nets`` nets."""
+    blocks = [
+        Window(window.row + b.row, window.col + b.col, b.height, b.width)
+        for b in iter_blocks((window.height, window.width), block)
+    ]
+    return blocks, sum(count_tiles(b, tile) for b in blocks) * nets
+
+
 def stream_blocks(
     source: SceneSource,
     runners: Mapping[str, Runner],
@@ -280,12 +289,7 @@ def stream_blocks(
     Yields ``(block_window, {net: (C, h, w)})``; ``on_progress(done, total)`` counts tiles
     over all blocks and nets.
     """
-    win = window or Window(0, 0, *source.shape10)
-    blocks = [
-        Window(win.row + b.row, win.col + b.col, b.height, b.width)
-        for b in iter_blocks((win.height, win.width), block)
-    ]
-    total = sum(count_tiles(b, tile) for b in blocks) * len(runners)
+    blocks, total = plan_blocks(window or Window(0, 0, *source.shape10), block, tile, len(runners))
     base = 0
     for b in blocks:
         def tick(done: int, _total: int, _base: int = base) -> None:

@@ -84,13 +84,17 @@ def superres_geotiff(
     on_progress: ProgressFn | None = None,
 ) -> Path:
     """Folder of per-band GeoTIFFs → one 10 m COG of the 8 super-resolved bands, by blocks."""
+    from .infer.overlap import PerThreadSource, stream_blocks_overlapped
     from .io.bandfiles import BandFilesSource, find_band_files
     from .io.cog import CogWriter
 
     if set(runners) != {"net20", "net60"}:
         raise InputError("GeoTIFF output needs both nets (net20 and net60)")
     files = find_band_files(folder)
-    with BandFilesSource(files) as src:
+    with BandFilesSource(files) as meta:  # checks the grids once, gives CRS and transform
+        crs, transform = meta.crs, meta.transform
+    # reading + upsampling of block k+1 overlaps inference of block k (one GDAL handle per thread)
+    with PerThreadSource(lambda: BandFilesSource(files)) as src:
         h, w = src.shape10
         desc = [f"{b} ({BANDS[b].common_name}, {int(BANDS[b].wavelength * 1000)} nm), super-resolved to 10 m" for b in SR_BANDS]
         tags = {
@@ -99,9 +103,9 @@ def superres_geotiff(
             "S2SR_DN_CONVENTION": "DN = 10000 x reflectance of the input (same convention as the input files)",
         }
         with CogWriter(
-            out, width=w, height=h, count=len(SR_BANDS), crs=src.crs, transform=src.transform,
+            out, width=w, height=h, count=len(SR_BANDS), crs=crs, transform=transform,
             nodata=0, descriptions=desc, tags=tags, overwrite=overwrite,
         ) as writer:
-            for win, o in stream_blocks(src, runners, block=block, tile=tile, batch=batch, on_progress=on_progress):
+            for win, o in stream_blocks_overlapped(src, runners, block=block, tile=tile, batch=batch, on_progress=on_progress):
                 writer.write(to_uint16(assemble_sr_bands(o)), win)
     return out

@@ -41,6 +41,8 @@ def superres(
     checkpoint: Annotated[list[Path] | None, typer.Option(help="Checkpoint (.safetensors) of a net; repeat for both nets.", exists=True)] = None,
     onnx: Annotated[list[Path] | None, typer.Option(help="Exported ONNX file of a net; repeat for both nets.", exists=True)] = None,
     device: Annotated[str, typer.Option(help=_DEVICE_HELP)] = "auto",
+    precision: Annotated[str, typer.Option(help="TensorRT engine precision: fp32, fp16 or bf16.")] = "fp32",
+    build_engine: Annotated[bool, typer.Option(help="Build the TensorRT engine on first use if none is cached.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
     """Super-resolve a local scene: B1 B5 B6 B7 B8A B9 B11 B12 to 10 m."""
@@ -49,7 +51,7 @@ def superres(
     from ._console import progress_task, success
 
     ckpts, onnxs = _model_files(checkpoint, onnx)
-    runners = load_runners(checkpoint=ckpts, onnx=onnxs, device=device)
+    runners = load_runners(checkpoint=ckpts, onnx=onnxs, device=device, precision=precision, build_engine=build_engine)
     backends = ", ".join(f"{k}: {r.backend}" for k, r in runners.items())
     with progress_task(f"super-resolving ({backends})") as update:
         if input.is_dir():

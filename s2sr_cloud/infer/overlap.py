@@ -273,14 +273,9 @@ def stream_blocks_overlapped(
 
     ``source`` must be thread-safe (wrap file-backed sources in :class:`PerThreadSource`).
     """
-    from ..sr import count_tiles, iter_blocks
+    from ..sr import plan_blocks
 
-    win = window or Window(0, 0, *source.shape10)
-    blocks = [
-        Window(win.row + b.row, win.col + b.col, b.height, b.width)
-        for b in iter_blocks((win.height, win.width), block)
-    ]
-    total = sum(count_tiles(b, tile) for b in blocks) * len(runners)
+    blocks, total = plan_blocks(window or Window(0, 0, *source.shape10), block, tile, len(runners))
     yield from iter_super_resolved(
         source, runners, blocks, workers=workers, on_progress=on_progress, total_tiles=total, tile=tile, batch=batch,
     )
