@@ -21,7 +21,7 @@ from .bands import BANDS, BANDS_10M, SR_BANDS
 from .catalog.assets import NEEDED_BANDS, AssetRef, band_assets
 from .grid import ItemGrid, OutputGrid, grid_from_metadata, plan_output
 from .io.env import HttpParams
-from .sr import Runner, Window, assemble_sr_bands, iter_blocks, super_resolve, to_uint16
+from .sr import Runner, Window, assemble_sr_bands, iter_blocks, to_uint16
 
 if TYPE_CHECKING:
     import pystac
@@ -59,7 +59,7 @@ class RunParams:
 
 @dataclass(frozen=True, slots=True)
 class ProgressEvent:
-    """Progress of one item: ``done`` of ``total`` blocks of ``stage``."""
+    """Progress of one item: ``done`` of ``total`` units (tiles × nets) of ``stage``."""
 
     stage: str
     item_id: str
@@ -162,10 +162,9 @@ def model_info(runner: Runner) -> dict[str, Any]:
     return {"name": f"{runner.net}_{type(runner).__name__}", "halo": runner.halo}
 
 
-def _block_array(source: Any, runners: Mapping[str, Runner], win: Window, params: RunParams) -> np.ndarray:
-    out = super_resolve(source, runners, window=win, tile=params.tile, batch=params.batch)
+def _block_array(source: Any, out: dict[str, np.ndarray], win: Window, include_10m: bool) -> np.ndarray:
     arr = assemble_sr_bands(out)
-    if params.include_10m:
+    if include_10m:
         b10 = source.read(10, (win.row, win.row + win.height), (win.col, win.col + win.width))
         arr = np.concatenate([arr, b10], axis=0)
     return to_uint16(arr)
@@ -176,6 +175,9 @@ def process_item(
     *, on_progress: ProgressFn | None = None,
 ) -> ItemResult:
     """Super-resolve the requested area of one item into a 10 m COG, block by block."""
+    from rasterio.transform import Affine
+
+    from .infer.overlap import PerThreadSource, stream_blocks_overlapped
     from .io.cog import CogWriter
     from .io.read import ItemSource
 
@@ -184,10 +186,8 @@ def process_item(
     out = plan.out
     bands = SR_BANDS + (BANDS_10M if params.include_10m else ())
     path = Path(params.out_dir) / f"{item.id}-s2sr.tif"
-    blocks = list(iter_blocks(out.shape, params.block))
-    log.info("[%s] %d x %d px at 10 m in %d blocks -> %s", item.id, out.shape[1], out.shape[0], len(blocks), path)
-    from rasterio.transform import Affine
-
+    nblocks = len(list(iter_blocks(out.shape, params.block)))
+    log.info("[%s] %d x %d px at 10 m in %d blocks -> %s", item.id, out.shape[1], out.shape[0], nblocks, path)
     writer = CogWriter(
         path, width=out.shape[1], height=out.shape[0], count=len(bands), crs=out.crs,
         transform=Affine(*out.transform), nodata=0, dtype="uint16",
@@ -195,12 +195,21 @@ def process_item(
         tags=_tags(item, plan, runners, profile), overwrite=params.overwrite,
         band_tags=[{"band": b, "scale": str(DN_SCALE), "offset": "0"} for b in bands],
     )
-    with ItemSource(plan.assets, plan.item_grid, signer=_signer(profile), http=plan.http) as source, writer:
-        for i, b in enumerate(blocks, start=1):
-            win = Window(out.window.row + b.row, out.window.col + b.col, b.height, b.width)
-            writer.write(_block_array(source, runners, win, params), b)
-            if on_progress is not None:
-                on_progress(ProgressEvent("blocks", item.id, i, len(blocks)))
+
+    def tick(done: int, total: int) -> None:
+        if on_progress is not None:
+            on_progress(ProgressEvent("tiles", item.id, done, total))
+
+    # reading + upsampling of block k+1 overlaps inference of block k: one ItemSource (GDAL
+    # handles) per thread; GDAL's process-wide caches serve the halo rows blocks share
+    def factory() -> ItemSource:
+        return ItemSource(plan.assets, plan.item_grid, signer=_signer(profile), http=plan.http)
+
+    with PerThreadSource(factory) as source, writer:
+        for win, res in stream_blocks_overlapped(source, runners, block=params.block, tile=params.tile,
+                                                 batch=params.batch, window=out.window, on_progress=tick):
+            rel = Window(win.row - out.window.row, win.col - out.window.col, win.height, win.width)
+            writer.write(_block_array(source, res, win, params.include_10m), rel)
     first = next(iter(runners.values()))
     return ItemResult(
         item=item, path=path, grid=out, bands=tuple(bands),

@@ -75,7 +75,7 @@ def test_search_then_process_reads_little_and_writes_a_georeferenced_cog(
     win = res.grid.window
     assert win.row % 6 == 0 and win.col % 6 == 0 and win.height % 6 == 0 and win.width % 6 == 0
     assert res.grid.bbox[0] <= BBOX[0] and res.grid.bbox[2] >= BBOX[2]
-    assert events[-1].done == events[-1].total == len(events) > 1  # streamed in blocks
+    assert events[-1].done == events[-1].total and len(events) > 1  # streamed in blocks
     with rasterio.open(res.path) as ds:
         assert ds.count == 8 and ds.crs.to_epsg() == 32618 and ds.nodata == 0
         assert ds.transform.c == 435780 + 10 * win.col and ds.transform.f == 4179420 - 10 * win.row
@@ -211,7 +211,10 @@ class _ResidualRunner:
 
 
 def test_streaming_memory_is_bounded_by_the_block(tmp_path) -> None:
-    """The whole sample item in 90 px blocks: NumPy's peak is a few block stacks, not the item."""
+    """The whole sample item in 90 px blocks: NumPy's peak is a few block stacks, not the item.
+
+    (The sample is small, so the margin is small; the bound does not grow with the item.)
+    """
     import tracemalloc
 
     item = pystac.Item.from_dict(_va(str(SAMPLE)))
@@ -224,4 +227,6 @@ def test_streaming_memory_is_bounded_by_the_block(tmp_path) -> None:
         tracemalloc.stop()
     assert res.grid.shape == (540, 540)
     block_stack = 12 * (90 + 2 * 14) ** 2 * 4  # float32 inputs of one block and its halo
-    assert peak < 8 * block_stack < 12 * 540 * 540 * 4 / 2, (peak, block_stack)
+    whole = 12 * 540 * 540 * 4
+    # two blocks in flight (reading block k+1 while block k is inferred)
+    assert peak < 16 * block_stack < whole, (peak, block_stack)

@@ -175,6 +175,11 @@ class ItemSource:
         except (RasterioError, OSError) as err:
             raise read_error(err, band, self._signed[band].href) from err
 
+    def _read_in_env(self, band: str, ds: Any, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+        # rasterio keeps GDAL options thread-local outside the main thread: pool threads need their own
+        with gdal_env(self.http):
+            return self._read_open(band, ds, rows, cols)
+
     def read(self, res: int, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
         """Bands of group ``res`` as float32 (C, h, w) DN on the pre-04.00 scale, 0 = nodata.
 
@@ -187,7 +192,7 @@ class ItemSource:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="s2sr-read")
-        raw = list(self._pool.map(lambda bd: self._read_open(bd[0], bd[1], rows, cols), zip(bands, opened, strict=True)))
+        raw = list(self._pool.map(lambda bd: self._read_in_env(bd[0], bd[1], rows, cols), zip(bands, opened, strict=True)))
         out = np.empty((len(bands), rows[1] - rows[0], cols[1] - cols[0]), dtype=np.float32)
         for i, (band, dn) in enumerate(zip(bands, raw, strict=True)):
             nod = self.assets[band].nodata
