@@ -230,3 +230,14 @@ def test_streaming_memory_is_bounded_by_the_block(tmp_path) -> None:
     whole = 12 * 540 * 540 * 4
     # two blocks in flight (reading block k+1 while block k is inferred)
     assert peak < 16 * block_stack < whole, (peak, block_stack)
+
+
+def test_block_reads_retry_inside_worker_threads(cog_server: RangeServer, runners: dict, tmp_path) -> None:
+    """A 500 on a block range (not the open) is retried in the overlapped pipeline's threads."""
+    base = cog_server.prefix()
+    url = f"{base}/{VA}/B05.tif"
+    cog_server.fault(url, None, None, 500)  # HEAD and header served, the first block range fails once
+    item = pystac.Item.from_dict(_va(base))
+    process_item(item, runners, resolve_catalog("sample"), RunParams(out_dir=tmp_path, bbox=BBOX, http=FAST))
+    log = [r for r in cog_server.log if r.path.endswith(url.split("/", 3)[3])]
+    assert [r.status for r in log][:4] == [200, 206, 500, 206] and log[2].range == log[3].range
