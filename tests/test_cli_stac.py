@@ -77,16 +77,17 @@ def test_search_run_writes_cogs(random_models, tmp_path: Path) -> None:
 
 
 def test_run_one_item_from_url(cog_server: RangeServer, random_models, tmp_path: Path) -> None:
-    doc = next(i for i in sample_items(cog_server.prefix()) if i["id"] == VA_ID)
-    item_file = cog_server.root / "items" / f"{tmp_path.name}.json"
-    item_file.parent.mkdir(exist_ok=True)
-    item_file.write_text(json.dumps(doc))
-    url = f"{cog_server.prefix()}/items/{item_file.name}"
+    """The sample's item JSON served over HTTP: its relative asset hrefs resolve against the URL."""
+    base = cog_server.prefix()
+    url = f"{base}/sentinel-2-l1c/{VA_ID}/{VA_ID}.json"
     r = runner.invoke(app, ["run", url, "--bbox", BBOX, "--out", str(tmp_path), "--include-10m",
                             *_models(random_models), "--device", "cpu"])
     assert r.exit_code == 0, r.output
     with rasterio.open(tmp_path / f"{VA_ID}-s2sr.tif") as ds:
         assert ds.count == 12 and ds.descriptions[8].startswith("B02")
+        assert ds.tags()["S2SR_SOURCE_HREF"] == url
+    prefix = base.rsplit("/", 1)[1]
+    assert any(r.path.endswith("B8A.tif") and prefix in r.path and r.range for r in cog_server.log)
 
 
 def test_run_local_item_file_outside_bbox(tmp_path: Path) -> None:

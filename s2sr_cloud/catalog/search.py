@@ -236,9 +236,9 @@ def load_item(ref: str) -> pystac.Item:
     if doc.get("type") != "Feature":
         raise CatalogError(f"{ref} is not a STAC item")
     item = pystac.Item.from_dict(doc)
-    if not ref.startswith(("http://", "https://")):
-        item.set_self_href(str(Path(ref).resolve()))
-        item.make_asset_hrefs_absolute()
+    remote = ref.startswith(("http://", "https://"))
+    item.set_self_href(ref if remote else str(Path(ref).resolve()))
+    item.make_asset_hrefs_absolute()  # relative asset hrefs resolve against the item's location
     return item
 
 
