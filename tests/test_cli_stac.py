@@ -136,3 +136,13 @@ def test_live_earth_search_small_bbox(random_models, tmp_path: Path) -> None:
                             "--limit", "1", "--run", "--out", str(tmp_path), *_models(random_models), "--device", "cpu"])
     assert r.exit_code == 0, r.output
     assert len(list(tmp_path.glob("*.tif"))) == 1
+
+
+def test_search_static_catalog_over_http(cog_server: RangeServer) -> None:
+    """The sample catalog served by a plain web server: searched client-side, hrefs absolute URLs."""
+    base = cog_server.prefix()
+    r = runner.invoke(app, ["search", "--catalog", f"{base}/catalog.json", "--bbox", BBOX, "--json"])
+    assert r.exit_code == 0, r.output
+    feats = json.loads(r.stdout.strip().splitlines()[-1])["features"]
+    assert [f["id"] for f in feats] == [VA_ID]
+    assert feats[0]["assets"]["red"]["href"] == f"{base}/sentinel-2-l1c/{VA_ID}/B04.tif"

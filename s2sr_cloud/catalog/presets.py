@@ -162,7 +162,8 @@ def resolve_catalog(spec: str | None, *, asset_map: str | None = None) -> Catalo
     elif spec.startswith(("http://", "https://")):
         root = spec.rstrip("/")
         known = [p for p in PROFILES.values() if p.url == root]
-        prof = known[0] if known else CatalogProfile(name="url", url=root)
+        static = root.split("?", 1)[0].endswith(".json")  # a static catalog/item on a web server
+        prof = known[0] if known else CatalogProfile(name="url", url=root, static=static)
     else:
         path = Path(spec).expanduser()
         if not path.exists():

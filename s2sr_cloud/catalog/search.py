@@ -177,16 +177,17 @@ def _static_items(path: str) -> Iterator[pystac.Item]:
 
     doc = read_json(path)
     kind = doc.get("type")
+    where = path if path.startswith(("http://", "https://")) else str(Path(path).resolve())
     if kind == "Feature":
         item = pystac.Item.from_dict(doc)
-        item.set_self_href(str(Path(path).resolve()))
+        item.set_self_href(where)
         item.make_asset_hrefs_absolute()
         yield item
     elif kind == "FeatureCollection":
         for f in doc.get("features", []):
             yield pystac.Item.from_dict(f)
     elif kind in ("Catalog", "Collection"):
-        cat = pystac.read_file(str(Path(path).resolve()))
+        cat = pystac.read_file(where)
         for item in cat.get_items(recursive=True):
             item.make_asset_hrefs_absolute()
             yield item
