@@ -47,6 +47,7 @@ class Request:
     range: str | None
     status: int
     nbytes: int
+    auth: str | None = None
 
 
 class _Handler(SimpleHTTPRequestHandler):
@@ -56,7 +57,9 @@ class _Handler(SimpleHTTPRequestHandler):
         pass
 
     def _record(self, status: int, n: int) -> None:
-        self.server.log.append(Request(self.command, self.path, self.headers.get("Range"), status, n))  # type: ignore[attr-defined]
+        auth = self.headers.get("Authorization")
+        self.server.log.append(Request(self.command, self.path, self.headers.get("Range"), status, n,  # type: ignore[attr-defined]
+                                       auth[:48] if auth else None))
 
     def translate_path(self, path: str) -> str:
         parts = path.split("?", 1)[0].lstrip("/").split("/", 1)
@@ -189,20 +192,24 @@ def sample_items(base: str) -> list[dict[str, Any]]:
     return items
 
 
-def hybrid_item(doc: dict[str, Any], sample: dict[str, Any], keys: dict[str, str]) -> dict[str, Any]:
+def hybrid_item(doc: dict[str, Any], sample: dict[str, Any], keys: dict[str, str], *, keep_hrefs: bool = False) -> dict[str, Any]:
     """Test-only item: the metadata of a real catalog ``doc`` (asset keys, baseline, flags)
-    with the footprint, projection and band hrefs of a ``sample`` item (the imagery's own
-    georeference). ``keys`` maps band id → asset key of ``doc``'s catalog."""
+    with the footprint, projection and (unless ``keep_hrefs``) band hrefs of a ``sample`` item
+    (the imagery's own georeference). ``keys`` maps band id → asset key of ``doc``'s catalog."""
     out = copy.deepcopy(doc)
+    epsg = sample["properties"].get("proj:epsg")
     out["geometry"], out["bbox"] = sample["geometry"], sample["bbox"]
-    out["properties"]["proj:epsg"] = sample["properties"].get("proj:epsg")
+    out["properties"]["proj:epsg"] = epsg
     out["properties"].pop("proj:code", None)
     by_band = {a["eo:bands"][0]["name"]: a for a in sample["assets"].values()}
+    fields = ("proj:shape", "proj:transform") if keep_hrefs else ("href", "proj:shape", "proj:transform")
     for band, key in keys.items():
         if key in out["assets"] and band in by_band:
-            src = by_band[band]
-            out["assets"][key].update({k: src[k] for k in ("href", "proj:shape", "proj:transform")})
-            out["assets"][key].pop("proj:bbox", None)
+            asset = out["assets"][key]
+            asset.update({k: by_band[band][k] for k in fields})
+            asset.pop("proj:bbox", None)
+            if "proj:code" in asset:
+                asset["proj:code"] = f"EPSG:{epsg}"
     return out
 
 

@@ -241,3 +241,44 @@ def test_block_reads_retry_inside_worker_threads(cog_server: RangeServer, runner
     process_item(item, runners, resolve_catalog("sample"), RunParams(out_dir=tmp_path, bbox=BBOX, http=FAST))
     log = [r for r in cog_server.log if r.path.endswith(url.split("/", 3)[3])]
     assert [r.status for r in log][:4] == [200, 206, 500, 206] and log[2].range == log[3].range
+
+
+def test_cdse_jpeg2000_through_s3_with_credentials(cog_server: RangeServer, runners: dict, tmp_path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """CDSE's layout (JPEG 2000 on s3://eodata, `B04_10m` keys, baseline 05.10) read through GDAL's
+    /vsis3/ with user credentials, against the loopback server as the S3 endpoint. The JP2 files are
+    lossless encodings of the sample's pixels at the paths the real CDSE item names."""
+    import rasterio.shutil
+    from rasterio.io import MemoryFile
+
+    from s2sr_cloud.catalog.presets import CDSE, CDSE_KEYS
+
+    doc = json.loads(next((STAC_DATA / "cdse/items").glob("*.json")).read_text())
+    item_d = hybrid_item(doc, _va(str(SAMPLE)), CDSE_KEYS, keep_hrefs=True)
+    for band, key in CDSE_KEYS.items():
+        if band == "SCL":
+            continue
+        dst = cog_server.root / item_d["assets"][key]["href"].removeprefix("s3://eodata/")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with rasterio.open(SAMPLE / VA / f"{band}.tif") as src, MemoryFile() as mem:
+            with mem.open(**{**src.profile, "driver": "GTiff"}) as tmp:
+                tmp.write(src.read())
+            with mem.open() as tmp:
+                rasterio.shutil.copy(tmp, dst, driver="JP2OpenJPEG", REVERSIBLE="YES", QUALITY="100",
+                                     BLOCKXSIZE="128", BLOCKYSIZE="128")
+    monkeypatch.setenv("CDSE_S3_ACCESS_KEY", "test-key")
+    monkeypatch.setenv("CDSE_S3_SECRET_KEY", "test-secret")
+    monkeypatch.setenv("CDSE_S3_ENDPOINT", cog_server.url.removeprefix("http://"))
+    monkeypatch.setenv("CDSE_S3_HTTPS", "NO")
+    n = len(cog_server.log)
+    item = pystac.Item.from_dict(item_d)
+    res = process_item(item, runners, CDSE, RunParams(out_dir=tmp_path, bbox=BBOX, include_10m=True, http=FAST))
+    jp2 = [r for r in cog_server.log[n:] if r.path.endswith(".jp2")]
+    assert jp2 and all(r.path.startswith("/eodata/Sentinel-2/") for r in jp2)
+    assert any(r.range for r in jp2)  # windowed reads
+    assert all((r.auth or "").startswith("AWS4-HMAC-SHA256 Credential=test-key/") for r in jp2)  # signed with the keys
+    w = res.grid.window
+    with rasterio.open(res.path) as ds:
+        b04 = ds.read(11)
+    src = _local("B04", (slice(w.row, w.row + w.height), slice(w.col, w.col + w.width))).astype(np.int32)
+    assert np.array_equal(b04, np.where(src > 0, np.maximum(src - 1000, 1), 0))  # baseline 05.10: offset removed

@@ -70,8 +70,29 @@ def gdal_options(params: HttpParams | None = None) -> dict[str, Any]:
     return opts
 
 
+_AWS_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
 def gdal_env(params: HttpParams | None = None) -> Any:
-    """A ``rasterio.Env`` with :func:`gdal_options`; use it around every raster open/read."""
+    """A ``rasterio.Env`` with :func:`gdal_options`; use it around every raster open/read.
+
+    S3 credentials in ``params.extra`` go through a rasterio ``AWSSession`` (rasterio refuses
+    them as plain options); that needs boto3 (``pip install 's2sr-cloud[s3]'``).
+    """
     import rasterio
 
-    return rasterio.Env(**gdal_options(params))
+    opts = gdal_options(params)
+    creds = {k: str(opts.pop(k)) for k in _AWS_KEYS if k in opts}
+    if not creds:
+        return rasterio.Env(**opts)
+    from ..errors import require
+
+    require("boto3", "s3")
+    from rasterio.session import AWSSession
+
+    session = AWSSession(
+        aws_access_key_id=creds.get("AWS_ACCESS_KEY_ID"), aws_secret_access_key=creds.get("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=creds.get("AWS_SESSION_TOKEN"), region_name=opts.pop("AWS_REGION", None),
+        endpoint_url=opts.pop("AWS_S3_ENDPOINT", None), aws_unsigned=False,
+    )
+    return rasterio.Env(session=session, **opts)
