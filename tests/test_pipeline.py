@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pystac
@@ -20,6 +21,7 @@ from s2sr_cloud.catalog.presets import (
 from s2sr_cloud.catalog.search import SearchParams, search_items
 from s2sr_cloud.errors import (
     BBoxOutsideItem,
+    BoaOffsetWarning,
     MissingAsset,
     OutputExists,
     RasterReadError,
@@ -119,7 +121,11 @@ def test_catalog_radiometry_reaches_the_output(
     item = pystac.Item.from_dict(hybrid_item(d, _va(cog_server.prefix()), keys))
     plan = plan_item(item, profile, RunParams(out_dir=tmp_path, bbox=BBOX))
     assert {a.offset_dn for a in plan.assets.values()} == {offset}
-    res = process_item(item, runners, profile, RunParams(out_dir=tmp_path, bbox=BBOX, include_10m=True, http=FAST))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = process_item(item, runners, profile, RunParams(out_dir=tmp_path, bbox=BBOX, include_10m=True, http=FAST))
+    # the sample's pixels carry no offset: removing one is flagged (B02 has DN < 1000)
+    assert any(issubclass(w.category, BoaOffsetWarning) for w in caught) == bool(offset)
     w = res.grid.window
     with rasterio.open(res.path) as ds:
         assert ds.count == 12 and ds.descriptions[10].startswith("B04")
@@ -272,7 +278,8 @@ def test_cdse_jpeg2000_through_s3_with_credentials(cog_server: RangeServer, runn
     monkeypatch.setenv("CDSE_S3_HTTPS", "NO")
     n = len(cog_server.log)
     item = pystac.Item.from_dict(item_d)
-    res = process_item(item, runners, CDSE, RunParams(out_dir=tmp_path, bbox=BBOX, include_10m=True, http=FAST))
+    with pytest.warns(BoaOffsetWarning):  # the sample's pixels carry no offset; the 05.10 metadata say they do
+        res = process_item(item, runners, CDSE, RunParams(out_dir=tmp_path, bbox=BBOX, include_10m=True, http=FAST))
     jp2 = [r for r in cog_server.log[n:] if r.path.endswith(".jp2")]
     assert jp2 and all(r.path.startswith("/eodata/Sentinel-2/") for r in jp2)
     assert any(r.range for r in jp2)  # windowed reads

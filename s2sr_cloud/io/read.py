@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections.abc import Mapping
 from contextlib import ExitStack
 from types import TracebackType
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..bands import GROUPS, harmonise
-from ..errors import CRSMismatch, RasterReadError
+from ..errors import BoaOffsetWarning, CRSMismatch, RasterReadError
 from .env import HttpParams, gdal_env
 
 if TYPE_CHECKING:
@@ -90,6 +91,7 @@ class ItemSource:
         self._signed: dict[str, SignedHref] = {}
         self._offsets: dict[str, tuple[int, int]] = {}
         self._pool: Any = None
+        self._offset_checked = False
 
     @property
     def shape10(self) -> tuple[int, int]:
@@ -175,6 +177,22 @@ class ItemSource:
         except (RasterioError, OSError) as err:
             raise read_error(err, band, self._signed[band].href) from err
 
+    def _check_offset(self, blue: np.ndarray) -> None:
+        """Warn when the metadata say "remove the 1000 DN offset" but the pixels look shifted already.
+
+        With the offset in the data, a valid DN below 1000 means a negative reflectance, which is
+        rare; many of them mean the offset was applied before (a wrong flag or baseline).
+        """
+        ref = self.assets["B02"]
+        valid = blue[blue != 0]
+        if ref.offset_dn and valid.size >= 100 and float(np.mean(valid < ref.offset_dn)) > 0.01:
+            warnings.warn(
+                f"{float(np.mean(valid < ref.offset_dn)):.0%} of the valid B02 pixels are below "
+                f"{ref.offset_dn} DN although the metadata ({ref.offset_reason}) say the BOA offset is "
+                "still in the data; the output may be too dark. Check the item's processing baseline "
+                "and offset flags", BoaOffsetWarning, stacklevel=2,
+            )
+
     def _read_in_env(self, band: str, ds: Any, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
         # rasterio keeps GDAL options thread-local outside the main thread: pool threads need their own
         with gdal_env(self.http):
@@ -194,6 +212,9 @@ class ItemSource:
             self._pool = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="s2sr-read")
         raw = list(self._pool.map(lambda bd: self._read_in_env(bd[0], bd[1], rows, cols), zip(bands, opened, strict=True)))
         out = np.empty((len(bands), rows[1] - rows[0], cols[1] - cols[0]), dtype=np.float32)
+        if res == 10 and not self._offset_checked:
+            self._offset_checked = True
+            self._check_offset(raw[bands.index("B02")])
         for i, (band, dn) in enumerate(zip(bands, raw, strict=True)):
             nod = self.assets[band].nodata
             if nod:
