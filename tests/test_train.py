@@ -85,8 +85,8 @@ def test_find_scenes_folders_and_exclude(tmp_path: Path, malmo_npz: Path) -> Non
 
 
 def _cfg(tmp_path: Path, name: str, **kw) -> TrainConfig:
-    base = dict(net="20", data=[str(VIRGINIA)], steps=4, batch=2, patch=16, lr=2e-4, warmup=1, seed=3,
-                checkpoint_every=2, out=str(tmp_path / name), threads=1, device="cpu")
+    base = {"net": "20", "data": [str(VIRGINIA)], "steps": 4, "batch": 2, "patch": 16, "lr": 2e-4, "warmup": 1, "seed": 3,
+                "checkpoint_every": 2, "out": str(tmp_path / name), "threads": 1, "device": "cpu"}
     base.update(kw)
     return TrainConfig(**base)
 

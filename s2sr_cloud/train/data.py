@@ -91,9 +91,7 @@ def find_scenes(paths: Iterable[str | Path], exclude: Sequence[str] = ()) -> lis
         p = Path(raw)
         if not p.exists():
             raise InputError(f"training/evaluation data {p} does not exist")
-        if p.is_file():
-            found.append(p)
-        elif _is_tif_scene(p):
+        if p.is_file() or _is_tif_scene(p):
             found.append(p)
         else:
             found += sorted(q for q in p.rglob("*.npz"))

@@ -28,7 +28,6 @@ import torch
 
 from ..errors import InputError
 from ..nets import build_net, load_checkpoint, save_checkpoint
-from ..nets.checkpoint import sha256_file
 from .data import PatchSampler, find_scenes, load_scene, make_pair, sha256_of
 
 log = logging.getLogger(__name__)
