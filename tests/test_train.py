@@ -140,3 +140,15 @@ def test_train_cli_writes_checkpoints(tmp_path: Path) -> None:
     ck = load_checkpoint(out / "net60_dsen2.safetensors", net="60")
     assert ck.meta["provenance"]["command"].startswith("s2sr ")
     assert ck.meta["provenance"]["config"]["patch"] == 12
+
+
+def test_scene_from_any_scene_source(malmo) -> None:
+    from s2sr_cloud.sr import Window
+    from s2sr_cloud.train.data import scene_from_source
+
+    src = ArraySource(malmo.b10, malmo.b20, malmo.b60)
+    sc = scene_from_source("win", src, Window(60, 120, 120, 240))
+    np.testing.assert_array_equal(sc.b10, malmo.b10[:, 60:180, 120:360])
+    np.testing.assert_array_equal(sc.b20, malmo.b20[:, 30:90, 60:180])
+    np.testing.assert_array_equal(sc.b60, malmo.b60[:, 10:30, 20:60])
+    assert make_pair(sc, "60").y.shape == (2, 18, 36)

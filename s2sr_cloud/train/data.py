@@ -6,7 +6,9 @@ A *scene* is given as
   ``b60`` (2, H/6, W/6), uint16 DN on the pre-04.00 scale, spectral band order), or
 * a folder of single-band GeoTIFFs/COGs whose names end in ``_B02.tif`` … ``_B12.tif``,
   ``_B8A.tif`` (read with rasterio), or
-* a folder holding such files / folders (searched recursively).
+* a folder holding such files / folders (searched recursively), or
+* any :class:`~s2sr_cloud.sr.SceneSource` (e.g. a STAC item's reader) through
+  :func:`scene_from_source`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 
 from ..bands import BANDS_10M, BANDS_20M, BANDS_60M
 from ..errors import InputError
+from ..sr import SceneSource, Window
 from .wald import WaldScene, net_input, wald_scene
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,20 @@ def load_tif_folder(folder: Path) -> Scene:
             files.append(p)
         groups.append(np.stack(arrs))
     return Scene(folder.name, *groups, files=files)
+
+
+def scene_from_source(name: str, source: SceneSource, window: Window | None = None) -> Scene:
+    """Read a window (10 m pixels, multiples of 6 are best) of any
+    :class:`~s2sr_cloud.sr.SceneSource` — e.g. the STAC item reader — into a :class:`Scene`."""
+    h, w = source.shape10
+    win = window or Window(0, 0, h, w)
+    groups = []
+    for res in (10, 20, 60):
+        s = res // 10
+        rows = (win.row // s, (win.row + win.height) // s)
+        cols = (win.col // s, (win.col + win.width) // s)
+        groups.append(source.read(res, rows, cols))
+    return Scene(name, *groups)
 
 
 def find_scenes(paths: Iterable[str | Path], exclude: Sequence[str] = ()) -> list[Path]:
