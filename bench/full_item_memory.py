@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""A full 10980 x 10980 item through the pipeline: wall time, peak RSS, output overviews.
+
+Pixels are synthetic (smooth ramps, so the files stay small) on the real grid of the
+Earth Search item S2A_13TDE_20231008_0_L2A (tests/data/stac): one local COG per band at
+its native resolution. The nets are a residual-only runner (no convolutions), so the run
+measures streaming (read → upsample → write) and memory, not compute.
+
+Usage: python bench/full_item_memory.py [--block 1536]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+ITEM = ROOT / "tests" / "data" / "stac" / "earth-search-v1" / "items" / "S2A_13TDE_20231008_0_L2A.json"
+
+
+def build(tmp: Path) -> dict:
+    import rasterio
+    from rasterio.transform import Affine
+
+    from s2sr_cloud.catalog.presets import EARTH_SEARCH_KEYS
+
+    doc = json.loads(ITEM.read_text())
+    for band, key in EARTH_SEARCH_KEYS.items():
+        if band == "SCL":
+            continue
+        a = doc["assets"][key]
+        h, w = a["proj:shape"]
+        ramp = (np.linspace(500, 4000, h, dtype=np.float32)[:, None] + np.linspace(0, 1500, w, dtype=np.float32)[None, :])
+        with rasterio.open(tmp / f"{band}.tif", "w", driver="GTiff", width=w, height=h, count=1, dtype="uint16",
+                           crs=f"EPSG:{doc['properties']['proj:epsg']}", transform=Affine(*a["proj:transform"][:6]),
+                           tiled=True, blockxsize=1024, blockysize=1024, compress="deflate", nodata=0) as ds:
+            ds.write(ramp.astype(np.uint16), 1)
+        a["href"] = str(tmp / f"{band}.tif")
+    return doc
+
+
+def main() -> None:
+    import pystac
+    import rasterio
+
+    from s2sr_cloud.bands import NETS
+    from s2sr_cloud.catalog.presets import EARTH_SEARCH
+    from s2sr_cloud.pipeline import RunParams, process_item
+
+    class ResidualRunner:
+        backend = "numpy-residual"
+
+        def __init__(self, net: str) -> None:
+            self.net, self.halo, self._slice = net, 14, NETS[net].residual_slice
+
+        def __call__(self, x: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(x[:, self._slice])
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--block", type=int, default=1536)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        item = pystac.Item.from_dict(build(tmp))
+        runners = {n: ResidualRunner(n) for n in ("net20", "net60")}
+        t0 = time.perf_counter()
+        res = process_item(item, runners, EARTH_SEARCH, RunParams(out_dir=tmp / "out", block=args.block))
+        secs = time.perf_counter() - t0
+        with rasterio.open(res.path) as ds:
+            ovr = ds.overviews(1)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        h, w = res.grid.shape
+        print(json.dumps({"out_px": f"{w}x{h}", "block": args.block, "seconds": round(secs, 1),
+                          "max_rss_mb": round(rss), "whole_item_float32_mb": round(12 * h * w * 4 / 2**20),
+                          "overviews": ovr}))
+
+
+if __name__ == "__main__":
+    main()
