@@ -13,7 +13,6 @@ import datetime as dt
 import json
 import logging
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from importlib import metadata
@@ -25,6 +24,7 @@ import numpy as np
 from . import __version__
 from .bands import SCALE
 from .errors import ModelError, require
+from .fsutil import tmp_beside
 from .infer.manifest import MANIFEST_FORMAT, manifest_path, sha256_file
 from .sr import ArraySource, super_resolve
 
@@ -54,12 +54,6 @@ def _versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             out[name] = None
     return out
-
-
-def _atomic_tmp(dirpath: Path, name: str) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=dirpath)
-    os.close(fd)
-    return Path(tmp)
 
 
 def verify_onnx(model: Any, onnx_path: Path, manifest: dict[str, Any], scene: Path = VERIFY_SCENE) -> tuple[float, float]:
@@ -101,7 +95,7 @@ def export_onnx(
     out_dir.mkdir(parents=True, exist_ok=True)
     name = f"{ckpt.net}_{ckpt.variant}"
     onnx_path = out_dir / f"{name}.onnx"
-    tmp = _atomic_tmp(out_dir, onnx_path.name)
+    tmp = tmp_beside(out_dir, onnx_path.name)
     try:
         x = torch.zeros(1, model.spec.in_channels, 64, 64)
         axes = {0: "batch", 2: "height", 3: "width"}
@@ -147,7 +141,7 @@ def export_onnx(
                 "tolerance_scaled": tolerance,
                 "passed": True,
             }
-        mtmp = _atomic_tmp(out_dir, manifest_path(onnx_path).name)
+        mtmp = tmp_beside(out_dir, manifest_path(onnx_path).name)
         mtmp.write_text(json.dumps(manifest, indent=2) + "\n")
         os.replace(tmp, onnx_path)
         os.replace(mtmp, manifest_path(onnx_path))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 from . import __version__
 from .bands import BANDS, SR_BANDS
 from .errors import InputError, OutputExists
+from .fsutil import tmp_beside
 from .sr import (
     ArraySource,
     ProgressFn,
@@ -57,8 +57,7 @@ def superres_npz(
         for n, arr in o.items():
             res[n][:, win.row : win.row + win.height, win.col : win.col + win.width] = to_uint16(arr)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".npz", dir=out.parent)
-    os.close(fd)
+    tmp = tmp_beside(out.parent, out.name, ".npz")
     try:
         arrays = {}
         if "net20" in res:

@@ -114,3 +114,18 @@ def test_info_json():
     assert "CPUExecutionProvider" in d["onnxruntime_providers"]
     assert d["backends"]["onnxruntime CPU"] is True
     assert d["gpus"] == [] or all("name" in g for g in d["gpus"])
+
+
+def test_outputs_are_world_readable(tmp_path, random_models):
+    """Atomic writes must not leave mkstemp's 0600 mode on published files."""
+    import os
+    import stat
+
+    out = tmp_path / "sr.tif"
+    old = os.umask(0o022)
+    try:
+        r = runner.invoke(app, ["superres", str(DATA / "T18SVG_crop240"), "--out", str(out), *_models(random_models)])
+    finally:
+        os.umask(old)
+    assert r.exit_code == 0, r.output
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644

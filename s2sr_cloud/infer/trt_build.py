@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 
 from ..bands import SCALE
 from ..errors import BackendUnavailable, EngineAccuracyError, ModelError, require
+from ..fsutil import tmp_beside
 from .engine_cache import (
     DEFAULT_MAX_BATCH,
     DEFAULT_TILE,
@@ -152,12 +152,6 @@ def _build_lock(directory: Path, key: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _tmp(directory: Path, name: str) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    return Path(tmp)
-
-
 def build_engine(
     onnx_path: str | os.PathLike[str],
     manifest: dict[str, Any],
@@ -201,8 +195,8 @@ def build_engine(
         t0 = time.perf_counter()
         plan = serialize_engine(spec, onnx_bytes_for(onnx_path, precision), manifest.get("input_name", "input"), workspace_gib=workspace_gib)
         build_s = time.perf_counter() - t0
-        tmp = _tmp(where, f"{spec.key}.engine")
-        stmp = _tmp(where, f"{spec.key}.json")
+        tmp = tmp_beside(where, f"{spec.key}.engine")
+        stmp = tmp_beside(where, f"{spec.key}.json")
         try:
             tmp.write_bytes(plan)
             side = make_sidecar(spec, tmp, build_seconds=round(build_s, 1), onnx_file=onnx_path.name,

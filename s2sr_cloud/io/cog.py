@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -21,17 +20,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import DiskFull, OutputError, OutputExists
+from ..fsutil import tmp_beside
 from ..sr import Window
 
 log = logging.getLogger(__name__)
 
 BLOCKSIZE = 512
-
-
-def _tmp_in(dirpath: Path, name: str, suffix: str) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=dirpath)
-    os.close(fd)
-    return Path(tmp)
 
 
 def _wrap_oserror(err: OSError, path: Path) -> Exception:
@@ -95,7 +89,7 @@ class CogWriter:
     def __enter__(self) -> CogWriter:
         import rasterio
 
-        self._tmp = _tmp_in(self.path.parent, self.path.name, ".stage.tif")
+        self._tmp = tmp_beside(self.path.parent, self.path.name, ".stage.tif")
         try:
             self._ds = rasterio.open(self._tmp, "w", **self.profile)
         except OSError as err:
@@ -131,7 +125,7 @@ class CogWriter:
         ds.close()
         self._ds = None
         assert self._tmp is not None
-        out_tmp = _tmp_in(self.path.parent, self.path.name, ".cog.tif")
+        out_tmp = tmp_beside(self.path.parent, self.path.name, ".cog.tif")
         try:
             with rasterio.open(self._tmp) as src:
                 rasterio.shutil.copy(

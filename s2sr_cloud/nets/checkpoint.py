@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from ..bands import SCALE, net_spec, variant_spec
 from ..errors import CheckpointMismatch, ModelError
+from ..fsutil import tmp_beside
 from ..infer.manifest import sha256_file
 from .model import DSen2
 
@@ -83,8 +83,7 @@ def save_checkpoint(
     for k, v in (extra_tensors or {}).items():
         tensors[f"_extra.{k}"] = v.detach().cpu().contiguous()
     meta = {"s2sr": json.dumps(checkpoint_meta(model, provenance))}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = tmp_beside(path.parent, path.name)
     try:
         save_file(tensors, tmp, metadata=meta)
         os.replace(tmp, path)
