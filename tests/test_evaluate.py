@@ -133,3 +133,20 @@ def test_evaluate_output_consistency_of_an_existing_output(tmp_path: Path, malmo
         docs.append(json.loads(r.stdout)["consistency"])
     assert docs[0]["net20"]["rmse"] < 0.01 and docs[0]["net60"]["rmse"] < 0.01
     assert docs[1]["net20"]["rmse"] == pytest.approx(100, abs=0.01)
+
+
+def test_wheel_ships_the_default_weights(tmp_path: Path) -> None:
+    """The shipped checkpoints (and their ONNX exports) are package data of the wheel."""
+    import subprocess
+    import sys
+    import zipfile
+
+    pytest.importorskip("hatchling")
+    root = Path(__file__).parents[1]
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    names = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist()
+    for net in ("net20", "net60"):
+        assert f"s2sr_cloud/weights/{net}_dsen2.safetensors" in names
+        assert f"s2sr_cloud/_export/{net}_dsen2.onnx" in names
