@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..bands import net_spec
 from ..errors import InputError
 from ..nets import build_net, load_checkpoint, save_checkpoint
 from .data import PatchSampler, find_scenes, load_scene, make_pair, sha256_of
@@ -153,64 +154,73 @@ def _provenance(cfg: TrainConfig, files: list[dict[str, str]], device: str, step
     }
 
 
+def _init_model(cfg: TrainConfig) -> tuple[torch.nn.Module, str | None]:
+    """A fresh net (last conv at zero: starts as the bilinear baseline) or ``cfg.init_from``."""
+    torch.manual_seed(cfg.seed)
+    model = build_net(cfg.net, cfg.variant)
+    if cfg.init_from:
+        ck = load_checkpoint(cfg.init_from, net=cfg.net, variant=cfg.variant)
+        model.load_state_dict(ck.model.state_dict())
+        return model, ck.sha256
+    torch.nn.init.zeros_(model.tail.weight)
+    return model, None
+
+
+def _resume(cfg: TrainConfig, path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, rng: np.random.Generator) -> tuple[int, float, str | None]:
+    """Load model, optimiser and sampler state from ``path``: (step, wall time, init sha256)."""
+    ck = load_checkpoint(path, net=cfg.net, variant=cfg.variant, with_extra=True)
+    model.load_state_dict(ck.model.state_dict())
+    _load_opt(opt, ck.meta["extra"])
+    prov = ck.meta["provenance"]
+    rng.bit_generator.state = prov["resume"]["rng"]
+    log.info("resuming from %s at step %d", path, prov["resume"]["step"])
+    return int(prov["resume"]["step"]), float(prov.get("wall_time_s", 0.0)), prov.get("init_from_sha256")
+
+
+def _step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: tuple[np.ndarray, np.ndarray], lr: float, device: str) -> float:
+    """One optimiser step on a batch; returns the L1 loss."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    x = torch.from_numpy(batch[0]).to(device)
+    y = torch.from_numpy(batch[1]).to(device)
+    loss = torch.nn.functional.l1_loss(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
+
+
 def train(cfg: TrainConfig, on_step: StepFn | None = None, log_every: int = 50) -> TrainResult:
     """Train (or fine-tune, with ``cfg.init_from``) one net; resume from ``OUT/state`` if present."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
-    out = Path(cfg.out)
-    state_path = out / STATE_NAME
-    final_path = out / f"{'net20' if cfg.net in ('20', 'net20') else 'net60'}_{cfg.variant}.safetensors"
-    torch.manual_seed(cfg.seed)
+    state_path = Path(cfg.out) / STATE_NAME
+    final_path = Path(cfg.out) / f"{net_spec(cfg.net).name}_{cfg.variant}.safetensors"
     rng = np.random.default_rng(cfg.seed)
-    model = build_net(cfg.net, cfg.variant)
-    init_sha = None
-    if cfg.init_from:
-        ck = load_checkpoint(cfg.init_from, net=cfg.net, variant=cfg.variant)
-        model.load_state_dict(ck.model.state_dict())
-        init_sha = ck.sha256
-    else:  # start as the bilinear baseline: the global residual alone
-        torch.nn.init.zeros_(model.tail.weight)
+    model, init_sha = _init_model(cfg)
     model.to(device)
     opt = _make_optimizer(cfg, model.parameters())
     start, wall0 = 0, 0.0
     if state_path.exists():
-        ck = load_checkpoint(state_path, net=cfg.net, variant=cfg.variant, with_extra=True)
-        model.load_state_dict(ck.model.state_dict())
-        _load_opt(opt, ck.meta["extra"])
-        resume = ck.meta["provenance"].get("resume", {})
-        start, wall0 = int(resume["step"]), float(ck.meta["provenance"].get("wall_time_s", 0.0))
-        rng.bit_generator.state = resume["rng"]
-        init_sha = ck.meta["provenance"].get("init_from_sha256", init_sha)
-        log.info("resuming from %s at step %d", state_path, start)
+        start, wall0, init_sha = _resume(cfg, state_path, model, opt, rng)
     paths = find_scenes(cfg.data, cfg.exclude)
     files = _data_provenance(paths)
-    pairs = [make_pair(load_scene(p), cfg.net) for p in paths]
-    sampler = PatchSampler(pairs, cfg.patch, rng, cfg.gain_jitter)
+    sampler = PatchSampler([make_pair(load_scene(p), cfg.net) for p in paths], cfg.patch, rng, cfg.gain_jitter)
     log.info("training %s/%s on %d scenes (%s), steps %d..%d", cfg.net, cfg.variant, len(sampler.pairs), device, start, cfg.steps)
     t0 = time.monotonic()
     loss_v = float("nan")
-    extra_prov: dict[str, Any] = {"init_from": cfg.init_from, "init_from_sha256": init_sha}
 
     def save(step: int, path: Path, with_state: bool) -> None:
-        wall = wall0 + time.monotonic() - t0
-        ex = dict(extra_prov, last_loss=loss_v)
+        ex: dict[str, Any] = {"init_from": cfg.init_from, "init_from_sha256": init_sha, "last_loss": loss_v}
         if with_state:
             ex["resume"] = {"step": step, "rng": rng.bit_generator.state}
-        save_checkpoint(model, path, _provenance(cfg, files, device, step, wall, ex), _opt_tensors(opt) if with_state else None)
+        prov = _provenance(cfg, files, device, step, wall0 + time.monotonic() - t0, ex)
+        save_checkpoint(model, path, prov, _opt_tensors(opt) if with_state else None)
 
     model.train()
     for step in range(start, cfg.steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(cfg, step)
-        xb, yb = sampler.batch(cfg.batch)
-        x = torch.from_numpy(xb).to(device)
-        y = torch.from_numpy(yb).to(device)
-        loss = torch.nn.functional.l1_loss(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        loss_v = float(loss.detach())
+        loss_v = _step(model, opt, sampler.batch(cfg.batch), lr_at(cfg, step), device)
         if not math.isfinite(loss_v):
             raise InputError(f"training diverged at step {step + 1} (loss {loss_v}); lower --lr")
         done = step + 1
