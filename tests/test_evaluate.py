@@ -155,3 +155,24 @@ def test_wheel_ships_the_default_weights(tmp_path: Path) -> None:
     for net in ("net20", "net60"):
         assert f"s2sr_cloud/weights/{net}_dsen2.safetensors" in names
         assert f"s2sr_cloud/_export/{net}_dsen2.onnx" in names
+
+
+def test_evaluate_onnx_matches_checkpoint(tmp_path: Path, malmo: Scene) -> None:
+    """--onnx (ONNX Runtime) and --checkpoint (PyTorch) give the same metrics for the shipped net."""
+    from s2sr_cloud.weights import default_onnx
+
+    onnx20 = default_onnx("net20")
+    if onnx20 is None or SHIPPED["net20"] is None:
+        pytest.skip("shipped ONNX export / checkpoint not present")
+    sc = _crop(malmo, 96)
+    p = tmp_path / "crop.npz"
+    np.savez(p, b10=sc.b10, b20=sc.b20, b60=sc.b60)
+    docs = []
+    for opt, f in (("--onnx", onnx20), ("--checkpoint", SHIPPED["net20"])):
+        r = CliRunner().invoke(app, ["evaluate", "--scene", str(p), "--net", "20", opt, str(f), "--no-real-scale", "--json"])
+        assert r.exit_code == 0, r.output
+        doc = json.loads(r.stdout)
+        assert "net60" not in doc
+        docs.append(doc["net20"])
+    assert docs[0]["runner"]["backend"].startswith("onnxruntime") and docs[1]["runner"]["backend"].startswith("torch")
+    assert docs[0]["model"]["rmse"] == pytest.approx(docs[1]["model"]["rmse"], abs=0.01)
