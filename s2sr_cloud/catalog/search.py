@@ -63,21 +63,11 @@ def parse_bbox(text: str) -> BBox:
 
 def geometry_bbox(geom: dict[str, Any]) -> BBox:
     """Bounding box of a GeoJSON geometry (or Feature)."""
+    from ..grid import geometry_bounds
+
     if geom.get("type") == "Feature":
         geom = geom["geometry"]
-    xs: list[float] = []
-    ys: list[float] = []
-
-    def walk(c: Any) -> None:
-        if c and isinstance(c[0], (int, float)):
-            xs.append(float(c[0]))
-            ys.append(float(c[1]))
-        else:
-            for sub in c:
-                walk(sub)
-
-    walk(geom["coordinates"])
-    return (min(xs), min(ys), max(xs), max(ys))
+    return geometry_bounds(geom)
 
 
 def _parse_instant(text: str, end: bool) -> datetime | None:

@@ -9,8 +9,17 @@ from typing import Annotated
 import typer
 
 from . import app
-
-_DEVICE_HELP = "Backend: auto (best available), tensorrt, ort-trt, cuda, cpu, torch."
+from ._options import (
+    Batch,
+    Block,
+    BuildEngine,
+    Checkpoint,
+    Device,
+    Onnx,
+    Overwrite,
+    Precision,
+    Tile,
+)
 
 
 def _model_files(checkpoint: list[Path] | None, onnx: list[Path] | None) -> tuple[dict[str, Path], dict[str, Path]]:
@@ -35,15 +44,15 @@ def _model_files(checkpoint: list[Path] | None, onnx: list[Path] | None) -> tupl
 def superres(
     input: Annotated[Path, typer.Argument(help="A .npz scene (b10, b20, b60) or a folder of per-band GeoTIFFs/COGs.", exists=True)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .npz (for .npz input) or COG .tif.")],
-    tile: Annotated[int, typer.Option(help="Tile side in 10 m pixels (halo excluded).", min=16)] = 256,
-    block: Annotated[int, typer.Option(help="Streaming block side in 10 m pixels (GeoTIFF input).", min=60)] = 1536,
-    batch: Annotated[int, typer.Option(help="Tiles per inference call.", min=1)] = 4,
-    checkpoint: Annotated[list[Path] | None, typer.Option(help="Checkpoint (.safetensors) of a net; repeat for both nets.", exists=True)] = None,
-    onnx: Annotated[list[Path] | None, typer.Option(help="Exported ONNX file of a net; repeat for both nets.", exists=True)] = None,
-    device: Annotated[str, typer.Option(help=_DEVICE_HELP)] = "auto",
-    precision: Annotated[str, typer.Option(help="TensorRT engine precision: fp32, fp16 or bf16.")] = "fp32",
-    build_engine: Annotated[bool, typer.Option(help="Build the TensorRT engine on first use if none is cached.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+    tile: Tile = 256,
+    block: Block = 1536,
+    batch: Batch = 4,
+    checkpoint: Checkpoint = None,
+    onnx: Onnx = None,
+    device: Device = "auto",
+    precision: Precision = "fp32",
+    build_engine: BuildEngine = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Super-resolve a local scene: B1 B5 B6 B7 B8A B9 B11 B12 to 10 m."""
     from ..infer import load_runners

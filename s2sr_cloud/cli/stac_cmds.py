@@ -10,6 +10,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from . import app
+from ._options import (
+    Batch,
+    Block,
+    BuildEngine,
+    Checkpoint,
+    Device,
+    Onnx,
+    Overwrite,
+    Precision,
+    Tile,
+)
 from .publish_cmds import AssetsTo, PublishTo, S3Endpoint, publish_hook
 
 if TYPE_CHECKING:
@@ -24,15 +35,9 @@ _CATALOG_HELP = (
 )
 _ASSET_MAP_HELP = "Band→asset keys for other catalogs: earth-search, esa, cdse, or B04=red,B08=nir,…"
 
+
 Out = Annotated[Path, typer.Option("--out", "-o", help="Folder for the output COGs.")]
 IncludeTen = Annotated[bool, typer.Option("--include-10m", help="Also write the 4 native 10 m bands.")]
-Checkpoint = Annotated[list[Path] | None, typer.Option(help="Checkpoint (.safetensors) of a net; repeat for both nets.", exists=True)]
-Onnx = Annotated[list[Path] | None, typer.Option(help="Exported ONNX file of a net; repeat for both nets.", exists=True)]
-Device = Annotated[str, typer.Option(help="Backend: auto, tensorrt, ort-trt, cuda, cpu, torch.")]
-Tile = Annotated[int, typer.Option(help="Tile side in 10 m pixels (halo excluded).", min=16)]
-Block = Annotated[int, typer.Option(help="Streaming block side in 10 m pixels (bounds memory).", min=60)]
-Batch = Annotated[int, typer.Option(help="Tiles per inference call.", min=1)]
-Overwrite = Annotated[bool, typer.Option(help="Replace existing outputs.")]
 
 
 def _table(items: Sequence[pystac.Item]) -> Any:
@@ -74,6 +79,7 @@ def _intersects(value: str | None) -> dict[str, Any] | None:
 def run_items(
     items: Sequence[pystac.Item], profile: CatalogProfile, params: RunParams, *,
     checkpoint: list[Path] | None, onnx: list[Path] | None, device: str,
+    precision: str = "fp32", build_engine: bool = False,
     on_result: Callable[[ItemResult], None] | None = None,
 ) -> list[ItemResult]:
     """Process items with progress bars; ``on_result`` is called after each item (publishing hook)."""
@@ -84,7 +90,7 @@ def run_items(
     from .core_cmds import _model_files
 
     ckpts, onnxs = _model_files(checkpoint, onnx)
-    runners = load_runners(checkpoint=ckpts, onnx=onnxs, device=device)
+    runners = load_runners(checkpoint=ckpts, onnx=onnxs, device=device, precision=precision, build_engine=build_engine)
     err_console.print("backends: " + ", ".join(f"{k}: {r.backend}" for k, r in runners.items()), highlight=False)
     results = []
     failed: list[tuple[str, S2SRError]] = []
@@ -132,6 +138,8 @@ def search(
     checkpoint: Checkpoint = None,
     onnx: Onnx = None,
     device: Device = "auto",
+    precision: Precision = "fp32",
+    build_engine: BuildEngine = False,
     tile: Tile = 256,
     block: Block = 1536,
     batch: Batch = 4,
@@ -169,7 +177,7 @@ def search(
         area = box or geometry_bbox(geom or {})
         run_items(items, profile, RunParams(out_dir=out, bbox=area, include_10m=include_10m, tile=tile,
                                             block=block, batch=batch, overwrite=overwrite),
-                  checkpoint=checkpoint, onnx=onnx, device=device,
+                  checkpoint=checkpoint, onnx=onnx, device=device, precision=precision, build_engine=build_engine,
                   on_result=publish_hook(publish, s3_endpoint=s3_endpoint, assets_to=assets_to, overwrite=overwrite))
 
 
@@ -184,6 +192,8 @@ def run_item(
     checkpoint: Checkpoint = None,
     onnx: Onnx = None,
     device: Device = "auto",
+    precision: Precision = "fp32",
+    build_engine: BuildEngine = False,
     tile: Tile = 256,
     block: Block = 1536,
     batch: Batch = 4,
@@ -209,5 +219,5 @@ def run_item(
     params = RunParams(out_dir=out, bbox=parse_bbox(bbox) if bbox else None, include_10m=include_10m,
                        tile=tile, block=block, batch=batch, overwrite=overwrite)
     plan_item(it, profile, params)  # bbox, bands and credentials are checked before the models load
-    run_items([it], profile, params, checkpoint=checkpoint, onnx=onnx, device=device,
+    run_items([it], profile, params, checkpoint=checkpoint, onnx=onnx, device=device, precision=precision, build_engine=build_engine,
               on_result=publish_hook(publish, s3_endpoint=s3_endpoint, assets_to=assets_to, overwrite=overwrite))
