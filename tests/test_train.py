@@ -152,3 +152,17 @@ def test_scene_from_any_scene_source(malmo) -> None:
     np.testing.assert_array_equal(sc.b20, malmo.b20[:, 30:90, 60:180])
     np.testing.assert_array_equal(sc.b60, malmo.b60[:, 10:30, 20:60])
     assert make_pair(sc, "60").y.shape == (2, 18, 36)
+
+
+def test_stac_item_as_training_scene():
+    """A STAC item JSON is a scene too: read through the item reader (the bundled sample)."""
+    import rasterio
+
+    folder = Path(__file__).parents[1] / "s2sr_cloud" / "sample" / "sentinel-2-l2a" / "S2A_MSIL2A_20170613T101031_87_48"
+    item = folder / "S2A_MSIL2A_20170613T101031_87_48.json"
+    assert find_scenes([item]) == [item]
+    scene = load_scene(item)
+    assert scene.b10.shape == (4, 120, 120) and scene.b20.shape == (6, 60, 60) and scene.b60.shape == (2, 20, 20)
+    with rasterio.open(folder / "B02.tif") as d:
+        blue = d.read(1)
+    np.testing.assert_array_equal(scene.b10[0], blue)

@@ -20,7 +20,7 @@ from . import app
 def train_cmd(
     data: Annotated[
         list[Path],
-        typer.Option("--data", help="Scene .npz files, GeoTIFF band folders, or folders holding them (repeatable)."),
+        typer.Option("--data", help="Scene .npz files, GeoTIFF band folders, STAC item .json files, or folders holding them (repeatable)."),
     ],
     net: Annotated[str, typer.Option("--net", help="20 or 60.")] = "20",
     variant: Annotated[str, typer.Option("--variant", help="dsen2 or vdsen2.")] = "dsen2",
@@ -131,7 +131,7 @@ def _print_table(doc: dict) -> None:  # type: ignore[type-arg]
 
 @app.command("evaluate")
 def evaluate_cmd(
-    scene: Annotated[Path, typer.Option("--scene", help="Scene .npz or folder of band GeoTIFFs (held out from training).")],
+    scene: Annotated[Path, typer.Option("--scene", help="Scene .npz, folder of band GeoTIFFs or STAC item .json (held out from training).")],
     checkpoint: Annotated[list[Path] | None, typer.Option("--checkpoint", help="Checkpoint(s) to evaluate (net read from the file).")] = None,
     onnx: Annotated[list[Path] | None, typer.Option("--onnx", help="ONNX export(s) with manifest (net read from the manifest).")] = None,
     net: Annotated[str, typer.Option("--net", help="20, 60 or all.")] = "all",

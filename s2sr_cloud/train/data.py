@@ -127,13 +127,37 @@ def find_scenes(paths: Iterable[str | Path], exclude: Sequence[str] = ()) -> lis
     return out
 
 
+def load_stac_item(ref: str | Path) -> Scene:
+    """The footprint of a STAC item (JSON file or URL) read through the item reader.
+
+    Uses the same asset lookup and radiometry rules as ``s2sr run`` (baseline-04.00 offset
+    removed per the catalog's rules), so items of any supported catalog can be training
+    or evaluation data. The whole item is read into memory: use items or crops of
+    modest size.
+    """
+    from ..catalog.presets import profile_for_item
+    from ..catalog.search import load_item
+    from ..io.read import ItemSource
+    from ..pipeline import RunParams, _signer, plan_item
+
+    item = load_item(str(ref))
+    profile = profile_for_item(item.to_dict())
+    plan = plan_item(item, profile, RunParams(out_dir=Path(".")))
+    with ItemSource(plan.assets, plan.item_grid, signer=_signer(profile), http=plan.http) as src:
+        return scene_from_source(item.id, src, plan.out.window)
+
+
 def load_scene(path: Path) -> Scene:
-    """Load one scene path (``.npz`` or GeoTIFF folder)."""
+    """Load one scene path (``.npz``, GeoTIFF folder, or STAC item ``.json``)."""
     if path.is_dir():
         return load_tif_folder(path)
     if path.suffix == ".npz":
         return load_npz(path)
-    raise InputError(f"{path}: unsupported scene format (expected .npz or a folder of band GeoTIFFs)")
+    if path.suffix == ".json":
+        return load_stac_item(path)
+    raise InputError(
+        f"{path}: unsupported scene format (expected .npz, a folder of band GeoTIFFs or a STAC item .json)"
+    )
 
 
 def sha256_of(paths: Iterable[Path]) -> str:
