@@ -21,7 +21,7 @@ from .bands import BANDS, BANDS_10M, SR_BANDS
 from .catalog.assets import NEEDED_BANDS, AssetRef, band_assets
 from .grid import ItemGrid, OutputGrid, grid_from_metadata, plan_output
 from .io.env import HttpParams
-from .sr import Runner, Window, assemble_sr_bands, iter_blocks, to_uint16
+from .sr import Runner, Window, assemble_sr_bands, iter_blocks, model_info, to_uint16
 
 if TYPE_CHECKING:
     import pystac
@@ -152,14 +152,6 @@ def _tags(item: pystac.Item, plan: ItemPlan, runners: Mapping[str, Runner], prof
         "S2SR_BACKEND": ",".join(sorted({r.backend for r in runners.values()})),
         "S2SR_MODELS": ",".join(str(model_info(r).get("name", n)) for n, r in runners.items()),
     }
-
-
-def model_info(runner: Runner) -> dict[str, Any]:
-    """A runner's ``model_info`` dict, or what can be told without one."""
-    info = getattr(runner, "model_info", None)
-    if isinstance(info, Mapping):
-        return dict(info)
-    return {"name": f"{runner.net}_{type(runner).__name__}", "halo": runner.halo}
 
 
 def _block_array(source: Any, out: dict[str, np.ndarray], win: Window, include_10m: bool) -> np.ndarray:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -54,6 +54,17 @@ class Runner(Protocol):
     """Backend name, e.g. ``onnxruntime-cpu``."""
 
     def __call__(self, x: np.ndarray) -> np.ndarray: ...
+
+
+def model_info(runner: Runner) -> dict[str, Any]:
+    """A runner's ``model_info`` dict (name, variant, sha256s, precision …) plus its backend.
+
+    Runners that carry no ``model_info`` (e.g. test doubles) are described by net and halo.
+    """
+    info = getattr(runner, "model_info", None)
+    out = dict(info) if isinstance(info, Mapping) else {"name": f"{runner.net}_{type(runner).__name__}", "halo": runner.halo}
+    out.setdefault("backend", runner.backend)
+    return out
 
 
 class SceneSource(Protocol):

@@ -77,13 +77,7 @@ def _torch_runner(net: str, checkpoint: str | os.PathLike[str] | None) -> Runner
     if ckpt is None:
         raise ModelError(f"--device torch needs a checkpoint for the {net_spec(net).name} net")
     loaded = load_checkpoint(ckpt, net=net)
-    runner = TorchRunner(loaded.model)
-    runner.model_info = {  # type: ignore[attr-defined]
-        "name": Path(ckpt).stem, "net": loaded.net, "variant": loaded.variant,
-        "checkpoint_sha256": loaded.sha256, "onnx_sha256": None, "precision": "fp32",
-        "backend": runner.backend,
-    }
-    return runner
+    return TorchRunner(loaded.model, name=Path(ckpt).stem, checkpoint_sha256=loaded.sha256)
 
 
 def _native_trt(onnx_path: Path, manifest: dict[str, Any], precision: str, build: bool) -> Runner | None:

@@ -74,12 +74,17 @@ class TorchRunner:
 
     backend = "torch-cpu"
 
-    def __init__(self, model: DSen2, device: str = "cpu") -> None:
+    def __init__(self, model: DSen2, device: str = "cpu", *, name: str | None = None, checkpoint_sha256: str | None = None) -> None:
         self.model = model.eval().to(device)
         self.device = device
         self.net = model.spec.name
         self.halo = model.halo
         self.backend = f"torch-{device}"
+        self.model_info = {
+            "name": name or f"{self.net}_{model.variant.name}", "net": self.net, "variant": model.variant.name,
+            "checkpoint_sha256": checkpoint_sha256, "onnx_sha256": None, "precision": "fp32",
+            "backend": self.backend,
+        }
 
     @torch.no_grad()
     def __call__(self, x):  # type: ignore[no-untyped-def]

@@ -18,17 +18,11 @@ import numpy as np
 
 from ..bands import BANDS_20M, BANDS_60M, net_spec
 from ..metrics import all_metrics, bicubic_baseline, consistency
-from ..sr import ArraySource, ProgressFn, Runner, super_resolve
+from ..sr import ArraySource, ProgressFn, Runner, model_info, super_resolve
 from .data import Scene
 from .wald import crop_to, wald_scene
 
 log = logging.getLogger(__name__)
-
-
-def _runner_info(runner: Runner) -> dict[str, Any]:
-    info = dict(getattr(runner, "model_info", {}) or {})
-    info["backend"] = runner.backend
-    return info
 
 
 def wald_metrics(scene: Scene, net: str, runner: Runner, *, tile: int = 256, on_tile: ProgressFn | None = None) -> dict[str, Any]:
@@ -46,7 +40,7 @@ def wald_metrics(scene: Scene, net: str, runner: Runner, *, tile: int = 256, on_
         "factor": spec.factor,
         "bands": bands,
         "shape": list(ws.target.shape[1:]),
-        "runner": _runner_info(runner),
+        "runner": model_info(runner),
         "model": model,
         "bicubic": base,
         "rmse_reduction_vs_bicubic": round(1.0 - model["rmse"] / base["rmse"], 4) if base["rmse"] else None,
