@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from s2sr_cloud.cli import app
@@ -129,3 +130,26 @@ def test_outputs_are_world_readable(tmp_path, random_models):
         os.umask(old)
     assert r.exit_code == 0, r.output
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
+def test_band_folder_reads_as_stored_and_checks_grids(tmp_path):
+    """A band-file folder reads the stored DN; a 20 m raster of the wrong size is refused."""
+    import rasterio
+
+    from s2sr_cloud.io.bandfiles import BandFilesSource, find_band_files
+    from s2sr_cloud.train.data import load_tif_folder
+
+    folder = DATA / "T18SVG_crop240"
+    scene = load_tif_folder(folder)
+    for arr, band, i in ((scene.b10, "B02", 0), (scene.b20, "B8A", 3), (scene.b60, "B09", 1)):
+        with rasterio.open(folder / f"T18SVG_20160112_{band}.tif") as d:
+            np.testing.assert_array_equal(arr[i], d.read(1))
+    bad = tmp_path / "scene"
+    shutil.copytree(folder, bad)
+    with rasterio.open(folder / "T18SVG_20160112_B05.tif") as d:
+        prof, data = d.profile, d.read()
+    prof.update(width=100, height=100)
+    with rasterio.open(bad / "T18SVG_20160112_B05.tif", "w", **prof) as d:
+        d.write(data[:, :100, :100])
+    with pytest.raises(ShapeMismatch, match="2x the 20 m side"), BandFilesSource(find_band_files(bad)):
+        pass

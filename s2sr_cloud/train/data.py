@@ -24,12 +24,12 @@ import numpy as np
 
 from ..bands import BANDS_10M, BANDS_20M, BANDS_60M
 from ..errors import InputError
+from ..io.bandfiles import is_band_folder
 from ..sr import SceneSource, Window
 from .wald import WaldScene, net_input, wald_scene
 
 log = logging.getLogger(__name__)
 
-_TIF_SUFFIXES = (".tif", ".tiff")
 
 
 @dataclass
@@ -41,17 +41,6 @@ class Scene:
     b20: np.ndarray
     b60: np.ndarray
     files: list[Path] = field(default_factory=list)
-
-
-def _band_file(folder: Path, band: str) -> Path | None:
-    for p in sorted(folder.iterdir()):
-        if p.suffix.lower() in _TIF_SUFFIXES and p.stem.upper().endswith(f"_{band}"):
-            return p
-    return None
-
-
-def _is_tif_scene(folder: Path) -> bool:
-    return all(_band_file(folder, b) is not None for b in BANDS_10M + BANDS_20M + BANDS_60M)
 
 
 def load_npz(path: Path) -> Scene:
@@ -67,21 +56,14 @@ def load_npz(path: Path) -> Scene:
 
 
 def load_tif_folder(folder: Path) -> Scene:
-    """Load a folder of single-band GeoTIFFs (``*_B02.tif`` …)."""
-    import rasterio
+    """Load a folder of single-band GeoTIFFs (``*_B02.tif`` …) through the band-file reader."""
+    from ..io.bandfiles import BandFilesSource, find_band_files
 
-    groups = []
-    files: list[Path] = []
-    for bands in (BANDS_10M, BANDS_20M, BANDS_60M):
-        arrs = []
-        for b in bands:
-            p = _band_file(folder, b)
-            assert p is not None
-            with rasterio.open(p) as ds:
-                arrs.append(ds.read(1))
-            files.append(p)
-        groups.append(np.stack(arrs))
-    return Scene(folder.name, *groups, files=files)
+    files = find_band_files(folder)
+    with BandFilesSource(files) as src:
+        scene = scene_from_source(folder.name, src)
+    scene.files = [files[b] for b in BANDS_10M + BANDS_20M + BANDS_60M]
+    return scene
 
 
 def scene_from_source(name: str, source: SceneSource, window: Window | None = None) -> Scene:
@@ -108,11 +90,11 @@ def find_scenes(paths: Iterable[str | Path], exclude: Sequence[str] = ()) -> lis
         p = Path(raw)
         if not p.exists():
             raise InputError(f"training/evaluation data {p} does not exist")
-        if p.is_file() or _is_tif_scene(p):
+        if p.is_file() or is_band_folder(p):
             found.append(p)
         else:
             found += sorted(q for q in p.rglob("*.npz"))
-            found += sorted(q for q in p.rglob("*") if q.is_dir() and _is_tif_scene(q))
+            found += sorted(q for q in p.rglob("*") if q.is_dir() and is_band_folder(q))
     npz_stems = {p.stem for p in found if p.suffix == ".npz"}
     out = []
     for p in found:
