@@ -18,7 +18,7 @@ from .sr import (
     ProgressFn,
     Runner,
     assemble_sr_bands,
-    stream_blocks,
+    super_resolve,
     to_uint16,
 )
 
@@ -51,19 +51,11 @@ def superres_npz(
     if out.exists() and not overwrite:
         raise OutputExists(f"{out} exists; pass --overwrite to replace it")
     src = load_npz(inp)
-    h, w = src.shape10
-    res = {n: np.zeros((r_spec, h, w), dtype=np.uint16) for n, r_spec in (("net20", 6), ("net60", 2)) if n in runners}
-    for win, o in stream_blocks(src, runners, block=max(h, w), tile=tile, batch=batch, on_progress=on_progress):
-        for n, arr in o.items():
-            res[n][:, win.row : win.row + win.height, win.col : win.col + win.width] = to_uint16(arr)
+    res = super_resolve(src, runners, tile=tile, batch=batch, on_tile=on_progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_beside(out.parent, out.name, ".npz")
     try:
-        arrays = {}
-        if "net20" in res:
-            arrays["b20"] = res["net20"]
-        if "net60" in res:
-            arrays["b60"] = res["net60"]
+        arrays = {{"net20": "b20", "net60": "b60"}[n]: to_uint16(a) for n, a in res.items()}
         np.savez_compressed(tmp, **arrays, backends=np.array([r.backend for r in runners.values()]))
         os.replace(tmp, out)
     finally:
