@@ -76,6 +76,24 @@ def test_sampler_skips_nodata_and_is_reproducible(malmo) -> None:
         assert (x1[:, :4] > 0).all()  # no nodata guide pixel in any patch
 
 
+def test_sampler_context_is_real_neighbours_or_the_mirrored_border(malmo) -> None:
+    """With context, the patch centre is the plain patch, and beyond the scene border the input
+    is mirrored as tiled inference pads the true image border (never zeros)."""
+    pair = make_pair(malmo, "60")  # 600 px → 96 px target grid
+    plain = PatchSampler([pair], 24, np.random.default_rng(3))
+    ctx = PatchSampler([pair], 24, np.random.default_rng(3), context=14)
+    for _ in range(3):
+        (xp, yp), (xc, yc) = plain.batch(2), ctx.batch(2)
+        assert xc.shape == (2, 12, 52, 52) and yc.shape == (2, 2, 24, 24)
+        np.testing.assert_array_equal(xc[:, :, 14:-14, 14:-14], xp)
+        np.testing.assert_array_equal(yc, yp)
+    whole = PatchSampler([pair], 96, np.random.default_rng(0), context=14)
+    x, _ = whole.batch(1)
+    padded = np.pad(pair.x, ((0, 0), (14, 14), (14, 14)), mode="symmetric")
+    views = [np.rot90(v, k, axes=(1, 2)) for v in (padded, padded[:, :, ::-1]) for k in range(4)]
+    assert any(np.array_equal(x[0], v) for v in views)
+
+
 def test_find_scenes_folders_and_exclude(tmp_path: Path, malmo_npz: Path) -> None:
     assert find_scenes([VIRGINIA]) == [VIRGINIA]
     sc = load_scene(VIRGINIA)

@@ -44,6 +44,14 @@ def train_cmd(
     gain_jitter: Annotated[
         float, typer.Option("--gain-jitter", min=0.0, help="Radiometric augmentation: per-band random gain exp(U(-j, j)); 0 = off.")
     ] = 0.0,
+    context: Annotated[
+        int | None,
+        typer.Option(
+            "--context",
+            min=0,
+            help="Input context around each patch (real pixels, mirrored at scene borders) cropped off before the loss; default: the net's receptive radius.",
+        ),
+    ] = None,
 ) -> None:
     """Train or fine-tune a DSen2 net with the Wald protocol (L1 loss, Adam/Nadam).
 
@@ -75,6 +83,7 @@ def train_cmd(
         threads=threads,
         warmup=warmup,
         gain_jitter=gain_jitter,
+        context=_receptive_radius(variant) if context is None else context,
         command=shlex.join(["s2sr", *sys.argv[1:]]),
     )
     with make_progress() as progress:
@@ -85,6 +94,12 @@ def train_cmd(
 
         res = train(cfg, on_step=on_step, log_every=0 if err_console.is_terminal else 50)
     success(f"trained steps {res.start_step}..{res.steps} in {res.wall_time_s:.0f} s; weights: {res.final}")
+
+
+def _receptive_radius(variant: str) -> int:
+    from ..bands import VARIANTS
+
+    return VARIANTS[variant].receptive_radius
 
 
 def _net_files(paths: list[Path] | None, kind: str) -> dict[str, str]:

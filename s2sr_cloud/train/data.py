@@ -177,6 +177,15 @@ class PatchSampler:
     a patch containing any nodata pixel is redrawn. Scenes smaller than the patch are
     skipped (with a warning).
 
+    ``context`` > 0 gives every input patch ``context`` extra pixels on each side: real
+    neighbours where the scene has them, the scene mirrored (symmetric padding) beyond its
+    border — exactly what tiled inference feeds the net (a halo of real pixels inside the
+    image, symmetric padding at the true image border). The training loop crops the output
+    by ``context`` before the loss, so with ``context`` ≥ the receptive radius no output pixel
+    that is scored ever sees the convolutions' zero padding, and scenes only as large as
+    the patch (e.g. 20 px BigEarthNet targets for the 60 m net) still train the net as it
+    is used.
+
     ``gain_jitter`` > 0 adds radiometric augmentation: every band of a patch is multiplied
     by its own random gain ``exp(U(-j, j))``, the same for the band's LR input and its
     target. It emulates the different levels of a band relative to the others between
@@ -184,8 +193,11 @@ class PatchSampler:
     learns detail relative to each band's own level.
     """
 
-    def __init__(self, pairs: Sequence[Pair], patch: int, rng: np.random.Generator, gain_jitter: float = 0.0) -> None:
+    def __init__(
+        self, pairs: Sequence[Pair], patch: int, rng: np.random.Generator, gain_jitter: float = 0.0, context: int = 0
+    ) -> None:
         self.patch = patch
+        self.context = context
         self.rng = rng
         self.gain_jitter = gain_jitter
         self.pairs = [p for p in pairs if min(p.y.shape[1:]) >= patch]
@@ -196,11 +208,14 @@ class PatchSampler:
             raise InputError(f"no training scene is large enough for {patch} px patches")
         sizes = np.array([p.y.shape[1] * p.y.shape[2] for p in self.pairs], float)
         self.weights = sizes / sizes.sum()
+        c = context
+        self._xpad = [np.pad(p.x, ((0, 0), (c, c), (c, c)), mode="symmetric") if c else p.x for p in self.pairs]
 
     def _one(self) -> tuple[np.ndarray, np.ndarray]:
         k = self.patch
         for _ in range(100):
-            p = self.pairs[int(self.rng.choice(len(self.pairs), p=self.weights))]
+            i = int(self.rng.choice(len(self.pairs), p=self.weights))
+            p = self.pairs[i]
             r = int(self.rng.integers(0, p.y.shape[1] - k + 1))
             c = int(self.rng.integers(0, p.y.shape[2] - k + 1))
             aug = int(self.rng.integers(0, 8))
@@ -208,7 +223,8 @@ class PatchSampler:
                 break
         else:
             raise InputError("could not find a patch without nodata in 100 draws")
-        x, y = p.x[:, r : r + k, c : c + k], p.y[:, r : r + k, c : c + k]
+        m = self.context
+        x, y = self._xpad[i][:, r : r + k + 2 * m, c : c + k + 2 * m], p.y[:, r : r + k, c : c + k]
         if aug & 4:
             x, y = x[:, :, ::-1], y[:, :, ::-1]
         x, y = np.rot90(x, aug & 3, axes=(1, 2)), np.rot90(y, aug & 3, axes=(1, 2))
@@ -219,6 +235,6 @@ class PatchSampler:
         return x, y
 
     def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """``n`` patches: inputs (n, C_in, k, k) and targets (n, C_out, k, k), float32."""
+        """``n`` patches: inputs (n, C_in, k + 2·context, k + 2·context) and targets (n, C_out, k, k), float32."""
         xs, ys = zip(*(self._one() for _ in range(n)), strict=True)
         return np.ascontiguousarray(np.stack(xs)), np.ascontiguousarray(np.stack(ys))

@@ -55,6 +55,8 @@ class TrainConfig:
     warmup: int = 20
     optimizer: str = "adam"
     gain_jitter: float = 0.0
+    context: int = 0
+    """Input pixels around each patch (real or mirrored) cropped off the output before the loss."""
     seed: int = 0
     checkpoint_every: int = 100
     out: str = "runs/train"
@@ -177,13 +179,18 @@ def _resume(cfg: TrainConfig, path: Path, model: torch.nn.Module, opt: torch.opt
     return int(prov["resume"]["step"]), float(prov.get("wall_time_s", 0.0)), prov.get("init_from_sha256")
 
 
-def _step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: tuple[np.ndarray, np.ndarray], lr: float, device: str) -> float:
-    """One optimiser step on a batch; returns the L1 loss."""
+def _step(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, batch: tuple[np.ndarray, np.ndarray], lr: float, device: str, context: int = 0
+) -> float:
+    """One optimiser step on a batch (output cropped by ``context`` px); returns the L1 loss."""
     for g in opt.param_groups:
         g["lr"] = lr
     x = torch.from_numpy(batch[0]).to(device)
     y = torch.from_numpy(batch[1]).to(device)
-    loss = torch.nn.functional.l1_loss(model(x), y)
+    out = model(x)
+    if context:
+        out = out[..., context:-context, context:-context]
+    loss = torch.nn.functional.l1_loss(out, y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -206,7 +213,9 @@ def train(cfg: TrainConfig, on_step: StepFn | None = None, log_every: int = 50) 
         start, wall0, init_sha = _resume(cfg, state_path, model, opt, rng)
     paths = find_scenes(cfg.data, cfg.exclude)
     files = _data_provenance(paths)
-    sampler = PatchSampler([make_pair(load_scene(p), cfg.net) for p in paths], cfg.patch, rng, cfg.gain_jitter)
+    sampler = PatchSampler(
+        [make_pair(load_scene(p), cfg.net) for p in paths], cfg.patch, rng, cfg.gain_jitter, cfg.context
+    )
     log.info("training %s/%s on %d scenes (%s), steps %d..%d", cfg.net, cfg.variant, len(sampler.pairs), device, start, cfg.steps)
     t0 = time.monotonic()
     loss_v = float("nan")
@@ -220,7 +229,7 @@ def train(cfg: TrainConfig, on_step: StepFn | None = None, log_every: int = 50) 
 
     model.train()
     for step in range(start, cfg.steps):
-        loss_v = _step(model, opt, sampler.batch(cfg.batch), lr_at(cfg, step), device)
+        loss_v = _step(model, opt, sampler.batch(cfg.batch), lr_at(cfg, step), device, cfg.context)
         if not math.isfinite(loss_v):
             raise InputError(f"training diverged at step {step + 1} (loss {loss_v}); lower --lr")
         done = step + 1
