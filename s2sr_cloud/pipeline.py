@@ -162,57 +162,103 @@ def _block_array(source: Any, out: dict[str, np.ndarray], win: Window, include_1
     return to_uint16(arr)
 
 
-def process_item(
-    item: pystac.Item, runners: Mapping[str, Runner], profile: CatalogProfile, params: RunParams,
-    *, on_progress: ProgressFn | None = None,
-) -> ItemResult:
-    """Super-resolve the requested area of one item into a 10 m COG, block by block."""
+def output_path(item: pystac.Item, params: RunParams) -> Path:
+    """The output COG of ``item`` under ``params.out_dir``."""
+    return Path(params.out_dir) / f"{item.id}-s2sr.tif"
+
+
+def output_bands(params: RunParams) -> tuple[str, ...]:
+    """Band ids of the output COG, in band order."""
+    return SR_BANDS + (BANDS_10M if params.include_10m else ())
+
+
+def cog_layout(
+    item: pystac.Item, plan: ItemPlan, runners: Mapping[str, Runner], profile: CatalogProfile, params: RunParams,
+) -> dict[str, Any]:
+    """Keyword arguments of :class:`~s2sr_cloud.io.cog.CogWriter` (size, grid, bands, tags) for ``item``."""
     from rasterio.transform import Affine
 
+    out = plan.out
+    bands = output_bands(params)
+    return {
+        "width": out.shape[1], "height": out.shape[0], "count": len(bands), "crs": out.crs,
+        "transform": Affine(*out.transform), "nodata": 0, "dtype": "uint16",
+        "descriptions": [_description(b, b in SR_BANDS) for b in bands],
+        "tags": _tags(item, plan, runners, profile),
+        "band_tags": [{"band": b, "scale": str(DN_SCALE), "offset": "0"} for b in bands],
+    }
+
+
+def stream_item(
+    plan: ItemPlan, runners: Mapping[str, Runner], profile: CatalogProfile, params: RunParams,
+    write: Callable[[np.ndarray, Window], None], *, rows: tuple[int, int] | None = None,
+    item_id: str = "", on_progress: ProgressFn | None = None,
+) -> None:
+    """Read → super-resolve → ``write(uint16 (count, h, w), window)`` block by block.
+
+    Windows are relative to the output grid. ``rows`` (start, stop) limits the run to a band
+    of output rows; with ``start`` a multiple of ``params.block`` its blocks are exactly the
+    blocks of the whole run, so the pixels are the same (how :mod:`s2sr_cloud.batch` splits
+    a large item over workers).
+    """
     from .infer.overlap import PerThreadSource, stream_blocks_overlapped
-    from .io.cog import CogWriter
     from .io.read import ItemSource
 
-    t0 = time.perf_counter()
-    plan = plan_item(item, profile, params)
     out = plan.out
-    bands = SR_BANDS + (BANDS_10M if params.include_10m else ())
-    path = Path(params.out_dir) / f"{item.id}-s2sr.tif"
-    nblocks = len(list(iter_blocks(out.shape, params.block)))
-    log.info("[%s] %d x %d px at 10 m in %d blocks -> %s", item.id, out.shape[1], out.shape[0], nblocks, path)
-    writer = CogWriter(
-        path, width=out.shape[1], height=out.shape[0], count=len(bands), crs=out.crs,
-        transform=Affine(*out.transform), nodata=0, dtype="uint16",
-        descriptions=[_description(b, b in SR_BANDS) for b in bands],
-        tags=_tags(item, plan, runners, profile), overwrite=params.overwrite,
-        band_tags=[{"band": b, "scale": str(DN_SCALE), "offset": "0"} for b in bands],
-    )
+    r0, r1 = rows if rows is not None else (0, out.shape[0])
+    window = Window(out.window.row + r0, out.window.col, r1 - r0, out.window.width)
 
     def tick(done: int, total: int) -> None:
         if on_progress is not None:
-            on_progress(ProgressEvent("tiles", item.id, done, total))
+            on_progress(ProgressEvent("tiles", item_id, done, total))
 
     # reading + upsampling of block k+1 overlaps inference of block k: one ItemSource (GDAL
     # handles) per thread; GDAL's process-wide caches serve the halo rows blocks share
     def factory() -> ItemSource:
         return ItemSource(plan.assets, plan.item_grid, signer=_signer(profile), http=plan.http)
 
-    with PerThreadSource(factory) as source, writer:
+    with PerThreadSource(factory) as source:
         for win, res in stream_blocks_overlapped(source, runners, block=params.block, tile=params.tile,
-                                                 batch=params.batch, window=out.window, on_progress=tick):
+                                                 batch=params.batch, window=window, on_progress=tick):
             rel = Window(win.row - out.window.row, win.col - out.window.col, win.height, win.width)
-            writer.write(_block_array(source, res, win, params.include_10m), rel)
+            write(_block_array(source, res, win, params.include_10m), rel)
+
+
+def item_result(
+    item: pystac.Item, plan: ItemPlan, runners: Mapping[str, Runner], profile: CatalogProfile, params: RunParams,
+    path: Path, seconds: float,
+) -> ItemResult:
+    """The :class:`ItemResult` of ``item`` written to ``path``."""
     first = next(iter(runners.values()))
     return ItemResult(
-        item=item, path=path, grid=out, bands=tuple(bands),
+        item=item, path=path, grid=plan.out, bands=output_bands(params),
         model={n: model_info(r) for n, r in runners.items()}, backend=first.backend, catalog=profile.name,
         radiometry={
             "offset_removed_dn": {b: a.offset_dn for b, a in plan.assets.items()},
             "offset_reason": plan.assets["B05"].offset_reason,
             "dn_scale": DN_SCALE, "dn_offset": 0, "nodata": 0, "convention": DN_CONVENTION,
         },
-        seconds=time.perf_counter() - t0,
+        seconds=seconds,
     )
+
+
+def process_item(
+    item: pystac.Item, runners: Mapping[str, Runner], profile: CatalogProfile, params: RunParams,
+    *, on_progress: ProgressFn | None = None,
+) -> ItemResult:
+    """Super-resolve the requested area of one item into a 10 m COG, block by block."""
+    from .io.cog import CogWriter
+
+    t0 = time.perf_counter()
+    plan = plan_item(item, profile, params)
+    out = plan.out
+    path = output_path(item, params)
+    nblocks = len(list(iter_blocks(out.shape, params.block)))
+    log.info("[%s] %d x %d px at 10 m in %d blocks -> %s", item.id, out.shape[1], out.shape[0], nblocks, path)
+    writer = CogWriter(path, overwrite=params.overwrite, **cog_layout(item, plan, runners, profile, params))
+    with writer:
+        stream_item(plan, runners, profile, params, writer.write, item_id=item.id, on_progress=on_progress)
+    return item_result(item, plan, runners, profile, params, path, time.perf_counter() - t0)
 
 
 def process_items(
