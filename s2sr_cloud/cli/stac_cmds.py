@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -21,13 +21,12 @@ from ._options import (
     Precision,
     Tile,
 )
-from .publish_cmds import AssetsTo, PublishTo, S3Endpoint, publish_hook
+from ._batch import JsonResults, Scheduler, Workers, run_batch
+from .publish_cmds import AssetsTo, PublishTo, S3Endpoint
 
 if TYPE_CHECKING:
     import pystac
 
-    from ..catalog.presets import CatalogProfile
-    from ..pipeline import ItemResult, RunParams
 
 _CATALOG_HELP = (
     "earth-search (default), planetary-computer, cdse, sample (offline), a STAC API URL, a local "
@@ -76,51 +75,6 @@ def _intersects(value: str | None) -> dict[str, Any] | None:
     return dict(geom)
 
 
-def run_items(
-    items: Sequence[pystac.Item], profile: CatalogProfile, params: RunParams, *,
-    checkpoint: list[Path] | None, onnx: list[Path] | None, device: str,
-    precision: str = "fp32", build_engine: bool = False,
-    on_result: Callable[[ItemResult], None] | None = None,
-) -> list[ItemResult]:
-    """Process items with progress bars; ``on_result`` is called after each item (publishing hook)."""
-    from ..errors import S2SRError
-    from ..infer import load_runners
-    from ..pipeline import process_item
-    from ._console import err_console, error, make_progress, success
-    from .core_cmds import _model_files
-
-    ckpts, onnxs = _model_files(checkpoint, onnx)
-    runners = load_runners(checkpoint=ckpts, onnx=onnxs, device=device, precision=precision, build_engine=build_engine)
-    err_console.print("backends: " + ", ".join(f"{k}: {r.backend}" for k, r in runners.items()), highlight=False)
-    results = []
-    failed: list[tuple[str, S2SRError]] = []
-    with make_progress() as progress:
-        for item in items:
-            task = progress.add_task(item.id, total=None)
-
-            def update(ev: Any, task: Any = task) -> None:
-                progress.update(task, completed=ev.done, total=ev.total)
-
-            try:
-                res = process_item(item, runners, profile, params, on_progress=update)
-            except S2SRError as err:
-                if len(items) == 1:
-                    raise
-                error(f"{item.id}: {err}")  # go on with the other items
-                failed.append((item.id, err))
-                continue
-            results.append(res)
-            if on_result is not None:
-                on_result(res)
-    for r in results:
-        h, w = r.grid.shape
-        success(f"{r.item.id}: {w} x {h} px at 10 m, {len(r.bands)} bands -> {r.path} ({r.seconds:.1f} s)")
-    if failed:
-        first = failed[0][1]
-        raise type(first)(f"{len(failed)} of {len(items)} items failed ({', '.join(i for i, _ in failed)}); first: {first}")
-    return results
-
-
 @app.command()
 def search(
     bbox: Annotated[str | None, typer.Option(help="Area W,S,E,N in degrees, e.g. -75.71,37.725,-75.69,37.745.")] = None,
@@ -131,7 +85,8 @@ def search(
     catalog: Annotated[str, typer.Option(help=_CATALOG_HELP, envvar="S2SR_CATALOG")] = "earth-search",
     intersects: Annotated[str | None, typer.Option(help="GeoJSON geometry (file or inline) instead of --bbox.")] = None,
     asset_map: Annotated[str | None, typer.Option(help=_ASSET_MAP_HELP)] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Write an ItemCollection to stdout (table to stderr).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Write an ItemCollection to stdout (table to stderr); "
+                                          "with --run, one JSON result per item instead.")] = False,
     run: Annotated[bool, typer.Option("--run", help="Super-resolve the items found (the bbox only).")] = False,
     out: Out = Path("s2sr-output"),
     include_10m: IncludeTen = False,
@@ -140,13 +95,15 @@ def search(
     device: Device = "auto",
     precision: Precision = "fp32",
     build_engine: BuildEngine = False,
-    tile: Tile = 256,
+    tile: Tile = None,
     block: Block = 1536,
-    batch: Batch = 4,
+    batch: Batch = None,
     overwrite: Overwrite = False,
     publish: PublishTo = None,
     s3_endpoint: S3Endpoint = None,
     assets_to: AssetsTo = None,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
 ) -> None:
     """Find Sentinel-2 L2A items; with --run, super-resolve exactly the requested area."""
     from ..catalog.presets import resolve_catalog
@@ -171,14 +128,15 @@ def search(
     with err_console.status(f"searching {profile.name} ({profile.url})"):
         items = search_items(profile, params)
     (err_console if as_json or run else out_console).print(_table(items))
-    if as_json:
+    if as_json and not run:
         typer.echo(json.dumps(item_collection(items)))
     if run:
         area = box or geometry_bbox(geom or {})
-        run_items(items, profile, RunParams(out_dir=out, bbox=area, include_10m=include_10m, tile=tile,
+        run_batch(items, profile, RunParams(out_dir=out, bbox=area, include_10m=include_10m, tile=tile,
                                             block=block, batch=batch, overwrite=overwrite),
                   checkpoint=checkpoint, onnx=onnx, device=device, precision=precision, build_engine=build_engine,
-                  on_result=publish_hook(publish, s3_endpoint=s3_endpoint, assets_to=assets_to, overwrite=overwrite))
+                  workers=workers, scheduler=scheduler, as_json=as_json,
+                  publish=publish, s3_endpoint=s3_endpoint, assets_to=assets_to)
 
 
 @app.command("run")
@@ -194,13 +152,16 @@ def run_item(
     device: Device = "auto",
     precision: Precision = "fp32",
     build_engine: BuildEngine = False,
-    tile: Tile = 256,
+    tile: Tile = None,
     block: Block = 1536,
-    batch: Batch = 4,
+    batch: Batch = None,
     overwrite: Overwrite = False,
     publish: PublishTo = None,
     s3_endpoint: S3Endpoint = None,
     assets_to: AssetsTo = None,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    as_json: JsonResults = False,
 ) -> None:
     """Super-resolve one STAC item (or the --bbox part of it) into a 10 m COG."""
     from dataclasses import replace
@@ -219,5 +180,6 @@ def run_item(
     params = RunParams(out_dir=out, bbox=parse_bbox(bbox) if bbox else None, include_10m=include_10m,
                        tile=tile, block=block, batch=batch, overwrite=overwrite)
     plan_item(it, profile, params)  # bbox, bands and credentials are checked before the models load
-    run_items([it], profile, params, checkpoint=checkpoint, onnx=onnx, device=device, precision=precision, build_engine=build_engine,
-              on_result=publish_hook(publish, s3_endpoint=s3_endpoint, assets_to=assets_to, overwrite=overwrite))
+    run_batch([it], profile, params, checkpoint=checkpoint, onnx=onnx, device=device, precision=precision,
+              build_engine=build_engine, workers=workers, scheduler=scheduler, as_json=as_json,
+              publish=publish, s3_endpoint=s3_endpoint, assets_to=assets_to)
