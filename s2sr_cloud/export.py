@@ -24,7 +24,7 @@ import numpy as np
 from . import __version__
 from .bands import SCALE
 from .errors import ModelError, require
-from .fsutil import tmp_beside
+from .fsutil import atomic_path, ensure_dir
 from .infer.manifest import MANIFEST_FORMAT, manifest_path, sha256_file
 from .sr import ArraySource, super_resolve
 
@@ -34,6 +34,17 @@ DEFAULT_OPSET = 17
 #: Gate on max |ORT − PyTorch| in scaled units (DN / 2000); = 0.2 DN.
 VERIFY_TOL_SCALED = 1e-4
 VERIFY_SCENE = Path(__file__).parent / "data" / "verify_T33UUB_120.npz"
+
+
+def _opset_range() -> tuple[int, int]:
+    """Opsets the installed PyTorch's (TorchScript) exporter can write."""
+    try:
+        from torch.onnx import _constants as c
+
+        hi = getattr(c, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", None) or c.ONNX_MAX_OPSET
+        return int(getattr(c, "ONNX_MIN_OPSET", 7)), int(hi)
+    except (ImportError, AttributeError):
+        return 7, 20
 
 
 @dataclass(frozen=True)
@@ -89,22 +100,30 @@ def export_onnx(
 
     from .nets.checkpoint import load_checkpoint
 
+    lo, hi = _opset_range()
+    if not lo <= opset <= hi:
+        raise ModelError(f"--opset {opset} is not supported by this PyTorch: use {lo} to {hi} (default {DEFAULT_OPSET})")
     ckpt = load_checkpoint(checkpoint)
     model = ckpt.model.eval()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = ensure_dir(out_dir)
     name = f"{ckpt.net}_{ckpt.variant}"
     onnx_path = out_dir / f"{name}.onnx"
-    tmp = tmp_beside(out_dir, onnx_path.name)
-    try:
+    # the manifest is renamed into place first, the ONNX file last; both or neither on error
+    with atomic_path(onnx_path) as tmp, atomic_path(manifest_path(onnx_path)) as mtmp:
         x = torch.zeros(1, model.spec.in_channels, 64, 64)
         axes = {0: "batch", 2: "height", 3: "width"}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model, (x,), str(tmp), input_names=["input"], output_names=["output"],
-                dynamic_axes={"input": axes, "output": axes}, opset_version=opset, dynamo=False,
-            )
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    model, (x,), str(tmp), input_names=["input"], output_names=["output"],
+                    dynamic_axes={"input": axes, "output": axes}, opset_version=opset, dynamo=False,
+                )
+        except OSError:
+            raise
+        except Exception as err:  # exporter failures (an opset it cannot target…)
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ModelError(f"ONNX export of {name} with opset {opset} failed: {first[:300]}") from err
         manifest: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
             "name": name,
@@ -141,11 +160,6 @@ def export_onnx(
                 "tolerance_scaled": tolerance,
                 "passed": True,
             }
-        mtmp = tmp_beside(out_dir, manifest_path(onnx_path).name)
         mtmp.write_text(json.dumps(manifest, indent=2) + "\n")
-        os.replace(tmp, onnx_path)
-        os.replace(mtmp, manifest_path(onnx_path))
-    finally:
-        tmp.unlink(missing_ok=True)
     log.info("exported %s (max |ORT - torch| = %.2e scaled, %.4f DN)", onnx_path, max_scaled, max_dn)
     return ExportResult(onnx_path, manifest_path(onnx_path), max_scaled, max_dn)

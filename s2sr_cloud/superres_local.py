@@ -11,8 +11,9 @@ import numpy as np
 
 from . import __version__
 from .bands import BANDS, SR_BANDS
-from .errors import InputError, OutputExists
-from .fsutil import tmp_beside
+from .dn import CheckedSource, check_dn
+from .errors import InputError
+from .fsutil import atomic_path, check_output
 from .sr import (
     ArraySource,
     ProgressFn,
@@ -32,8 +33,14 @@ def load_npz(path: str | os.PathLike[str]) -> ArraySource:
             missing = [k for k in ("b10", "b20", "b60") if k not in z.files]
             if missing:
                 raise InputError(f"{path} lacks arrays {', '.join(missing)}; expected b10 (4,H,W), b20 (6,H/2,W/2), b60 (2,H/6,W/6)")
-            return ArraySource(z["b10"], z["b20"], z["b60"])
-    except (OSError, ValueError) as err:
+            arrays = {k: z[k] for k in ("b10", "b20", "b60")}
+    except (OSError, ValueError, EOFError) as err:
+        raise InputError(f"cannot read {path} as a .npz scene: {err}") from err
+    for k, a in arrays.items():
+        check_dn(a, f"{Path(path).name}:{k}")
+    try:
+        return ArraySource(arrays["b10"], arrays["b20"], arrays["b60"])
+    except (TypeError, ValueError, IndexError) as err:
         raise InputError(f"cannot read {path} as a .npz scene: {err}") from err
 
 
@@ -42,24 +49,21 @@ def superres_npz(
     out: Path,
     runners: Mapping[str, Runner],
     *,
-    tile: int = 256,
-    batch: int = 4,
+    tile: int | None = None,
+    batch: int | None = None,
     overwrite: bool = False,
     on_progress: ProgressFn | None = None,
 ) -> Path:
     """``.npz`` in → ``.npz`` out with ``b20`` (6, H, W) and ``b60`` (2, H, W) on the 10 m grid."""
-    if out.exists() and not overwrite:
-        raise OutputExists(f"{out} exists; pass --overwrite to replace it")
+    if out.suffix.lower() != ".npz":
+        raise InputError(f"a .npz scene gives a .npz output: name it e.g. {out.with_suffix('.npz').name} "
+                         "(a GeoTIFF needs georeferenced input: a folder of per-band GeoTIFFs)")
+    check_output(out, overwrite=overwrite)
     src = load_npz(inp)
     res = super_resolve(src, runners, tile=tile, batch=batch, on_tile=on_progress)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_beside(out.parent, out.name, ".npz")
-    try:
+    with atomic_path(out, suffix=".npz") as tmp:
         arrays = {{"net20": "b20", "net60": "b60"}[n]: to_uint16(a) for n, a in res.items()}
         np.savez_compressed(tmp, **arrays, backends=np.array([r.backend for r in runners.values()]))
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return out
 
 
@@ -68,9 +72,9 @@ def superres_geotiff(
     out: Path,
     runners: Mapping[str, Runner],
     *,
-    tile: int = 256,
+    tile: int | None = None,
     block: int = 1536,
-    batch: int = 4,
+    batch: int | None = None,
     overwrite: bool = False,
     on_progress: ProgressFn | None = None,
 ) -> Path:
@@ -81,11 +85,14 @@ def superres_geotiff(
 
     if set(runners) != {"net20", "net60"}:
         raise InputError("GeoTIFF output needs both nets (net20 and net60)")
+    if out.suffix.lower() not in (".tif", ".tiff"):
+        raise InputError(f"a folder of band files gives a COG: name the output e.g. {out.with_suffix('.tif').name}")
+    check_output(out, overwrite=overwrite)
     files = find_band_files(folder)
     with BandFilesSource(files) as meta:  # checks the grids once, gives CRS and transform
         crs, transform = meta.crs, meta.transform
     # reading + upsampling of block k+1 overlaps inference of block k (one GDAL handle per thread)
-    with PerThreadSource(lambda: BandFilesSource(files)) as src:
+    with PerThreadSource(lambda: CheckedSource(BandFilesSource(files), folder.name)) as src:
         h, w = src.shape10
         desc = [f"{b} ({BANDS[b].common_name}, {int(BANDS[b].wavelength * 1000)} nm), super-resolved to 10 m" for b in SR_BANDS]
         tags = {

@@ -9,7 +9,6 @@ always complete.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -19,8 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DiskFull, OutputError, OutputExists
-from ..fsutil import tmp_beside
+from ..fsutil import check_output, output_error, tmp_beside
 from ..sr import Window
 
 log = logging.getLogger(__name__)
@@ -29,9 +27,7 @@ BLOCKSIZE = 512
 
 
 def _wrap_oserror(err: OSError, path: Path) -> Exception:
-    if err.errno == errno.ENOSPC or "No space left" in str(err):
-        return DiskFull(f"no space left on the device while writing {path}; free space or choose another --out")
-    return OutputError(f"cannot write {path}: {err}")
+    return output_error(err, path)
 
 
 class CogWriter:
@@ -68,10 +64,7 @@ class CogWriter:
         overwrite: bool = False,
         compress: str = "DEFLATE",
     ) -> None:
-        self.path = Path(path)
-        if self.path.exists() and not overwrite:
-            raise OutputExists(f"{self.path} exists; pass --overwrite to replace it")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = check_output(path, overwrite=overwrite)
         self.profile: dict[str, Any] = {
             "driver": "GTiff", "width": width, "height": height, "count": count, "dtype": dtype,
             "crs": crs, "transform": transform, "nodata": nodata, "tiled": True,
@@ -133,9 +126,9 @@ class CogWriter:
                     blocksize=BLOCKSIZE, overview_resampling="average", BIGTIFF="IF_SAFER",
                 )
             os.replace(out_tmp, self.path)
-        except Exception as err:
+        except BaseException as err:  # Ctrl-C / SIGTERM during the copy too: no staging file left
             out_tmp.unlink(missing_ok=True)
-            if isinstance(err, OSError) or "No space left" in str(err):
+            if isinstance(err, OSError) or (isinstance(err, Exception) and "No space left" in str(err)):
                 raise _wrap_oserror(err if isinstance(err, OSError) else OSError(str(err)), self.path) from err
             raise
         log.info("wrote %s", self.path)

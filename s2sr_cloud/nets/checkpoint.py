@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from ..bands import SCALE, net_spec, variant_spec
 from ..errors import CheckpointMismatch, ModelError
-from ..fsutil import tmp_beside
+from ..fsutil import atomic_path
 from ..infer.manifest import sha256_file
 from .model import DSen2
 
@@ -78,18 +78,12 @@ def save_checkpoint(
     """Write ``model`` atomically (temp file + rename). ``extra_tensors`` (e.g. optimiser
     state) are stored under an ``_extra.`` prefix and ignored when loading the model."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     for k, v in (extra_tensors or {}).items():
         tensors[f"_extra.{k}"] = v.detach().cpu().contiguous()
     meta = {"s2sr": json.dumps(checkpoint_meta(model, provenance))}
-    tmp = tmp_beside(path.parent, path.name)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,7 +37,6 @@ COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 PNG_TYPE = "image/png"
 #: Item properties copied from the source item when present.
 CARRIED = ("platform", "constellation", "instruments", "eo:cloud_cover", "start_datetime", "end_datetime")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -103,8 +101,9 @@ class LocalAsset:
 
 def item_id_for(source_id: str) -> str:
     """Output item id: ``<source id>-s2sr``, safe as a file name and a URL path segment."""
-    safe = _UNSAFE.sub("_", source_id).strip("._") or "item"
-    return f"{safe}{ITEM_SUFFIX}"
+    from ..fsutil import safe_name
+
+    return f"{safe_name(source_id)}{ITEM_SUFFIX}"
 
 
 def model_fingerprint(models: Mapping[str, Mapping[str, Any]]) -> str:

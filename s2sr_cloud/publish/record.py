@@ -8,13 +8,12 @@ sha256, the backend). ``s2sr publish`` reads it back with :func:`load_scene`.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..fsutil import write_text_atomic
 from .item import ProcessedScene
 
 SUFFIX = ".s2sr.json"
@@ -53,13 +52,7 @@ def save_record(scene: ProcessedScene) -> Path:
         "version": scene.version, "dn_offset": scene.dn_offset, "bands": list(scene.bands),
     }
     path = record_path(scene.cog)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=2)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    write_text_atomic(path, json.dumps(doc, indent=2))  # 0666 & ~umask, like the COG beside it
     return path
 
 

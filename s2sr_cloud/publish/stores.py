@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -72,21 +71,17 @@ class LocalStore:
         return str(self._path(key))
 
     def _atomic(self, key: str, write: Any) -> None:
+        from ..errors import OutputError
+        from ..fsutil import atomic_path
+
         dest = self._path(key)
-        tmp: str | None = None
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-            with os.fdopen(fd, "wb") as f:
+            with atomic_path(dest, suffix=".part") as tmp, tmp.open("wb") as f:
                 write(f)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, dest)
-            tmp = None
+        except OutputError as err:
+            raise PublishError(str(err)) from err
         except OSError as err:
             raise PublishError(f"cannot write {dest}: {err}") from err
-        finally:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
 
     def put_file(self, key: str, path: Path, media_type: str) -> None:
         def write(f: Any) -> None:
