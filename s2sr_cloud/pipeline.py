@@ -164,7 +164,9 @@ def _block_array(source: Any, out: dict[str, np.ndarray], win: Window, include_1
 
 def output_path(item: pystac.Item, params: RunParams) -> Path:
     """The output COG of ``item`` under ``params.out_dir``."""
-    return Path(params.out_dir) / f"{item.id}-s2sr.tif"
+    from .fsutil import safe_name  # a remote id never chooses the folder (`../x`, `/abs`)
+
+    return Path(params.out_dir) / f"{safe_name(item.id)}-s2sr.tif"
 
 
 def output_bands(params: RunParams) -> tuple[str, ...]:
