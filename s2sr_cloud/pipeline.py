@@ -47,9 +47,9 @@ class RunParams:
     """Also write the 4 native 10 m bands (after the 8 super-resolved ones)."""
     block: int = 1536
     """Side of the streamed blocks in 10 m pixels (a multiple of 6 and of 512); bounds memory."""
-    tile: int = 256
+    tile: int | None = None  # None: the backend's preferred tile (sr.runner_tiling)
     """Tile side for the runners."""
-    batch: int = 4
+    batch: int | None = None
     """Tiles per runner call."""
     overwrite: bool = False
     """Replace existing outputs."""

@@ -127,6 +127,39 @@ def reflect_index(idx: np.ndarray, n: int) -> np.ndarray:
     return np.where(m >= n, 2 * n - 1 - m, m)
 
 
+#: Tile side (10 m pixels, halo excluded) and tiles per call when neither the caller nor the
+#: runner says: big enough that the recomputed halo stays small ((544 + 28)² / 544² ≈ 1.1).
+DEFAULT_TILE = 544
+DEFAULT_BATCH = 1
+
+
+def runner_tiling(runners: Mapping[str, Runner], tile: int | None = None, batch: int | None = None) -> tuple[int, int]:
+    """``(tile, batch)``: the given values, else the smallest the runners prefer.
+
+    A runner may carry ``tile`` / ``batch`` attributes (its backend's sweet spot: big tiles
+    with one per call on CPU, where batching only multiplies memory; batches on GPUs).
+    """
+    if tile is None:
+        tile = min((int(getattr(r, "tile", DEFAULT_TILE) or DEFAULT_TILE) for r in runners.values()), default=DEFAULT_TILE)
+    if batch is None:
+        batch = min((int(getattr(r, "batch", DEFAULT_BATCH) or DEFAULT_BATCH) for r in runners.values()), default=DEFAULT_BATCH)
+    if tile < 1 or batch < 1:
+        raise ValueError(f"tile and batch must be >= 1, got {tile} and {batch}")
+    return tile, batch
+
+
+def balanced_tile(n: int, tile: int) -> int:
+    """The tile side ≤ ``tile`` that covers ``n`` pixels with the fewest, equal tiles.
+
+    ``ceil(n / ceil(n / tile))``: 1080 px with ``tile`` 512 → 3 tiles of 360 instead of
+    512, 512 and a 512 shifted back over 456 already computed pixels.
+    """
+    if tile >= n:
+        return n
+    k = -(-n // tile)
+    return -(-n // k)
+
+
 def tile_starts(n: int, tile: int) -> list[int]:
     """Starts of equal tiles covering ``[0, n)``; the last one is shifted back to end at ``n``."""
     if tile >= n:
@@ -192,8 +225,8 @@ def super_resolve(
     runners: Mapping[str, Runner],
     *,
     window: Window | None = None,
-    tile: int = 256,
-    batch: int = 4,
+    tile: int | None = None,
+    batch: int | None = None,
     halo: int | None = None,
     on_tile: ProgressFn | None = None,
 ) -> dict[str, np.ndarray]:
@@ -203,8 +236,10 @@ def super_resolve(
         source: the scene.
         runners: ``{"net20": runner, "net60": runner}`` (either may be absent).
         window: 10 m window to produce (default: the whole scene).
-        tile: tile side in 10 m pixels (output pixels per tile, halo excluded).
-        batch: tiles per runner call.
+        tile: largest tile side in 10 m pixels (output pixels per tile, halo excluded);
+            tiles are balanced (:func:`balanced_tile`). Default: the runners' preference
+            (:func:`runner_tiling`).
+        batch: tiles per runner call (default: the runners' preference).
         halo: override of the halo (default: the largest receptive radius of the runners).
         on_tile: called as ``on_tile(done, total)`` after each batch.
 
@@ -216,6 +251,7 @@ def super_resolve(
         window = Window(0, 0, *shape10)
     if not runners:
         raise ValueError("no runner given")
+    tile, batch = runner_tiling(runners, tile, batch)
     need = max(r.halo for r in runners.values())
     halo = need if halo is None else halo
     if halo < need:
@@ -226,7 +262,7 @@ def super_resolve(
     groups = {g for spec in specs.values() for g in spec.groups}
     stacks = {g: _gather(source, g, rows, cols, shape10) for g in groups}
     stacks[10] = stacks[10][list(NET_INDEX_10M)]
-    th, tw = min(tile, window.height), min(tile, window.width)
+    th, tw = balanced_tile(window.height, tile), balanced_tile(window.width, tile)
     starts = [(r, c) for r in tile_starts(window.height, th) for c in tile_starts(window.width, tw)]
     total = len(starts) * len(runners)
     done = 0
@@ -236,10 +272,12 @@ def super_resolve(
         x = np.concatenate([stacks[g] for g in spec.groups], axis=0)
         x /= np.float32(SCALE)
         res = np.zeros((spec.out_channels, window.height, window.width), dtype=np.float32)
+        xb = np.empty((min(batch, len(starts)), x.shape[0], th + 2 * halo, tw + 2 * halo), dtype=np.float32)
         for i in range(0, len(starts), batch):
             chunk = starts[i : i + batch]
-            xb = np.stack([x[:, r : r + th + 2 * halo, c : c + tw + 2 * halo] for r, c in chunk])
-            yb = runner(np.ascontiguousarray(xb))
+            for k, (r, c) in enumerate(chunk):  # one reused input buffer, no per-batch np.stack
+                xb[k] = x[:, r : r + th + 2 * halo, c : c + tw + 2 * halo]
+            yb = runner(xb[: len(chunk)])
             for (r, c), y in zip(chunk, yb, strict=True):
                 res[:, r : r + th, c : c + tw] = y[:, halo : halo + th, halo : halo + tw]
             done += len(chunk)
@@ -269,14 +307,15 @@ def assemble_sr_bands(out: Mapping[str, np.ndarray]) -> np.ndarray:
     return np.stack([order[b] for b in SR_BANDS])
 
 
-def count_tiles(window: Window, tile: int) -> int:
-    """Tiles :func:`super_resolve` runs per net for ``window``."""
-    return len(tile_starts(window.height, min(tile, window.height))) * len(
-        tile_starts(window.width, min(tile, window.width))
+def count_tiles(window: Window, tile: int | None = None) -> int:
+    """Tiles :func:`super_resolve` runs per net for ``window`` (``tile`` None: :data:`DEFAULT_TILE`)."""
+    tile = DEFAULT_TILE if tile is None else tile
+    return len(tile_starts(window.height, balanced_tile(window.height, tile))) * len(
+        tile_starts(window.width, balanced_tile(window.width, tile))
     )
 
 
-def plan_blocks(window: Window, block: int, tile: int, nets: int) -> tuple[list[Window], int]:
+def plan_blocks(window: Window, block: int, tile: int | None, nets: int) -> tuple[list[Window], int]:
     """The blocks covering ``window`` and the number of tiles they need over ``nets`` nets."""
     blocks = [
         Window(window.row + b.row, window.col + b.col, b.height, b.width)
@@ -290,8 +329,8 @@ def stream_blocks(
     runners: Mapping[str, Runner],
     *,
     block: int = 1024,
-    tile: int = 256,
-    batch: int = 4,
+    tile: int | None = None,
+    batch: int | None = None,
     window: Window | None = None,
     on_progress: ProgressFn | None = None,
 ) -> Iterator[tuple[Window, dict[str, np.ndarray]]]:
@@ -300,6 +339,7 @@ def stream_blocks(
     Yields ``(block_window, {net: (C, h, w)})``; ``on_progress(done, total)`` counts tiles
     over all blocks and nets.
     """
+    tile, batch = runner_tiling(runners, tile, batch)
     blocks, total = plan_blocks(window or Window(0, 0, *source.shape10), block, tile, len(runners))
     base = 0
     for b in blocks:

@@ -108,3 +108,32 @@ def test_reflect_index_symmetric():
     assert reflect_index(idx, 5).tolist() == [2, 1, 0, 0, 1, 2, 3, 4, 4, 3, 2]
     ref = np.pad(np.arange(5), 3, mode="symmetric")
     assert reflect_index(np.arange(-3, 8), 5).tolist() == ref.tolist()
+
+
+@pytest.mark.parametrize(("n", "tile", "expected"), [(1080, 512, 360), (1080, 544, 540), (1080, 256, 216), (100, 544, 100), (1536, 544, 512)])
+def test_balanced_tile_covers_with_equal_tiles(n, tile, expected):
+    from s2sr_cloud.sr import balanced_tile
+
+    t = balanced_tile(n, tile)
+    assert t == expected
+    starts = tile_starts(n, t)
+    # tiles cover [0, n) and the last one overlaps the previous by less than one tile count
+    assert starts[-1] + t == n
+    assert len(starts) * t - n < len(starts)
+
+
+def test_runner_tiling_defaults_and_overrides():
+    from s2sr_cloud.sr import DEFAULT_BATCH, DEFAULT_TILE, runner_tiling
+
+    class R:
+        net, halo, backend = "net20", 14, "x"
+
+    class Big(R):
+        tile, batch = 1024, 4
+
+    assert runner_tiling({"net20": R()}) == (DEFAULT_TILE, DEFAULT_BATCH)
+    assert runner_tiling({"net20": Big()}) == (1024, 4)
+    assert runner_tiling({"net20": Big(), "net60": R()}) == (DEFAULT_TILE, DEFAULT_BATCH)
+    assert runner_tiling({"net20": Big()}, 128, 2) == (128, 2)
+    with pytest.raises(ValueError, match="must be >= 1"):
+        runner_tiling({"net20": R()}, 0, 1)

@@ -44,9 +44,9 @@ def _model_files(checkpoint: list[Path] | None, onnx: list[Path] | None) -> tupl
 def superres(
     input: Annotated[Path, typer.Argument(help="A .npz scene (b10, b20, b60) or a folder of per-band GeoTIFFs/COGs.", exists=True)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .npz (for .npz input) or COG .tif.")],
-    tile: Tile = 256,
+    tile: Tile = None,
     block: Block = 1536,
-    batch: Batch = 4,
+    batch: Batch = None,
     checkpoint: Checkpoint = None,
     onnx: Onnx = None,
     device: Device = "auto",

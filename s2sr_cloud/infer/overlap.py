@@ -263,8 +263,8 @@ def stream_blocks_overlapped(
     runners: Mapping[str, Runner],
     *,
     block: int = 1024,
-    tile: int = 256,
-    batch: int = 4,
+    tile: int | None = None,
+    batch: int | None = None,
     window: Window | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     workers: int = 2,
@@ -273,8 +273,9 @@ def stream_blocks_overlapped(
 
     ``source`` must be thread-safe (wrap file-backed sources in :class:`PerThreadSource`).
     """
-    from ..sr import plan_blocks
+    from ..sr import plan_blocks, runner_tiling
 
+    tile, batch = runner_tiling(runners, tile, batch)
     blocks, total = plan_blocks(window or Window(0, 0, *source.shape10), block, tile, len(runners))
     yield from iter_super_resolved(
         source, runners, blocks, workers=workers, on_progress=on_progress, total_tiles=total, tile=tile, batch=batch,

@@ -109,6 +109,7 @@ class TrtRunner:
         self.backend = f"tensorrt-{self.precision}"
         self.tile = self.profile.tile
         self.max_batch = self.profile.max_batch
+        self.batch = self.max_batch
         self.inference_time = 0.0
         self.model_info: dict[str, Any] = {
             "name": meta["name"], "net": self.net, "variant": meta.get("variant"),
