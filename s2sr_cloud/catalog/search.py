@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,26 +72,61 @@ def geometry_bbox(geom: dict[str, Any]) -> BBox:
 
 
 def _parse_instant(text: str, end: bool) -> datetime | None:
+    """One end of an interval; a year, month or day stands for all of it (as in pystac-client)."""
+    text = text.strip()
     if text in ("", ".."):
         return None
-    if len(text) == 10:  # a date: the whole day
+    if re.fullmatch(r"\d{4}", text):
+        y = int(text)
+        return datetime(y, 12, 31, 23, 59, 59, 999999, tzinfo=UTC) if end else datetime(y, 1, 1, tzinfo=UTC)
+    if re.fullmatch(r"\d{4}-\d{2}", text):
+        y, m = (int(v) for v in text.split("-"))
+        first = datetime(y, m, 1, tzinfo=UTC)
+        if not end:
+            return first
+        nxt = datetime(y + (m == 12), m % 12 + 1, 1, tzinfo=UTC)
+        return nxt - timedelta(microseconds=1)
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):  # a date: the whole day
         d = datetime.fromisoformat(text)
         return datetime.combine(d.date(), time.max if end else time.min, tzinfo=UTC)
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def parse_interval(text: str | None) -> tuple[datetime | None, datetime | None]:
-    """``A/B``, ``A/..``, ``../B`` or one instant/date → (start, end), UTC."""
-    if not text:
+    """``A/B``, ``A/..``, ``../B`` or one instant/date/month/year → (start, end), UTC.
+
+    The forms pystac-client accepts: ``2023``, ``2023-06``, ``2023-06-01``,
+    ``2023-06-01T10:00:00Z``, and intervals of them with ``/`` (``..`` or nothing = open).
+    """
+    if not text or not text.strip():
         return (None, None)
+    hint = "expected e.g. 2023, 2023-06, 2023-06-01/2023-06-30, ../2023-06-01 or 2023-06-01T00:00:00Z/.."
     try:
         if "/" in text:
             a, b = text.split("/", 1)
-            return (_parse_instant(a, False), _parse_instant(b, True))
-        return (_parse_instant(text, False), _parse_instant(text, True))
+            if "/" in b:
+                raise ValueError(text)
+            start, end = _parse_instant(a, False), _parse_instant(b, True)
+        else:
+            start, end = _parse_instant(text, False), _parse_instant(text, True)
     except ValueError:
-        raise CatalogError(f"bad datetime {text!r}; expected e.g. 2023-06-01/2023-06-30 or 2023-06-01T00:00:00Z/..") from None
+        raise CatalogError(f"bad datetime {text!r}; {hint}") from None
+    if start is not None and end is not None and start > end:
+        raise CatalogError(f"bad datetime {text!r}: the start is after the end")
+    return (start, end)
+
+
+def rfc3339_interval(text: str | None) -> str | None:
+    """``text`` as the RFC 3339 interval a STAC API takes (``..`` for an open end)."""
+    start, end = parse_interval(text)
+    if start is None and end is None:
+        return None
+
+    def fmt(d: datetime | None) -> str:
+        return ".." if d is None else d.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+    return fmt(start) if start == end else f"{fmt(start)}/{fmt(end)}"
 
 
 def _intersects(a: Sequence[float], b: Sequence[float]) -> bool:
@@ -120,7 +156,8 @@ def _api_items(profile: CatalogProfile, params: SearchParams, collections: Seque
     from pystac_client.conformance import ConformanceClasses
     from pystac_client.exceptions import APIError
 
-    kw: dict[str, Any] = {"bbox": params.bbox, "intersects": params.intersects, "datetime": params.datetime,
+    kw: dict[str, Any] = {"bbox": params.bbox, "intersects": params.intersects,
+                          "datetime": rfc3339_interval(params.datetime),
                           "collections": list(collections) or None,
                           "limit": params.page_size or min(max(params.limit, 1), 100)}
     try:

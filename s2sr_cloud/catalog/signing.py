@@ -7,7 +7,6 @@ readable. Readers call it again when that time comes close, so long runs re-sign
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,8 +72,7 @@ def planetary_computer_signer(href: str) -> SignedHref:
 
 
 #: Environment variables that give CDSE S3 access (see docs/stac.md).
-CDSE_KEY_VARS = (("CDSE_S3_ACCESS_KEY", "CDSE_S3_SECRET_KEY"), ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))
-CDSE_ENDPOINT = "eodata.dataspace.copernicus.eu"
+from ..settings import CDSE_ENDPOINT, CDSE_KEY_VARS  # noqa: E402,F401 - re-exported
 
 
 def cdse_s3_options() -> dict[str, str]:
@@ -83,16 +81,18 @@ def cdse_s3_options() -> dict[str, str]:
     Raises:
         CatalogError: no credentials are set; the message says what is needed.
     """
-    for key_var, secret_var in CDSE_KEY_VARS:
-        key, secret = os.environ.get(key_var), os.environ.get(secret_var)
-        if key and secret:
-            return {
-                "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret,
-                "AWS_S3_ENDPOINT": os.environ.get("CDSE_S3_ENDPOINT", CDSE_ENDPOINT),
-                "AWS_VIRTUAL_HOSTING": "FALSE",
-                "AWS_HTTPS": os.environ.get("CDSE_S3_HTTPS", "YES"),
-                "AWS_REGION": "default",
-            }
+    from .. import settings
+
+    creds = settings.cdse_credentials()
+    if creds is not None:
+        key, secret = creds
+        return {
+            "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret,
+            "AWS_S3_ENDPOINT": settings.cdse_s3_endpoint(),
+            "AWS_VIRTUAL_HOSTING": "FALSE",
+            "AWS_HTTPS": settings.cdse_s3_https(),
+            "AWS_REGION": "default",
+        }
     raise CatalogError(
         "CDSE serves Sentinel-2 as JPEG 2000 on s3://eodata, which needs credentials: create "
         "S3 keys at https://eodata-s3keysmanager.dataspace.copernicus.eu and set "

@@ -9,8 +9,30 @@ import typer
 
 Checkpoint = Annotated[list[Path] | None, typer.Option(help="Checkpoint (.safetensors) of a net; repeat for both nets.", exists=True)]
 Onnx = Annotated[list[Path] | None, typer.Option(help="Exported ONNX file of a net; repeat for both nets.", exists=True)]
-Device = Annotated[str, typer.Option(help="Backend: auto (best available), tensorrt, ort-trt, cuda, cpu, torch.")]
-Precision = Annotated[str, typer.Option(help="TensorRT engine precision: fp32, fp16 or bf16.")]
+from ..options import Device as _Device
+from ..options import Precision as _Precision
+from ..options import choices, parse_choice, parse_device
+
+
+def _device(value: str | None) -> str | None:
+    """A typo is a usage error (exit 2) that lists the choices; combinations are the library's."""
+    try:
+        return None if value is None else parse_device(value)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+
+
+def _precision(value: str | None) -> str | None:
+    try:
+        return None if value is None else parse_choice(_Precision, value, "precision")
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+
+
+Device = Annotated[str, typer.Option(callback=_device, metavar="DEVICE",
+                                     help=f"Backend: {choices(_Device)} or cuda:N (auto: best available).")]
+Precision = Annotated[str, typer.Option(callback=_precision, metavar="PRECISION",
+                                        help=f"Engine precision: {choices(_Precision)} (which backends take which: see the docs).")]
 BuildEngine = Annotated[bool, typer.Option(help="Build the TensorRT engine on first use if none is cached.")]
 Tile = Annotated[int | None, typer.Option(help="Largest tile side in 10 m pixels (halo excluded); default: per backend (CPU 544, GPU 1024).", min=16)]
 Block = Annotated[int, typer.Option(help="Streaming block side in 10 m pixels (bounds memory).", min=60)]

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from ..options import Net as NetChoice
+from ..options import Variant as VariantChoice
 from . import app
 from ._options import (
     Batch,
@@ -129,8 +131,8 @@ def info(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable 
 @app.command("import-keras")
 def import_keras(
     hdf5: Annotated[Path, typer.Argument(help="Original DSen2 Keras weights (.hdf5).", exists=True)],
-    net: Annotated[str, typer.Option(help="Which net the file holds: 20 or 60.")],
-    variant: Annotated[str, typer.Option(help="dsen2 or vdsen2.")] = "dsen2",
+    net: Annotated[NetChoice, typer.Option(help="Which net the file holds.")],
+    variant: Annotated[VariantChoice, typer.Option(help="Architecture.")] = VariantChoice.DSEN2,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output checkpoint (.safetensors).")] = Path("imported.safetensors"),
 ) -> None:
     """Convert original DSen2 Keras .hdf5 weights to an s2sr checkpoint."""
@@ -142,6 +144,6 @@ def import_keras(
     from ..nets.keras import import_keras_weights
     from ._console import success
 
-    model = import_keras_weights(hdf5, net, variant)
+    model = import_keras_weights(hdf5, net.value, variant.value)
     save_checkpoint(model, out, provenance={"imported_from": hdf5.name, "source": "lanha/DSen2 Keras weights"})
     success(f"wrote {out}")

@@ -20,7 +20,7 @@ EngineDir = Annotated[
     Path | None,
     typer.Option("--engine-dir", envvar="S2SR_ENGINE_DIR", help="Engine cache folder [default: ./engines]."),
 ]
-Precision = Annotated[str, typer.Option(help="fp32, fp16 or bf16.", case_sensitive=False)]
+from ._options import Precision  # noqa: E402 - a typo is a usage error listing the choices
 
 
 @engine_app.command("build")
@@ -51,11 +51,17 @@ def build(
     files = list(onnx or [p for p in (default_onnx("net20"), default_onnx("net60")) if p is not None])
     if not files:
         raise ModelError("no default ONNX models are installed; pass the ONNX files to build (see `s2sr export`)")
+    try:
+        precision = check_precision(precision)
+    except ValueError as err:  # a valid precision that TensorRT engines do not take (auto, int8…)
+        from ..errors import InputError
+
+        raise InputError(f"engine build: {err}") from None
     for path in files:
         manifest = load_manifest(path)
         with err_console.status(f"building the {precision} TensorRT engine of {path.name} (minutes)…"):
             entry = build_engine(
-                path, manifest, precision=check_precision(precision), tile=tile, max_batch=max_batch,
+                path, manifest, precision=precision, tile=tile, max_batch=max_batch,
                 directory=engine_dir, max_mean_dn=max_mean_dn, workspace_gib=workspace_gib, force=force,
             )
         acc = entry.sidecar.get("accuracy", {})

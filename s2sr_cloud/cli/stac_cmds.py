@@ -78,9 +78,9 @@ def _intersects(value: str | None) -> dict[str, Any] | None:
 @app.command()
 def search(
     bbox: Annotated[str | None, typer.Option(help="Area W,S,E,N in degrees, e.g. -75.71,37.725,-75.69,37.745.")] = None,
-    datetime: Annotated[str | None, typer.Option("--datetime", help="Date or interval, e.g. 2024-06-01/2024-06-30.")] = None,
+    datetime: Annotated[str | None, typer.Option("--datetime", help="Date, month, year or interval, e.g. 2024-06-01/2024-06-30, 2024-06, 2024, ../2024-06-01.")] = None,
     max_cloud: Annotated[float | None, typer.Option(help="Largest eo:cloud_cover (percent).", min=0, max=100)] = None,
-    limit: Annotated[int, typer.Option(help="Most items.", min=1)] = 10,
+    limit: Annotated[int, typer.Option("--max-items", "--limit", help="Most items (as pystac-client's --max-items).", min=1)] = 10,
     collection: Annotated[list[str] | None, typer.Option(help="Collection id (repeatable); default: the catalog's L2A.")] = None,
     catalog: Annotated[str, typer.Option(help=_CATALOG_HELP, envvar="S2SR_CATALOG")] = "earth-search",
     intersects: Annotated[str | None, typer.Option(help="GeoJSON geometry (file or inline) instead of --bbox.")] = None,
@@ -125,8 +125,17 @@ def search(
     profile = resolve_catalog(catalog, asset_map=asset_map)
     params = SearchParams(bbox=box, intersects=geom, datetime=datetime, max_cloud=max_cloud,
                           limit=limit, collections=tuple(collection or ()))
-    with err_console.status(f"searching {profile.name} ({profile.url})"):
-        items = search_items(profile, params)
+    from ..errors import NoItemsFound
+
+    try:
+        with err_console.status(f"searching {profile.name} ({profile.url})"):
+            items = search_items(profile, params)
+    except NoItemsFound as err:
+        if not as_json or run:
+            raise
+        err_console.print(f"no items: {err}", highlight=False, markup=False)  # as pystac-client: empty, exit 0
+        typer.echo(json.dumps(item_collection([])))
+        return
     (err_console if as_json or run else out_console).print(_table(items))
     if as_json and not run:
         typer.echo(json.dumps(item_collection(items)))
@@ -174,7 +183,7 @@ def run_item(
     if catalog:
         profile = resolve_catalog(catalog, asset_map=asset_map)
     else:
-        profile = profile_for_item(it.to_dict())
+        profile = profile_for_item(it.to_dict(transform_hrefs=False))  # no link resolution (offline)
         if asset_map:
             profile = replace(profile, asset_keys=parse_asset_map(asset_map), collection_keys={})
     params = RunParams(out_dir=out, bbox=parse_bbox(bbox) if bbox else None, include_10m=include_10m,

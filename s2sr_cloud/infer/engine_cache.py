@@ -47,9 +47,9 @@ IDENTITY = ("name", "onnx_sha256", "gpu_name", "compute_capability", "tensorrt_v
 
 def engine_dir(path: str | os.PathLike[str] | None = None) -> Path:
     """The engine cache folder: ``path``, else ``$S2SR_ENGINE_DIR``, else ``./engines``."""
-    if path is not None:
-        return Path(path)
-    return Path(os.environ.get("S2SR_ENGINE_DIR") or "engines")
+    from ..settings import engine_dir as _engine_dir
+
+    return _engine_dir(path)
 
 
 def check_precision(precision: str) -> str:

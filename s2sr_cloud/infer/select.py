@@ -32,8 +32,9 @@ _ORT_ORDER = (("ort-trt", "TensorrtExecutionProvider"), ("cuda", "CUDAExecutionP
 
 def cache_dir() -> Path:
     """Per-user cache for ONNX files exported on the fly from checkpoints."""
-    base = os.environ.get("S2SR_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "s2sr-cloud")
-    return Path(base)
+    from ..settings import cache_dir as _cache_dir
+
+    return _cache_dir()
 
 
 def onnx_for_checkpoint(checkpoint: str | os.PathLike[str]) -> Path:

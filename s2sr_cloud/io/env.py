@@ -63,6 +63,10 @@ def gdal_options(params: HttpParams | None = None) -> dict[str, Any]:
         "VSI_CACHE_SIZE": str(p.vsi_cache_mb * 1024 * 1024),
         "GDAL_CACHEMAX": p.block_cache_mb * 1024 * 1024,
     })
+    from ..settings import aws_credentials_present
+
+    if aws_credentials_present():  # sign S3 reads (requester-pays / private buckets)
+        opts.pop("AWS_NO_SIGN_REQUEST", None)
     if p.extra:
         opts.update(p.extra)
         if "AWS_ACCESS_KEY_ID" in p.extra:

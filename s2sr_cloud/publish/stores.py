@@ -142,7 +142,9 @@ class S3Store:
         from ..errors import require
 
         boto3 = require("boto3", "s3")
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        from ..settings import aws_region
+
+        region = aws_region()
         return boto3.client("s3", endpoint_url=endpoint, region_name=region)  # type: ignore[attr-defined]
 
     def _key(self, key: str) -> str:
