@@ -24,17 +24,30 @@ err_console = Console(stderr=True)
 out_console = Console()
 
 
+#: ``-q`` given: no progress bars (errors and warnings still print).
+QUIET = False
+
+
 def setup_logging(verbosity: int) -> None:
-    """-q → WARNING, default → INFO, -v → DEBUG. Third-party loggers stay at WARNING."""
-    level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
-    root = logging.getLogger()
-    for h in list(root.handlers):
-        if isinstance(h, RichHandler):
-            root.removeHandler(h)
-    handler = RichHandler(console=err_console, show_path=False, show_time=False, markup=False)
-    logging.basicConfig(level=level, handlers=[handler], format="%(message)s", force=True)
+    """As pystac-client: default WARNING, ``-v`` INFO, ``-vv`` DEBUG; ``-q`` (-1) errors only
+    and no progress bars. Third-party loggers stay at WARNING below ``-vvv``.
+
+    On a terminal, logs go through rich; otherwise (a file, a pipe, a CI log) as plain
+    timestamped lines ``2024-01-01 12:00:00,000 INFO s2sr_cloud.pipeline: …``.
+    """
+    global QUIET
+    QUIET = verbosity < 0
+    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(max(-1, verbosity), logging.DEBUG)
+    handler: logging.Handler
+    if err_console.is_terminal:
+        handler = RichHandler(console=err_console, show_path=False, show_time=verbosity >= 2, markup=False)
+        fmt = "%(message)s"
+    else:
+        handler = logging.StreamHandler()
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level, handlers=[handler], format=fmt, force=True)
     for name in ("urllib3", "rasterio", "botocore", "boto3", "s3transfer", "onnxruntime"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(logging.DEBUG if verbosity >= 3 else logging.WARNING)
 
 
 def make_progress(*, transient: bool = False) -> Progress:
@@ -48,6 +61,7 @@ def make_progress(*, transient: bool = False) -> Progress:
         TimeRemainingColumn(),
         console=err_console,
         transient=transient,
+        disable=QUIET,
     )
 
 
