@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import CatalogHTTPError, RasterReadError, S2SRError
+from .errors import CatalogHTTPError, OutputExists, RasterReadError, S2SRError
 from .pipeline import ItemResult, ProgressEvent, RunParams, output_path, plan_item, process_item
 from .sr import Runner, model_info
 
@@ -244,7 +244,7 @@ def _write_record(result: ItemResult) -> None:
 
 
 # --------------------------------------------------------------------------- work units (run on workers)
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class _Unit:
     item: dict[str, Any]
     profile: CatalogProfile
@@ -254,6 +254,9 @@ class _Unit:
     """Inference threads per worker host."""
     rows: tuple[int, int] | None = None
     part: str | None = None
+
+    def __repr__(self) -> str:  # short, for Dask's task names and error logs
+        return f"<unit {self.item.get('id')}{'' if self.rows is None else f' rows {self.rows[0]}-{self.rows[1]}'}>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,9 +293,21 @@ def _attempt(unit: _Unit, body: Callable[[], _Done]) -> _Done:
         try:
             return body()
         except S2SRError as err:
-            if isinstance(err, TRANSIENT):
-                raise
-            return _Done(_worker_name(), time.perf_counter() - t0, rows=unit.rows, error=err)
+            if not isinstance(err, TRANSIENT):
+                return _Done(_worker_name(), time.perf_counter() - t0, rows=unit.rows, error=_portable(err))
+            again = _portable(err)
+    raise again  # outside the except block: no __context__ chain to pickle; Dask retries it
+
+
+def _portable(err: S2SRError) -> S2SRError:
+    """``err`` without its cause chain (GDAL's exceptions do not survive pickling), so the
+    client gets the real class and its exit code rather than a generic ``Exception``."""
+    try:
+        copy = type(err)(*err.args)
+        copy.__dict__.update(err.__dict__)
+    except Exception:  # noqa: BLE001 - an unusual constructor: keep the original
+        return err
+    return copy
 
 
 def run_item_unit(unit: _Unit) -> _Done:
@@ -314,6 +329,7 @@ def run_part_unit(unit: _Unit) -> _Done:
 
     def body() -> _Done:
         import rasterio
+        from rasterio.transform import Affine
 
         from .fsutil import tmp_beside
         from .pipeline import output_bands, stream_item
@@ -328,8 +344,10 @@ def run_part_unit(unit: _Unit) -> _Done:
         part = Path(unit.part)
         part.parent.mkdir(parents=True, exist_ok=True)
         tmp = tmp_beside(part.parent, part.name, ".tif")
+        t = plan.out.transform  # the part's own georeference: rows r0… of the output grid
         prof = {"driver": "GTiff", "width": plan.out.shape[1], "height": r1 - r0, "count": len(output_bands(unit.params)),
-                "dtype": "uint16", "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "LZW", "BIGTIFF": "IF_SAFER"}
+                "dtype": "uint16", "crs": plan.out.crs, "transform": Affine(t[0], t[1], t[2] + r0 * t[1], t[3], t[4], t[5] + r0 * t[4]),
+                "nodata": 0, "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "LZW", "BIGTIFF": "IF_SAFER"}
         try:
             with rasterio.open(tmp, "w", **prof) as ds:
                 def write(arr: Any, win: Window) -> None:
@@ -387,9 +405,12 @@ def assemble_unit(unit: _Unit, parts: Sequence[_Done]) -> _Done:
 
 
 def _remove_empty(folder: Path) -> None:
+    """Remove ``folder`` and then its parent where they are empty."""
     for d in (folder, folder.parent):
         try:
             d.rmdir()
+        except FileNotFoundError:
+            continue
         except OSError:
             return
 
@@ -612,11 +633,15 @@ def _run_cluster(
             continue
         try:
             plan = plan_item(item, profile, params)  # metadata only: bad items fail here, before any task
+            if path.exists() and not params.overwrite:
+                raise OutputExists(f"{path} exists; pass --overwrite to replace it")
         except S2SRError as err:
             tally.finish(key, ItemOutcome(item.id, "failed", path, error=err))
             continue
         doc = item.to_dict(transform_hrefs=False)
-        unit = _Unit(doc, profile, params, spec, dict(threads))
+        # the output was checked just now: a unit re-run after a lost worker (which may have
+        # finished the COG before dying) replaces its own output instead of failing
+        unit = _Unit(doc, profile, replace(params, overwrite=True), spec, dict(threads))
         bands = split_rows(plan.out.shape[0], params.block, unit_rows)
         name = f"{tag}-{key.split(':', 1)[0]}"
         if len(bands) == 1:
@@ -675,4 +700,4 @@ def _clean_temps(path: Path) -> None:
     staging = path.parent / PARTS_DIR / path.stem
     if staging.is_dir():
         shutil.rmtree(staging, ignore_errors=True)
-        _remove_empty(staging)
+        _remove_empty(staging.parent)
