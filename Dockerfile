@@ -26,7 +26,7 @@ RUN pip wheel --no-deps --wheel-dir /wheels .
 FROM ${PYTHON_IMAGE} AS cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
 COPY --from=wheel /wheels /wheels
-RUN pip install "$(echo /wheels/s2sr_cloud-*.whl)[s3,pc]" \
+RUN pip install "$(echo /wheels/s2sr_cloud-*.whl)[s3,pc,dask]" \
     && rm -rf /wheels \
     && useradd --create-home --uid 10001 --user-group s2sr \
     && mkdir -p /engines /work \
@@ -69,7 +69,7 @@ ENV PATH=/opt/venv/bin:$PATH
 COPY --from=wheel /wheels /wheels
 # onnxruntime (a core dependency) and onnxruntime-gpu share the import name `onnxruntime`:
 # install everything, then keep only the GPU build.
-RUN pip install "$(echo /wheels/s2sr_cloud-*.whl)[gpu,s3,pc]" \
+RUN pip install "$(echo /wheels/s2sr_cloud-*.whl)[gpu,s3,pc,dask]" \
     && pip uninstall -y onnxruntime onnxruntime-gpu \
     && pip install --no-deps "onnxruntime-gpu==${ORT_GPU_VERSION}" \
     && python -c "import tensorrt, onnxruntime; from cuda.bindings import runtime; print('tensorrt', tensorrt.__version__, onnxruntime.get_available_providers())"

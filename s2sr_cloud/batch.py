@@ -638,7 +638,7 @@ def _run_cluster(
         except S2SRError as err:
             tally.finish(key, ItemOutcome(item.id, "failed", path, error=err))
             continue
-        doc = item.to_dict(transform_hrefs=False)
+        doc = _item_doc(item)
         # the output was checked just now: a unit re-run after a lost worker (which may have
         # finished the COG before dying) replaces its own output instead of failing
         unit = _Unit(doc, profile, replace(params, overwrite=True), spec, dict(threads))
@@ -674,6 +674,16 @@ def _run_cluster(
         _clean_temps(path)
         tally.finish(key, o)
     return [tally.outcomes[k] for k in keys]
+
+
+def _item_doc(item: pystac.Item) -> dict[str, Any]:
+    """The item as a dict for a worker, asset hrefs absolute (a worker has no catalog to resolve against)."""
+    doc = item.to_dict(transform_hrefs=False)
+    for key, asset in item.assets.items():
+        href = asset.get_absolute_href()
+        if href and key in doc.get("assets", {}):
+            doc["assets"][key]["href"] = href
+    return doc
 
 
 def _model_infos(spec: ModelSpec, threads: Mapping[str, int]) -> dict[str, dict[str, Any]]:
