@@ -133,20 +133,57 @@ def _print_table(doc: dict) -> None:  # type: ignore[type-arg]
     for net in ("net20", "net60"):
         if net not in doc:
             continue
-        for method in ("model", "bicubic"):
+        for method in ("model", "net_only", "bicubic"):
+            if method not in doc[net]:
+                continue
             m = doc[net][method]
             cons = doc[net].get("consistency", {}).get(method, {}).get("rmse")
             sam_v = "-" if m["sam"] is None else f"{m['sam']:.3f}"
+            label = {"model": "s2sr" if "net_only" in doc[net] else "net", "net_only": "net only"}.get(method, method)
             table.add_row(
-                net, method, f"{m['rmse']:.2f}", f"{m['sre']:.2f}", sam_v, f"{m['uiq']:.4f}", f"{m['psnr']:.2f}",
+                net, label, f"{m['rmse']:.2f}", f"{m['sre']:.2f}", sam_v, f"{m['uiq']:.4f}", f"{m['psnr']:.2f}",
                 "-" if cons is None else f"{cons:.2f}",
+            )
+    out_console.print(table)
+    for net, why in doc.get("skipped", {}).items():
+        out_console.print(f"[dim]{net} skipped: {why}[/]")
+
+
+def _print_summary(sets: list[dict]) -> None:  # type: ignore[type-arg]
+    from rich.table import Table
+
+    from ._console import out_console
+
+    table = Table(title="Summary: mean over the scenes of each --scene (RMSE in DN, Wald protocol)")
+    for col in ("scenes", "net", "n", "RMSE s2sr", "RMSE net only", "RMSE bicubic", "ratio vs bicubic", "real-scale s2sr", "real-scale bicubic"):
+        table.add_column(col, justify="left" if col in ("scenes", "net") else "right")
+
+    def f(v: object) -> str:
+        return "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+
+    for st in sets:
+        for net in ("net20", "net60"):
+            m = st["summary"].get(net)
+            if m is None:
+                continue
+            table.add_row(
+                st["name"], net, str(m["scenes"]), f(m.get("rmse_model")), f(m.get("rmse_net_only")), f(m.get("rmse_bicubic")),
+                "-" if m.get("rmse_ratio_vs_bicubic") is None else f"{m['rmse_ratio_vs_bicubic']:.3f}",
+                f(m.get("consistency_model")), f(m.get("consistency_bicubic")),
             )
     out_console.print(table)
 
 
 @app.command("evaluate")
 def evaluate_cmd(
-    scene: Annotated[Path, typer.Option("--scene", help="Scene .npz, folder of band GeoTIFFs or STAC item .json (held out from training).")],
+    scene: Annotated[
+        list[Path],
+        typer.Option(
+            "--scene",
+            help="Scene .npz, folder of band GeoTIFFs or STAC item .json (held out from training); a folder of scenes is a "
+            "set, summarised as one (repeatable).",
+        ),
+    ],
     checkpoint: Annotated[list[Path] | None, typer.Option("--checkpoint", help="Checkpoint(s) to evaluate (net read from the file).")] = None,
     onnx: Annotated[list[Path] | None, typer.Option("--onnx", help="ONNX export(s) with manifest (net read from the manifest).")] = None,
     net: Annotated[str, typer.Option("--net", help="20, 60 or all.")] = "all",
@@ -158,28 +195,42 @@ def evaluate_cmd(
         Path | None,
         typer.Option("--output", help="Only check this existing super-resolved output of the scene (.npz or 8-band COG): real-scale consistency."),
     ] = None,
+    backproject: Annotated[
+        int,
+        typer.Option("--backproject", min=-1, help="Back-projection iterations of the consistency post-step (as the product applies it); -1: the raw nets only."),
+    ] = 2,
+    adapt: Annotated[
+        int,
+        typer.Option("--adapt", min=0, help="Scene-adaptive refinement: fine-tune each net this many steps on the evaluation input's own Wald pairs first (needs torch)."),
+    ] = 0,
+    adapt_lr: Annotated[float, typer.Option("--adapt-lr", help="Learning rate of --adapt.")] = 5e-5,
 ) -> None:
-    """Wald-protocol metrics (RMSE, SRE, SAM, UIQ, PSNR) of the nets and of bicubic on a scene.
+    """Wald-protocol metrics (RMSE, SRE, SAM, UIQ, PSNR) of the nets and of bicubic on scenes.
 
-    Without --checkpoint/--onnx the package's default weights are used.
+    Without --checkpoint/--onnx the package's default weights are used. "s2sr" rows are what
+    the product outputs (net + back-projection), "net only" the raw nets.
     """
     from ..errors import InputError
     from ..infer import load_runners
-    from ..train.data import load_scene
-    from ..train.evaluate import evaluate_scene, output_consistency
+    from ..train.adapt import AdaptConfig
+    from ..train.data import find_scenes, load_scene
+    from ..train.evaluate import evaluate_scene, output_consistency, summarize
     from ._console import make_progress, out_console
 
     nets = {"all": ("net20", "net60"), "20": ("net20",), "60": ("net60",)}.get(net.removeprefix("net"))
     if nets is None:
         raise InputError(f"--net must be 20, 60 or all, not {net!r}")
-    if not scene.exists():
-        raise InputError(f"scene {scene} does not exist")
+    for sc_path in scene:
+        if not sc_path.exists():
+            raise InputError(f"scene {sc_path} does not exist")
     if output is not None:
+        if len(scene) != 1:
+            raise InputError("--output checks one output against one --scene")
         if not output.exists():
             raise InputError(f"output {output} does not exist")
-        cons = output_consistency(load_scene(scene), output)
+        cons = output_consistency(load_scene(scene[0]), output)
         if as_json:
-            typer.echo(json.dumps({"scene": str(scene), "output": str(output), "consistency": cons}, indent=2))
+            typer.echo(json.dumps({"scene": str(scene[0]), "output": str(output), "consistency": cons}, indent=2))
         else:
             for name, c in cons.items():
                 out_console.print(f"{name}: real-scale consistency RMSE {c['rmse']:.2f} DN  {c['per_band']}")
@@ -187,11 +238,32 @@ def evaluate_cmd(
     ckpts, onnxs = _net_files(checkpoint, "checkpoint"), _net_files(onnx, "onnx")
     dev = device or ("torch" if ckpts and not onnxs else "auto")
     runners = load_runners(nets, onnx=onnxs, checkpoint=ckpts, device=dev)
-    sc = load_scene(scene)
+    adapt_cfg = AdaptConfig(steps=adapt, lr=adapt_lr) if adapt else None
+    sets = [(str(p), find_scenes([p])) for p in scene]
+    docs: list[list[dict]] = []  # type: ignore[type-arg]
     with make_progress(transient=True) as progress:
         task = progress.add_task("evaluate", total=None)
-        doc = evaluate_scene(sc, runners, real=real_scale, tile=tile, on_tile=lambda d, t: progress.update(task, completed=d, total=t))
+        for name, paths in sets:
+            group = []
+            for p in paths:
+                progress.update(task, description=f"evaluate {p.name}")
+                group.append(
+                    evaluate_scene(
+                        load_scene(p), runners, real=real_scale, tile=tile, backproject=backproject, adapt=adapt_cfg,
+                        checkpoints=ckpts, on_tile=lambda d, t: progress.update(task, completed=d, total=t),
+                    )
+                )
+            docs.append(group)
+    single = len(sets) == 1 and len(docs[0]) == 1
     if as_json:
-        typer.echo(json.dumps(doc, indent=2))
-    else:
-        _print_table(doc)
+        if single:
+            typer.echo(json.dumps(docs[0][0], indent=2))
+        else:
+            typer.echo(json.dumps({"sets": [{"name": n, "scenes": g, "summary": summarize(g)} for (n, _), g in zip(sets, docs, strict=True)]}, indent=2))
+        return
+    for group in docs:
+        for doc in group:
+            if single or len(group) == 1:
+                _print_table(doc)
+    if not single:
+        _print_summary([{"name": n, "summary": summarize(g)} for (n, _), g in zip(sets, docs, strict=True)])

@@ -10,58 +10,113 @@ the scene itself and compares the output, degraded back, with the input bands.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..backproject import ITERATIONS, project
 from ..bands import BANDS_20M, BANDS_60M, net_spec
 from ..metrics import all_metrics, bicubic_baseline, consistency
 from ..sr import ArraySource, ProgressFn, Runner, model_info, super_resolve
+from .adapt import AdaptConfig
 from .data import Scene
 from .wald import crop_to, wald_scene
 
 log = logging.getLogger(__name__)
 
 
-def wald_metrics(scene: Scene, net: str, runner: Runner, *, tile: int = 256, on_tile: ProgressFn | None = None) -> dict[str, Any]:
-    """Metrics of ``runner`` and of bicubic upsampling for one net on the degraded scene."""
+def _adapted(scene: Scene, net: str, runner: Runner, adapt: AdaptConfig | None, ckpt: str | None) -> tuple[Runner, dict[str, Any] | None]:
+    """A net fine-tuned from ``ckpt`` (default: shipped weights) on ``scene`` (the input the
+    product would get), or ``runner`` as is."""
+    if adapt is None or adapt.steps <= 0:
+        return runner, None
+    from ..errors import InputError
+    from .adapt import adapt_runner
+
+    t0 = time.monotonic()
+    try:
+        tuned = adapt_runner(scene, net, ckpt, adapt)
+    except InputError as err:
+        log.warning("no adaptation of %s on %s: %s", net, scene.name, err)
+        return runner, {"steps": 0, "skipped": str(err)}
+    return tuned, {"steps": adapt.steps, "lr": adapt.lr, "seconds": round(time.monotonic() - t0, 1)}
+
+
+def wald_metrics(
+    scene: Scene,
+    net: str,
+    runner: Runner,
+    *,
+    tile: int = 256,
+    on_tile: ProgressFn | None = None,
+    backproject: int = ITERATIONS,
+    adapt: AdaptConfig | None = None,
+    adapt_from: str | None = None,
+) -> dict[str, Any]:
+    """Metrics of ``runner`` and of bicubic upsampling for one net on the degraded scene.
+
+    ``model`` is what the product outputs (the net, then the back-projection post-step with
+    ``backproject`` iterations; ``< 0``: none); ``net_only`` is the net's raw output when a
+    post-step is applied. With ``adapt``, the net is first fine-tuned on the degraded scene
+    (the evaluation input) — never on the evaluation target.
+    """
     spec = net_spec(net)
     ws = wald_scene(scene.b10, scene.b20, scene.b60, spec.name)
+    degraded = Scene(f"{scene.name}/{spec.factor}", ws.b10, ws.b20, ws.b60)
+    runner, adapt_info = _adapted(degraded, spec.name, runner, adapt, adapt_from)
     src = ArraySource(ws.b10, ws.b20, ws.b60)
-    sr = super_resolve(src, {spec.name: runner}, tile=tile, on_tile=on_tile)[spec.name]
+    raw = super_resolve(src, {spec.name: runner}, tile=tile, on_tile=on_tile)[spec.name]
     lr = ws.b20 if spec.factor == 2 else ws.b60
+    sr = project(raw, lr, spec.factor, backproject) if backproject >= 0 else raw
     bic = bicubic_baseline(lr, spec.factor, ws.target.shape[1:])
     bands = list(spec.outputs)
     model = all_metrics(ws.target, sr, bands)
     base = all_metrics(ws.target, bic, bands)
-    return {
+    doc: dict[str, Any] = {
         "factor": spec.factor,
         "bands": bands,
         "shape": list(ws.target.shape[1:]),
         "runner": model_info(runner),
+        "backproject": backproject,
         "model": model,
         "bicubic": base,
         "rmse_reduction_vs_bicubic": round(1.0 - model["rmse"] / base["rmse"], 4) if base["rmse"] else None,
     }
+    if backproject >= 0:
+        doc["net_only"] = all_metrics(ws.target, raw, bands)
+    if adapt_info is not None:
+        doc["adapt"] = adapt_info
+    return doc
 
 
-def real_scale(scene: Scene, runners: Mapping[str, Runner], *, tile: int = 256, on_tile: ProgressFn | None = None) -> dict[str, Any]:
+def real_scale(
+    scene: Scene,
+    runners: Mapping[str, Runner],
+    *,
+    tile: int = 256,
+    on_tile: ProgressFn | None = None,
+    backproject: int = ITERATIONS,
+) -> dict[str, Any]:
     """Real-scale consistency of each net (and of bicubic) on the scene at native resolution."""
     b10, b20, b60 = crop_to(scene.b10, scene.b20, scene.b60, 6)
     src = ArraySource(b10, b20, b60)
     out = super_resolve(src, dict(runners), tile=tile, on_tile=on_tile)
     res: dict[str, Any] = {}
-    for name, sr in out.items():
+    for name, raw in out.items():
         spec = net_spec(name)
         lr = (b20 if spec.factor == 2 else b60).astype(np.float32)
         bands = list(BANDS_20M if spec.factor == 2 else BANDS_60M)
-        bic = bicubic_baseline(lr, spec.factor, sr.shape[1:])
+        bic = bicubic_baseline(lr, spec.factor, raw.shape[1:])
+        sr = project(raw, lr, spec.factor, backproject) if backproject >= 0 else raw
         res[name] = {
             "model": consistency(sr, lr, spec.factor, bands),
             "bicubic": consistency(bic, lr, spec.factor, bands),
         }
+        if backproject >= 0:
+            res[name]["net_only"] = consistency(raw, lr, spec.factor, bands)
     return res
 
 
@@ -72,21 +127,56 @@ def evaluate_scene(
     real: bool = True,
     tile: int = 256,
     on_tile: ProgressFn | None = None,
+    backproject: int = ITERATIONS,
+    adapt: AdaptConfig | None = None,
+    checkpoints: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The ``s2sr evaluate`` document: ``{"net20": {...}, "net60": {...}, "scene": …}``.
 
     Each net entry holds ``model`` and ``bicubic`` metrics (means over bands plus
-    ``per_band``) and, with ``real``, ``consistency`` (real-scale RMSE in DN).
+    ``per_band``), ``net_only`` (the raw net, when the back-projection post-step is on) and,
+    with ``real``, ``consistency`` (real-scale RMSE in DN). Scenes too small for a net (the
+    60 m net needs 36 px at 10 m) leave that net out, with a ``skipped`` reason.
     """
+    from ..errors import InputError
+
     doc: dict[str, Any] = {"scene": {"name": scene.name, "files": [str(f) for f in scene.files], "shape10": list(scene.b10.shape[1:])}}
     for name, runner in runners.items():
         log.info("Wald evaluation of %s on %s", name, scene.name)
-        doc[net_spec(name).name] = wald_metrics(scene, name, runner, tile=tile, on_tile=on_tile)
+        try:
+            doc[net_spec(name).name] = wald_metrics(
+                scene, name, runner, tile=tile, on_tile=on_tile, backproject=backproject, adapt=adapt, adapt_from=(checkpoints or {}).get(net_spec(name).name)
+            )
+        except InputError as err:
+            doc.setdefault("skipped", {})[net_spec(name).name] = str(err)
     if real:
         log.info("real-scale consistency on %s", scene.name)
-        for name, entry in real_scale(scene, runners, tile=tile, on_tile=on_tile).items():
-            doc[name]["consistency"] = entry
+        for name, entry in real_scale(scene, runners, tile=tile, on_tile=on_tile, backproject=backproject).items():
+            if name in doc:
+                doc[name]["consistency"] = entry
     return doc
+
+
+def summarize(docs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Means over scenes of each net's band-mean RMSE (model, net only, bicubic) and consistency."""
+    out: dict[str, Any] = {"scenes": len(docs)}
+    for net in ("net20", "net60"):
+        entries = [d[net] for d in docs if net in d]
+        if not entries:
+            continue
+        s: dict[str, Any] = {"scenes": len(entries)}
+        for key in ("model", "net_only", "bicubic"):
+            vals = [e[key]["rmse"] for e in entries if key in e]
+            if vals:
+                s[f"rmse_{key}"] = round(float(np.mean(vals)), 2)
+        if s.get("rmse_bicubic"):
+            s["rmse_ratio_vs_bicubic"] = round(s["rmse_model"] / s["rmse_bicubic"], 4)
+        for key in ("model", "net_only", "bicubic"):
+            vals = [e["consistency"][key]["rmse"] for e in entries if key in e.get("consistency", {})]
+            if vals:
+                s[f"consistency_{key}"] = round(float(np.mean(vals)), 2)
+        out[net] = s
+    return out
 
 
 def read_sr_output(path: Path) -> dict[str, np.ndarray]:
