@@ -133,8 +133,15 @@ def test_same_model_rule() -> None:
 def test_cluster_run_equals_in_process_and_reruns_skip(api_items, narrow, reference, client, tmp_path: Path) -> None:
     prof, items = api_items
     events: list[BatchEvent] = []
+    published: list[tuple[int, str, bool]] = []
+
+    def publish(result) -> None:  # runs in this process, after the record is written
+        rec = result.path.with_name(result.path.stem + ".s2sr.json")
+        published.append((os.getpid(), result.item.id, rec.is_file()))
+
     params = RunParams(out_dir=tmp_path, block=BLOCK, http=FAST)
-    outcomes = process_items(items, prof, params, models=narrow, client=client, unit_rows=2 * BLOCK, on_event=events.append)
+    outcomes = process_items(items, prof, params, models=narrow, client=client, unit_rows=2 * BLOCK,
+                             on_event=events.append, publish=publish)
     assert [o.item_id for o in outcomes] == [i.id for i in items]
     assert [o.status for o in outcomes] == ["done"] * 4, [o.error for o in outcomes]
     by_id = {o.item_id: o for o in outcomes}
@@ -146,6 +153,7 @@ def test_cluster_run_equals_in_process_and_reruns_skip(api_items, narrow, refere
         assert o.path.with_name(o.path.stem + ".s2sr.json").is_file()  # the record, written by the client
         assert o.result is not None and o.result.item is next(i for i in items if i.id == o.item_id)
     _no_leftovers(tmp_path)
+    assert sorted(published) == sorted((os.getpid(), i.id, True) for i in items)
     items_ev = [e for e in events if e.kind == "item"]
     assert [e.done for e in items_ev] == [1, 2, 3, 4] and items_ev[-1].units_done == items_ev[-1].units_total == 6
     assert items_ev[-1].pixels_done == 540 * 540 + 3 * 120 * 120
@@ -257,3 +265,22 @@ def test_cli_search_run_workers_writes_the_in_process_cogs(narrow, tmp_path: Pat
     assert len(lines[0]["workers"]) == 1 and lines[0]["path"] == str(out / f"{VA_ID}-s2sr.tif")
     _same_cog(ref[0].path, Path(lines[0]["path"]))
     _no_leftovers(out)
+
+
+def test_cli_run_on_a_running_scheduler_named_by_the_environment(narrow, client, reference, tmp_path: Path) -> None:
+    """`s2sr run` as a real process submits to the running cluster named by DASK_SCHEDULER_ADDRESS."""
+    from ._fx_stac import SAMPLE
+
+    item_id = next(i for i in reference if i != VA_ID)
+    item = SAMPLE / "sentinel-2-l2a" / item_id / f"{item_id}.json"
+    onnx = [a for _, p in narrow.onnx for a in ("--onnx", p)]
+    env = {**os.environ, "DASK_SCHEDULER_ADDRESS": client.scheduler.address}
+    proc = subprocess.run([S2SR, "run", str(item), "--out", str(tmp_path), "--json", *onnx, "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert f"the Dask scheduler {client.scheduler.address}" in " ".join(proc.stderr.split())
+    (line,) = [json.loads(ln) for ln in proc.stdout.splitlines()]
+    assert line["status"] == "done" and line["workers"][0] in client.scheduler_info()["workers"]
+    with rasterio.open(line["path"]) as a, rasterio.open(reference[item_id]) as b:
+        assert np.array_equal(a.read(), b.read())
+    assert len(client.scheduler_info()["workers"]) == 2  # the cluster outlives the run
