@@ -151,6 +151,7 @@ def _tags(item: pystac.Item, plan: ItemPlan, runners: Mapping[str, Runner], prof
         "S2SR_BOA_OFFSET_REMOVED": ",".join(str(o) for o in offsets),
         "S2SR_BACKEND": ",".join(sorted({r.backend for r in runners.values()})),
         "S2SR_MODELS": ",".join(str(model_info(r).get("name", n)) for n, r in runners.items()),
+        "S2SR_PRECISION": ",".join(f"{n}={model_info(r).get('precision', 'fp32')}" for n, r in runners.items()),
     }
 
 

@@ -63,7 +63,8 @@ def superres_npz(
     res = super_resolve(src, runners, tile=tile, batch=batch, on_tile=on_progress)
     with atomic_path(out, suffix=".npz") as tmp:
         arrays = {{"net20": "b20", "net60": "b60"}[n]: to_uint16(a) for n, a in res.items()}
-        np.savez_compressed(tmp, **arrays, backends=np.array([r.backend for r in runners.values()]))
+        np.savez_compressed(tmp, **arrays, backends=np.array([r.backend for r in runners.values()]),
+                            precisions=np.array([str(getattr(r, "precision", "fp32")) for r in runners.values()]))
     return out
 
 
@@ -98,6 +99,7 @@ def superres_geotiff(
         tags = {
             "S2SR_VERSION": __version__,
             "S2SR_BACKENDS": ",".join(f"{k}={r.backend}" for k, r in runners.items()),
+            "S2SR_PRECISION": ",".join(f"{k}={getattr(r, 'precision', 'fp32')}" for k, r in runners.items()),
             "S2SR_DN_CONVENTION": "DN = 10000 x reflectance of the input (same convention as the input files)",
         }
         with CogWriter(

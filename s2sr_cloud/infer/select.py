@@ -26,7 +26,7 @@ from .onnxrt import OnnxRunner, available_providers
 
 log = logging.getLogger(__name__)
 
-DEVICES = ("auto", "tensorrt", "ort-trt", "cuda", "cpu", "torch")
+DEVICES = ("auto", "tensorrt", "ort-trt", "cuda", "cpu", "torch", "openvino")
 _ORT_ORDER = (("ort-trt", "TensorrtExecutionProvider"), ("cuda", "CUDAExecutionProvider"), ("cpu", "CPUExecutionProvider"))
 
 
@@ -67,18 +67,22 @@ def _resolve_onnx(net: str, onnx: str | os.PathLike[str] | None, checkpoint: str
     )
 
 
-def _torch_runner(net: str, checkpoint: str | os.PathLike[str] | None) -> Runner:
+def _torch_runner(net: str, checkpoint: str | os.PathLike[str] | None, device: str, precision: str) -> Runner:
+    """PyTorch on ``cuda:N`` (``torch`` = the first GPU PyTorch sees, else the CPU)."""
     from ..errors import require
 
     require("torch", "train")
     from ..nets.checkpoint import load_checkpoint
-    from ..nets.model import TorchRunner
+    from .torch_gpu import TorchGpuRunner, resolve_device
 
     ckpt = checkpoint or default_checkpoint(net)
     if ckpt is None:
         raise ModelError(f"--device torch needs a checkpoint for the {net_spec(net).name} net")
+    where = resolve_device(device)
+    if precision == "auto":  # low precision on a GPU only behind a gate; none is measured yet for torch
+        precision = "fp32"
     loaded = load_checkpoint(ckpt, net=net)
-    return TorchRunner(loaded.model, name=Path(ckpt).stem, checkpoint_sha256=loaded.sha256)
+    return TorchGpuRunner(loaded.model, where, precision, name=Path(ckpt).stem, checkpoint_sha256=loaded.sha256)
 
 
 def _native_trt(onnx_path: Path, manifest: dict[str, Any], precision: str, build: bool) -> Runner | None:
@@ -87,6 +91,39 @@ def _native_trt(onnx_path: Path, manifest: dict[str, Any], precision: str, build
     except ImportError:  # module not present in this build
         return None
     return trt.native_runner_if_cached(onnx_path, manifest, precision=precision, build=build)
+
+
+#: Precisions each CPU backend takes (``auto``: the gate of :mod:`.gate` decides).
+CPU_PRECISIONS = ("fp32", "bf16", "int8", "auto")
+
+
+def _cpu_runner(onnx_path: Path, manifest: dict[str, Any], precision: str, threads: int | None, *, openvino: bool = False) -> Runner:
+    """ONNX Runtime (fp32) or OpenVINO (fp32/bf16/int8); ``auto`` = fastest mode passing the gate."""
+    from . import openvino as ovmod
+
+    if precision not in CPU_PRECISIONS:
+        raise BackendUnavailable(f"on CPU --precision takes {', '.join(CPU_PRECISIONS)}, not {precision!r} (fp16 is for GPUs)")
+    if precision == "auto":
+        if not ovmod.available():
+            log.info("--precision auto: OpenVINO is not installed, running fp32 on ONNX Runtime")
+            precision, backend = "fp32", "onnxruntime"
+        else:
+            from .gate import best_mode, load_or_measure
+
+            try:
+                result = load_or_measure({manifest["net"]: onnx_path}, {manifest["net"]: manifest})
+                backend, precision = best_mode(result, manifest["net"])
+            except Exception as err:  # noqa: BLE001 - a failed gate must not stop the run
+                log.warning("precision gate failed (%s); running fp32 on ONNX Runtime", err)
+                backend, precision = "onnxruntime", "fp32"
+            log.info("--precision auto for %s: %s %s (fastest mode that passes the gate here)", manifest["net"], backend, precision)
+        if openvino and backend == "onnxruntime":
+            backend = "openvino"
+    else:
+        backend = "openvino" if (openvino or precision != "fp32") else "onnxruntime"
+    if backend == "openvino":
+        return ovmod.OpenVinoRunner(onnx_path, manifest, precision, threads=threads)
+    return OnnxRunner(onnx_path, manifest, "cpu", threads=threads)
 
 
 def load_runner(
@@ -99,33 +136,71 @@ def load_runner(
     build_engine: bool = False,
     threads: int | None = None,
 ) -> Runner:
-    """The runner for one net on the best (or the forced) backend."""
-    if device not in DEVICES:
-        raise BackendUnavailable(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
-    if device == "torch":
-        return _torch_runner(net, checkpoint)
+    """The runner for one net on the best (or the forced) backend.
+
+    ``device``: ``auto`` (native TensorRT engine, ONNX Runtime TensorRT/CUDA, then the CPU),
+    ``tensorrt``, ``ort-trt``, ``cuda`` (ONNX Runtime's CUDA provider, else PyTorch on
+    CUDA), ``cuda:N`` / ``torch`` (PyTorch), ``openvino``, ``cpu``. ``precision``: ``fp32``,
+    ``fp16``/``bf16`` (GPUs; bf16 also OpenVINO on CPUs with native bf16), ``int8``
+    (OpenVINO), ``auto`` (the fastest mode passing the accuracy gate here). Under ``auto``
+    every fallback is logged with its reason.
+    """
+    device = str(device).strip().lower()
+    if device not in DEVICES and not device.startswith("cuda:"):
+        raise BackendUnavailable(f"unknown device {device!r}; expected one of {', '.join(DEVICES)} or cuda:N")
+    if device == "torch" or device.startswith("cuda:"):
+        return _torch_runner(net, checkpoint, device, precision)
     onnx_path = _resolve_onnx(net, onnx, checkpoint)
     manifest = load_manifest(onnx_path)
     if manifest["net"] != net_spec(net).name:
         raise ModelError(f"{onnx_path} is the {manifest['net']} net, expected {net_spec(net).name}")
-    if device in ("auto", "tensorrt"):
-        runner = _native_trt(onnx_path, manifest, precision, build_engine or device == "tensorrt")
+    if device in ("cpu", "openvino"):
+        return _cpu_runner(onnx_path, manifest, precision, threads, openvino=device == "openvino")
+    gpu_precision = {"auto": "fp16"}.get(precision, precision)
+    if device in ("auto", "tensorrt") and gpu_precision in ("fp32", "fp16", "bf16"):
+        try:
+            runner = _native_trt(onnx_path, manifest, gpu_precision, build_engine or device == "tensorrt")
+        except Exception as err:  # noqa: BLE001 - engine build or accuracy gate failed
+            if device == "tensorrt":
+                raise
+            log.warning("native TensorRT %s engine unavailable (%s); trying the next backend", gpu_precision, err)
+            runner = None
+        if runner is None and precision == "auto" and device == "auto":
+            try:
+                runner = _native_trt(onnx_path, manifest, "fp32", build_engine)
+            except Exception as err:  # noqa: BLE001
+                log.warning("native TensorRT fp32 engine unavailable (%s); trying the next backend", err)
         if runner is not None:
             return runner
         if device == "tensorrt":
             raise BackendUnavailable(
-                "no native TensorRT engine can run here (needs the `gpu` extra and an NVIDIA GPU); "
+                "no native TensorRT engine can run here (needs `pip install 's2sr-cloud[gpu]'` and an NVIDIA GPU); "
                 "try --device cuda or --device cpu"
             )
     providers = available_providers()
+    if device == "cuda" and "CUDAExecutionProvider" not in providers:
+        from .torch_gpu import cuda_devices
+
+        if cuda_devices():
+            log.info("ONNX Runtime has no CUDA provider here; running the %s net on PyTorch CUDA", net)
+            return _torch_runner(net, checkpoint, "cuda:0", precision)
     if device != "auto":
+        if precision not in ("fp32", "auto"):
+            raise BackendUnavailable(f"ONNX Runtime on {device} runs fp32 only; for --precision {precision} use "
+                                     "--device tensorrt (fp16/bf16), --device torch (fp16/bf16) or --device cpu (bf16/int8)")
         return OnnxRunner(onnx_path, manifest, device, threads=threads)
     for dev, provider in _ORT_ORDER:
-        if provider in providers:
-            try:
-                return OnnxRunner(onnx_path, manifest, dev, threads=threads)
-            except (BackendUnavailable, ModelError) as err:
-                log.warning("backend %s unavailable (%s); trying the next one", dev, err)
+        if provider not in providers:
+            continue
+        if dev == "cpu":
+            return _cpu_runner(onnx_path, manifest, precision, threads)
+        if precision not in ("fp32", "auto"):
+            log.info("skipping ONNX Runtime %s: it runs fp32 only, --precision %s asked", dev, precision)
+            continue
+        try:
+            return OnnxRunner(onnx_path, manifest, dev, threads=threads)
+        except (BackendUnavailable, ModelError) as err:
+            log.warning("backend %s unavailable (%s); trying the next one", dev, err)
     raise BackendUnavailable("no ONNX Runtime execution provider could load the model")
 
 
@@ -190,7 +265,7 @@ def describe_backends() -> dict[str, Any]:
     return {
         "versions": {
             name: _version(name)
-            for name in ("s2sr-cloud", "onnxruntime", "onnxruntime-gpu", "tensorrt", "torch", "onnx", "rasterio", "numpy")
+            for name in ("s2sr-cloud", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt", "torch", "onnx", "rasterio", "numpy")
         },
         "onnxruntime_providers": providers,
         "gpus": gpu_list,
@@ -199,6 +274,7 @@ def describe_backends() -> dict[str, Any]:
             "onnxruntime TensorRT": "TensorrtExecutionProvider" in providers and bool(gpu_list),
             "onnxruntime CUDA": "CUDAExecutionProvider" in providers and bool(gpu_list),
             "onnxruntime CPU": "CPUExecutionProvider" in providers,
+            "openvino CPU": _version("openvino") is not None,
             "torch": _version("torch") is not None,
         },
         "default_weights": {

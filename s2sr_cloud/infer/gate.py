@@ -1,0 +1,192 @@
+"""The accuracy gate behind ``--precision auto`` on CPU, measured once per machine.
+
+For every reduced-precision CPU mode (OpenVINO ``bf16`` where the CPU has it natively,
+``int8``) and each net, against the fp32 reference (ONNX Runtime, which equals PyTorch
+within the export gate):
+
+* **DN difference on real imagery**: both run :func:`~s2sr_cloud.sr.super_resolve` on a
+  real scene at its own scale; mean and 99.9th percentile of ``|Δ|`` in DN, and the max.
+* **Wald protocol**: the RMSE of the net on the scene degraded by its factor
+  (:func:`~s2sr_cloud.train.evaluate.wald_metrics`, what ``s2sr evaluate`` reports), fp32
+  vs the mode; the relative change.
+* **Speed**: inference seconds per megapixel of that real-scale run, fp32 (ORT and
+  OpenVINO) and the mode, so ``auto`` picks by measurement on this CPU, not by label.
+
+A mode passes when the Wald RMSE worsens by at most :data:`MAX_RMSE_WORSENING` (1 %),
+the mean ``|Δ|`` is at most :data:`MAX_MEAN_DN` and the 99.9th percentile at most
+:data:`MAX_P999_DN`. ``auto`` is the fastest passing mode (fp32 always passes). The result
+is cached as JSON under the cache folder, keyed by CPU, library versions and the ONNX
+sha256s, so it is measured once per machine and model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..settings import cache_dir
+
+log = logging.getLogger(__name__)
+
+MAX_RMSE_WORSENING = 0.01
+MAX_MEAN_DN = 5.0
+MAX_P999_DN = 60.0
+GATE_FORMAT = "s2sr-precision-gate/1"
+
+
+def gate_scene_path() -> Path:
+    """``$S2SR_GATE_SCENE``, else the held-out Malmö scene of a source checkout, else the packaged sample."""
+    env = os.environ.get("S2SR_GATE_SCENE")
+    if env:
+        return Path(env)
+    pkg = Path(__file__).resolve().parent.parent
+    malmo = pkg.parent / "tests" / "data" / "S2A_MSIL1C_20170527_T33UUB.npz"
+    if malmo.exists():
+        return malmo
+    root = pkg / "sample" / "sentinel-2-l1c"
+    return sorted(p for p in root.iterdir() if p.is_dir())[0]
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cpu_flags() -> list[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return sorted(x for x in line.split(":", 1)[1].split() if x.startswith(("avx512", "amx", "avx2", "fma")))
+    except OSError:
+        pass
+    return []
+
+
+def machine_key(manifests: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """What the gate result depends on: CPU, core count, library versions, the models."""
+    import onnxruntime
+
+    from .openvino import import_openvino
+
+    return {
+        "cpu": _cpu_name(),
+        "cpu_flags": _cpu_flags(),
+        "cores": os.cpu_count(),
+        "onnxruntime": onnxruntime.__version__,
+        "openvino": import_openvino().__version__,
+        "models": {n: m.get("onnx_sha256") for n, m in sorted(manifests.items())},
+    }
+
+
+def gate_path(key: Mapping[str, Any]) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / "precision-gate" / f"{digest}.json"
+
+
+def _real_run(scene: Any, net: str, runner: Any) -> tuple[np.ndarray, float]:
+    from ..sr import ArraySource, super_resolve
+
+    src = ArraySource(scene.b10, scene.b20, scene.b60)
+    runner.inference_time = 0.0
+    out = super_resolve(src, {net: runner})[net]
+    mpx = scene.b10.shape[1] * scene.b10.shape[2] / 1e6
+    return out, runner.inference_time / mpx
+
+
+def measure(onnx: Mapping[str, Path], manifests: Mapping[str, dict[str, Any]], modes: list[str], scene_path: Path | None = None) -> dict[str, Any]:
+    """Run the gate for ``modes`` (OpenVINO precisions) on every net; see the module docstring."""
+    from ..train.data import load_scene
+    from ..train.evaluate import wald_metrics
+    from .onnxrt import OnnxRunner
+    from .openvino import OpenVinoRunner
+
+    scene_path = scene_path or gate_scene_path()
+    scene = load_scene(scene_path)
+    nets: dict[str, Any] = {}
+    for net, path in onnx.items():
+        man = manifests[net]
+        t0 = time.perf_counter()
+        with OnnxRunner(path, man, "cpu") as ref:
+            ref_out, ref_s = _real_run(scene, net, ref)
+            ref_rmse = float(wald_metrics(scene, net, ref)["model"]["rmse"])
+        res: dict[str, Any] = {"fp32": {"backend": "onnxruntime-cpu", "s_per_mpx": round(ref_s, 3), "wald_rmse": round(ref_rmse, 3), "passed": True}}
+        for mode in ["fp32", *modes]:
+            key = f"openvino-{mode}"
+            try:
+                runner = OpenVinoRunner(path, man, mode)
+            except Exception as err:  # noqa: BLE001 - a mode that cannot run here just fails the gate
+                res[key] = {"backend": "openvino-cpu", "precision": mode, "passed": False, "error": str(err)}
+                continue
+            with runner:
+                out, s = _real_run(scene, net, runner)
+                rmse = float(wald_metrics(scene, net, runner)["model"]["rmse"])
+            d = np.abs(out - ref_out)
+            change = (rmse - ref_rmse) / ref_rmse if ref_rmse else 0.0
+            entry = {
+                "backend": "openvino-cpu", "precision": mode, "s_per_mpx": round(s, 3),
+                "mean_abs_dn": round(float(d.mean()), 3), "p999_abs_dn": round(float(np.percentile(d, 99.9)), 2),
+                "max_abs_dn": round(float(d.max()), 1), "wald_rmse": round(rmse, 3), "wald_rmse_change": round(change, 5),
+            }
+            entry["passed"] = bool(change <= MAX_RMSE_WORSENING and entry["mean_abs_dn"] <= MAX_MEAN_DN and entry["p999_abs_dn"] <= MAX_P999_DN)
+            res[key] = entry
+        log.info("precision gate for %s measured in %.0f s", net, time.perf_counter() - t0)
+        nets[net] = res
+    return {
+        "format": GATE_FORMAT,
+        "measured": datetime.now(UTC).isoformat(timespec="seconds"),
+        "scene": str(scene_path),
+        "tolerance": {"max_wald_rmse_worsening": MAX_RMSE_WORSENING, "max_mean_abs_dn": MAX_MEAN_DN, "max_p999_abs_dn": MAX_P999_DN},
+        "nets": nets,
+    }
+
+
+def best_mode(result: Mapping[str, Any], net: str) -> tuple[str, str]:
+    """``(backend, precision)`` of the fastest passing mode for ``net``: ``("onnxruntime", "fp32")``
+    or ``("openvino", mode)``."""
+    modes = result["nets"][net]
+    passing = [(v["s_per_mpx"], k) for k, v in modes.items() if v.get("passed") and "s_per_mpx" in v]
+    _, best = min(passing)
+    if best == "fp32":
+        return "onnxruntime", "fp32"
+    return "openvino", best.removeprefix("openvino-")
+
+
+def load_or_measure(onnx: Mapping[str, Path], manifests: Mapping[str, dict[str, Any]], *, remeasure: bool = False) -> dict[str, Any]:
+    """The cached gate for these models on this machine, measured now if there is none."""
+    from ..fsutil import atomic_path
+    from .openvino import supported_precisions
+
+    key = machine_key(manifests)
+    path = gate_path(key)
+    if path.exists() and not remeasure:
+        try:
+            cached = json.loads(path.read_text())
+            if cached.get("key") == key and set(onnx) <= set(cached.get("nets", {})):
+                return cached
+        except (OSError, ValueError):
+            log.warning("ignoring an unreadable precision gate cache %s", path)
+    modes = [m for m in supported_precisions() if m != "fp32"]
+    log.warning("measuring the precision gate on this machine (%s; once, cached in %s)", ", ".join(modes) or "fp32 only", path)
+    result = measure(onnx, manifests, modes)
+    result["key"] = key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, suffix=".json") as tmp:
+        Path(tmp).write_text(json.dumps(result, indent=1))
+    return result

@@ -1,0 +1,203 @@
+"""Reduced-precision CPU inference (OpenVINO fp32/bf16/int8), the accuracy gate behind
+``--precision auto``, backend selection, and the PyTorch GPU runner's CPU path."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from s2sr_cloud.errors import BackendUnavailable
+from s2sr_cloud.infer.manifest import load_manifest
+from s2sr_cloud.sr import ArraySource, model_info, super_resolve
+from s2sr_cloud.weights import default_onnx
+
+ROOT = Path(__file__).resolve().parents[1]
+CROP = ROOT / "s2sr_cloud" / "data" / "verify_T33UUB_120.npz"  # real Malmö imagery, 120²
+
+ov = pytest.importorskip("openvino")
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    d = tmp_path / "cache"
+    monkeypatch.setenv("S2SR_CACHE_DIR", str(d))
+    monkeypatch.setenv("S2SR_GATE_SCENE", str(CROP))
+    from s2sr_cloud.infer import quant
+
+    # a smaller calibration set keeps the test quick; the recipe is the same
+    monkeypatch.setattr(quant, "CALIB_TILES", 4)
+    monkeypatch.setattr(quant, "CALIB_TILE", 64)
+    return d
+
+
+def _crop() -> ArraySource:
+    with np.load(CROP) as z:
+        return ArraySource(z["b10"], z["b20"], z["b60"])
+
+
+def _onnx(net: str) -> tuple[Path, dict]:
+    p = default_onnx(net)
+    assert p is not None
+    return p, load_manifest(p)
+
+
+def test_openvino_fp32_equals_onnxruntime_on_real_imagery():
+    from s2sr_cloud.infer.onnxrt import OnnxRunner
+    from s2sr_cloud.infer.openvino import OpenVinoRunner
+
+    path, man = _onnx("net60")
+    src = _crop()
+    with OnnxRunner(path, man, "cpu") as ref, OpenVinoRunner(path, man, "fp32") as run:
+        a = super_resolve(src, {"net60": ref})["net60"]
+        b = super_resolve(src, {"net60": run})["net60"]
+        info = model_info(run)
+    assert np.abs(a - b).max() < 0.05  # DN: the same fp32 arithmetic, other kernels
+    assert info["backend"] == "openvino-cpu" and info["precision"] == "fp32"
+    assert info["onnx_sha256"] == man["onnx_sha256"]
+
+
+def test_int8_quantized_once_cached_and_close_to_fp32(cache):
+    from s2sr_cloud.infer.onnxrt import OnnxRunner
+    from s2sr_cloud.infer.openvino import OpenVinoRunner
+    from s2sr_cloud.infer.quant import int8_path
+
+    path, man = _onnx("net20")
+    src = _crop()
+    with OpenVinoRunner(path, man, "int8") as q:
+        y = super_resolve(src, {"net20": q})["net20"]
+    cached = int8_path(man)
+    assert cached.exists() and cached.is_relative_to(cache)
+    mtime = cached.stat().st_mtime_ns
+    with OpenVinoRunner(path, man, "int8"), OnnxRunner(path, man, "cpu") as ref:
+        x = super_resolve(src, {"net20": ref})["net20"]
+    assert cached.stat().st_mtime_ns == mtime  # reused, not re-quantized
+    d = np.abs(x - y)
+    # int8 is an approximation: close on average, not equal
+    assert 0 < d.mean() < 25, d.mean()
+
+
+def test_gate_measures_states_tolerance_and_caches(cache, monkeypatch):
+    from s2sr_cloud.infer import gate
+
+    path, man = _onnx("net60")
+    result = gate.load_or_measure({"net60": path}, {"net60": man})
+    modes = result["nets"]["net60"]
+    assert result["scene"] == str(CROP)
+    assert result["tolerance"]["max_wald_rmse_worsening"] == 0.01
+    assert modes["fp32"]["passed"] and modes["fp32"]["backend"] == "onnxruntime-cpu"
+    assert modes["openvino-fp32"]["mean_abs_dn"] < 0.05 and modes["openvino-fp32"]["passed"]
+    for k, v in modes.items():
+        if k != "fp32" and "error" not in v:
+            assert {"mean_abs_dn", "p999_abs_dn", "wald_rmse", "wald_rmse_change", "s_per_mpx"} <= set(v)
+            assert v["passed"] == (v["wald_rmse_change"] <= 0.01 and v["mean_abs_dn"] <= gate.MAX_MEAN_DN
+                                   and v["p999_abs_dn"] <= gate.MAX_P999_DN)
+    backend, prec = gate.best_mode(result, "net60")
+    chosen = modes["fp32" if backend == "onnxruntime" else f"openvino-{prec}"]
+    assert chosen["passed"]
+    assert chosen["s_per_mpx"] == min(v["s_per_mpx"] for v in modes.values() if v.get("passed") and "s_per_mpx" in v)
+    files = list((cache / "precision-gate").glob("*.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text())["key"]["models"]["net60"] == man["onnx_sha256"]
+
+    def boom(*a, **k):
+        raise AssertionError("re-measured although cached")
+
+    monkeypatch.setattr(gate, "measure", boom)
+    assert gate.load_or_measure({"net60": path}, {"net60": man})["nets"] == result["nets"]
+    # --precision auto picks the cached choice
+    from s2sr_cloud.infer import load_runner
+
+    r = load_runner("net60", device="cpu", precision="auto")
+    assert (r.backend, r.precision) == (("onnxruntime-cpu", "fp32") if backend == "onnxruntime" else ("openvino-cpu", prec))
+
+
+def test_auto_gate_failure_falls_back_to_fp32_with_reason(cache, monkeypatch, caplog):
+    from s2sr_cloud.infer import gate, load_runner
+
+    def broken(*a, **k):
+        raise RuntimeError("no gate scene")
+
+    monkeypatch.setattr(gate, "measure", broken)
+    with caplog.at_level("WARNING"):
+        r = load_runner("net20", device="auto", precision="auto")
+    assert r.backend == "onnxruntime-cpu" and r.precision == "fp32"
+    assert "precision gate failed (no gate scene)" in caplog.text
+
+
+def test_selection_by_device_and_precision():
+    from s2sr_cloud.infer import load_runner
+
+    r = load_runner("net60", device="cpu", precision="fp32")
+    assert (r.backend, r.precision) == ("onnxruntime-cpu", "fp32")
+    r = load_runner("net60", device="openvino", precision="fp32")
+    assert (r.backend, r.precision) == ("openvino-cpu", "fp32")
+    with pytest.raises(BackendUnavailable, match="fp16 is for GPUs"):
+        load_runner("net60", device="cpu", precision="fp16")
+    with pytest.raises(BackendUnavailable, match="fp32 only"):
+        load_runner("net60", device="cuda", precision="int8")
+    with pytest.raises(BackendUnavailable, match="unknown device"):
+        load_runner("net60", device="gpu7")
+
+
+def test_torch_runner_cpu_fallback_and_cuda_refusal():
+    pytest.importorskip("torch")
+    from s2sr_cloud.infer import load_runner
+    from s2sr_cloud.infer.torch_gpu import cuda_devices
+
+    if cuda_devices():
+        pytest.skip("this test covers the machine without CUDA")
+    r = load_runner("net60", device="torch")
+    assert r.backend == "torch-cpu" and model_info(r)["precision"] == "fp32"
+    y = r(np.zeros((1, 12, 48, 48), np.float32))
+    assert y.shape == (1, 2, 48, 48)
+    with pytest.raises(BackendUnavailable, match="sees 0 CUDA GPU"):
+        load_runner("net60", device="cuda:1")
+    with pytest.raises(BackendUnavailable, match="needs a CUDA GPU"):
+        load_runner("net60", device="torch", precision="fp16")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_torch_cuda_low_precision_close_to_fp32(precision):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA")
+    from s2sr_cloud.infer import load_runner
+
+    src = _crop()
+    ref = load_runner("net20", device="cuda:0", precision="fp32")
+    low = load_runner("net20", device="cuda:0", precision=precision)
+    assert low.backend == "torch-cuda" and low.precision == precision
+    a = super_resolve(src, {"net20": ref})["net20"]
+    b = super_resolve(src, {"net20": low})["net20"]
+    assert np.abs(a - b).mean() < 10
+
+
+def test_superres_cli_records_precision(tmp_path):
+    exe = Path(sys.executable).with_name("s2sr")
+    out = tmp_path / "sr.npz"
+    env = {**os.environ, "S2SR_CACHE_DIR": str(tmp_path / "c")}
+    r = subprocess.run([str(exe), "superres", str(CROP), "-o", str(out), "--device", "cpu", "--precision", "bf16"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    if r.returncode != 0 and "no native bf16" in r.stderr + r.stdout:
+        pytest.skip("this CPU has no native bf16")
+    assert r.returncode == 0, r.stdout + r.stderr
+    with np.load(out) as z:
+        assert list(z["backends"]) == ["openvino-cpu", "openvino-cpu"]
+        assert list(z["precisions"]) == ["bf16", "bf16"]
+
+
+def test_gpu_bench_runs_small_on_cpu():
+    pytest.importorskip("torch")
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_bench.py"), "--size", "small", "--device", "cpu",
+                        "--nets", "net60", "--no-tile"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("gpu_bench ")]
+    assert any("net=net60 precision=fp32 what=image size=120" in ln for ln in lines), r.stdout
+    rate = float(next(ln for ln in lines if "what=image" in ln).split("mpx_per_s=")[1].split()[0])
+    assert rate > 0
