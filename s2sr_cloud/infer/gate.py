@@ -84,6 +84,7 @@ def machine_key(manifests: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
     import onnxruntime
 
     from .openvino import import_openvino
+    from .quant import QUANT_VERSION
 
     return {
         "cpu": _cpu_name(),
@@ -91,6 +92,7 @@ def machine_key(manifests: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
         "cores": os.cpu_count(),
         "onnxruntime": onnxruntime.__version__,
         "openvino": import_openvino().__version__,
+        "int8_recipe": QUANT_VERSION,
         "models": {n: m.get("onnx_sha256") for n, m in sorted(manifests.items())},
     }
 
