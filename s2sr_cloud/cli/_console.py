@@ -79,7 +79,7 @@ def progress_task(description: str, total: int | None = None) -> Iterator[Callab
 
 def error(message: str) -> None:
     """Print an error message (no traceback)."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # one line in logs
 
 
 def success(message: str) -> None:
