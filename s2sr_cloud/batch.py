@@ -557,7 +557,7 @@ class _cluster:  # noqa: N801 - a context manager used like a function
             self._own.insert(0, cl)
         elif cl is None:
             try:
-                cl = Client(self.scheduler, timeout="30s")
+                cl = Client(self.scheduler, timeout="15s")
             except (OSError, TimeoutError) as err:
                 raise _ClusterError(f"cannot reach the Dask scheduler at {self.scheduler}: {err}") from err
             self._own.append(cl)
@@ -614,6 +614,8 @@ def _run_cluster(
 
     tally = _Tally(len(items), on_event)
     keys = [f"{i}:{it.id}" for i, it in enumerate(items)]
+    # workers have their own working directory: a relative --out means this process's
+    params = replace(params, out_dir=Path(params.out_dir).absolute())
     # the model's identity (for skipping) from a worker, which loads its runners on the way
     infos: dict[str, dict[str, Any]] = {}
     if not params.overwrite:
