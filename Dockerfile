@@ -2,7 +2,7 @@
 # s2sr-cloud container images.
 #
 #   docker build -t s2sr-cloud:gpu .                 # default target: CUDA + TensorRT + ONNX Runtime GPU
-#   docker build -t s2sr-cloud:cpu --target cpu .    # CPU only (ONNX Runtime CPU provider)
+#   docker build -t s2sr-cloud:cpu --target cpu .    # CPU only (ONNX Runtime CPU provider, OpenVINO)
 #
 #   docker run --gpus all -v s2sr-engines:/engines s2sr-cloud:gpu \
 #       search --bbox 11.50,48.10,11.60,48.20 --max-cloud 20 --run --out s3://bucket/out --build-engine
@@ -26,7 +26,7 @@ RUN pip wheel --no-deps --wheel-dir /wheels .
 FROM ${PYTHON_IMAGE} AS cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
 COPY --from=wheel /wheels /wheels
-RUN pip install "$(echo /wheels/s2sr_cloud-*.whl)[s3,pc,dask]" \
+RUN pip install "$(echo /wheels/s2sr_cloud-*.whl)[s3,pc,dask,cpu,openvino]" \
     && rm -rf /wheels \
     && useradd --create-home --uid 10001 --user-group s2sr \
     && mkdir -p /engines /work \
@@ -67,11 +67,10 @@ RUN apt-get update \
     && python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 COPY --from=wheel /wheels /wheels
-# onnxruntime (a core dependency) and onnxruntime-gpu share the import name `onnxruntime`:
-# install everything, then keep only the GPU build.
-RUN pip install "$(echo /wheels/s2sr_cloud-*.whl)[gpu,s3,pc,dask]" \
-    && pip uninstall -y onnxruntime onnxruntime-gpu \
-    && pip install --no-deps "onnxruntime-gpu==${ORT_GPU_VERSION}" \
+# Only the GPU build of ONNX Runtime (the `gpu` extra; onnxruntime, the `cpu` extra, shares its
+# import name and is not installed); the check fails the build if the CPU build crept in.
+RUN pip install "$(echo /wheels/s2sr_cloud-*.whl)[gpu,s3,pc,dask]" "onnxruntime-gpu==${ORT_GPU_VERSION}" \
+    && if pip show -q onnxruntime 2>/dev/null; then echo "onnxruntime (CPU) must not be installed beside onnxruntime-gpu" >&2; exit 1; fi \
     && python -c "import tensorrt, onnxruntime; from cuda.bindings import runtime; print('tensorrt', tensorrt.__version__, onnxruntime.get_available_providers())"
 
 # ---- gpu (default): CUDA runtime + the environment above --------------------------------------

@@ -201,3 +201,25 @@ def test_gpu_bench_runs_small_on_cpu():
     assert any("net=net60 precision=fp32 what=image size=120" in ln for ln in lines), r.stdout
     rate = float(next(ln for ln in lines if "what=image" in ln).split("mpx_per_s=")[1].split()[0])
     assert rate > 0
+
+
+def test_missing_onnxruntime_names_the_extra_that_provides_it():
+    import tomllib
+
+    code = (
+        "import sys; sys.modules['onnxruntime'] = None\n"
+        "from s2sr_cloud.infer import load_runner\n"
+        "try:\n    load_runner('net60', device='auto')\n"
+        "except Exception as e:\n    print(type(e).__name__, e)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.startswith("MissingDependency"), r.stdout + r.stderr
+    assert "pip install 's2sr-cloud[cpu]'" in r.stdout and "'s2sr-cloud[gpu]'" in r.stdout
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    # the advice works as written: [cpu] brings onnxruntime, [gpu] onnxruntime-gpu, never both
+    assert any(d.startswith("onnxruntime>") for d in extras["cpu"])
+    assert any(d.startswith("onnxruntime-gpu") for d in extras["gpu"])
+    assert not any(d.startswith("onnxruntime") for d in deps + extras["gpu"] if not d.startswith("onnxruntime-gpu"))
+    trt = next(d for d in extras["gpu"] if d.startswith("tensorrt"))
+    assert "<11" in trt  # onnxruntime-gpu's TensorRT provider links TensorRT 10

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..bands import NETS
-from ..errors import BackendUnavailable, EngineMismatch, ModelError
+from ..errors import BackendUnavailable, EngineMismatch, MissingDependency, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +21,36 @@ PROVIDERS: dict[str, str] = {
     "cuda": "CUDAExecutionProvider",
     "cpu": "CPUExecutionProvider",
 }
+
+
+#: What to install when ONNX Runtime is missing (the two builds exclude each other).
+INSTALL_ORT = "install ONNX Runtime with `pip install 's2sr-cloud[cpu]'` (or `'s2sr-cloud[gpu]'` on an NVIDIA GPU machine, not both)"
+
+
+def import_onnxruntime():  # type: ignore[no-untyped-def]
+    """``onnxruntime``, or :class:`MissingDependency` saying which extra to install."""
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise MissingDependency(f"ONNX Runtime is not installed; {INSTALL_ORT}") from err
+    return onnxruntime
+
+
+def ort_conflict() -> str | None:
+    """A warning when both onnxruntime and onnxruntime-gpu are installed (one import name)."""
+    from importlib import metadata
+
+    found = []
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            found.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            pass
+    if len(found) < 2:
+        return None
+    return (f"both {found[0]} and {found[1]} are installed; they share the `onnxruntime` module and overwrite "
+            "each other's files: keep one (`pip uninstall -y onnxruntime onnxruntime-gpu` then "
+            "`pip install 's2sr-cloud[gpu]'` or `'s2sr-cloud[cpu]'`)")
 
 
 def available_providers() -> list[str]:
@@ -43,14 +73,14 @@ class OnnxRunner:
     """
 
     def __init__(self, onnx_path: str | os.PathLike[str], manifest: dict[str, Any], device: str = "cpu", threads: int | None = None) -> None:
-        import onnxruntime as ort
+        ort = import_onnxruntime()
 
         provider = PROVIDERS[device]
         if provider not in ort.get_available_providers():
             raise BackendUnavailable(
                 f"ONNX Runtime provider {provider} is not available here "
-                f"(available: {', '.join(ort.get_available_providers())}); install "
-                "`s2sr-cloud[gpu]` on a CUDA machine or use --device cpu"
+                f"(available: {', '.join(ort.get_available_providers())}); on a CUDA machine "
+                "`pip uninstall -y onnxruntime && pip install 's2sr-cloud[gpu]'`, or use --device cpu"
             )
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

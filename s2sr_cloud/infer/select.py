@@ -22,7 +22,7 @@ from ..errors import BackendUnavailable, ModelError
 from ..sr import Runner
 from ..weights import default_checkpoint, default_onnx
 from .manifest import load_manifest, sha256_file
-from .onnxrt import OnnxRunner, available_providers
+from .onnxrt import OnnxRunner, available_providers, ort_conflict
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +178,13 @@ def load_runner(
                 "try --device cuda or --device cpu"
             )
     providers = available_providers()
+    if not providers:
+        from .onnxrt import import_onnxruntime
+
+        import_onnxruntime()  # MissingDependency naming the extra to install
+    conflict = ort_conflict()
+    if conflict:
+        log.warning("%s", conflict)
     if device == "cuda" and "CUDAExecutionProvider" not in providers:
         from .torch_gpu import cuda_devices
 
@@ -268,6 +275,7 @@ def describe_backends() -> dict[str, Any]:
             for name in ("s2sr-cloud", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt", "torch", "onnx", "rasterio", "numpy")
         },
         "onnxruntime_providers": providers,
+        "onnxruntime_conflict": ort_conflict(),
         "gpus": gpu_list,
         "backends": {
             "tensorrt (native)": bool(tensorrt and gpu_list),
