@@ -161,7 +161,9 @@ def _api_items(profile: CatalogProfile, params: SearchParams, collections: Seque
                           "collections": list(collections) or None,
                           "limit": params.page_size or min(max(params.limit, 1), 100)}
     try:
-        client = Client.open(str(profile.url), timeout=HTTP_TIMEOUT_S)
+        from ..http import stac_api_io
+
+        client = Client.open(str(profile.url), timeout=HTTP_TIMEOUT_S, stac_io=stac_api_io(HTTP_TIMEOUT_S))
         if params.max_cloud is not None:
             if client.conforms_to(ConformanceClasses.QUERY):
                 kw["query"] = {"eo:cloud_cover": {"lte": params.max_cloud}}
@@ -183,13 +185,19 @@ def read_json(ref: str) -> dict[str, Any]:
     if ref.startswith(("http://", "https://")):
         import requests
 
+        from ..http import session
+
         try:
-            r = requests.get(ref, timeout=HTTP_TIMEOUT_S)
+            with session() as s:
+                r = s.get(ref, timeout=HTTP_TIMEOUT_S)
         except requests.RequestException as err:
             raise CatalogError(f"cannot fetch {ref}: {err}") from err
         if r.status_code != 200:
             raise CatalogHTTPError(f"{ref} answered HTTP {r.status_code}", r.status_code)
-        return dict(r.json())
+        try:
+            return dict(r.json())
+        except ValueError as err:
+            raise CatalogError(f"{ref} is not a JSON document: {err}") from err
     path = Path(ref).expanduser()
     if not path.is_file():
         raise CatalogError(f"{ref} is not a file or an http(s) URL")

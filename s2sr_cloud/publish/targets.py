@@ -194,7 +194,9 @@ class TransactionsTarget:
         self.assets = assets
         self.collection_id = collection_id
         self.timeout = timeout
-        self.session = requests.Session()
+        from ..http import mount_retries
+
+        self.session = mount_retries(requests.Session())  # 429/5xx: backoff and retry
         self.session.auth = credentials(url)
         self.session.headers["Accept"] = "application/json"
 
