@@ -505,8 +505,17 @@ def process_items(
         return _run_here(items, profile, params, runners, publish, on_event)
     if spec is None:
         raise TypeError("a cluster run needs models=ModelSpec(...) (runners cannot be sent to workers)")
-    with _cluster(client, workers, scheduler) as (cl, threads):
-        return _run_cluster(cl, items, profile, params, spec, threads, publish, on_event, unit_rows, retries)
+    pending: set[Path] = set()
+    try:
+        with _cluster(client, workers, scheduler) as (cl, threads):
+            return _run_cluster(cl, items, profile, params, spec, threads, publish, on_event, unit_rows, retries, pending)
+    finally:
+        if pending and client is None and workers is not None:
+            # interrupted (Ctrl-C, an error in a callback): our own workers are gone now,
+            # so their half-written files can go too; a shared cluster's workers may still
+            # be writing (atomically), so those are left to finish
+            for path in pending:
+                _clean_temps(path)
 
 
 def _run_here(
@@ -608,7 +617,7 @@ def _cores() -> int:
 def _run_cluster(
     client: Any, items: list[pystac.Item], profile: CatalogProfile, params: RunParams, spec: ModelSpec,
     threads: Mapping[str, int], publish: Callable[[ItemResult], Any] | None,
-    on_event: Callable[[BatchEvent], None] | None, unit_rows: int | None, retries: int,
+    on_event: Callable[[BatchEvent], None] | None, unit_rows: int | None, retries: int, pending: set[Path],
 ) -> list[ItemOutcome]:
     from distributed import as_completed
 
@@ -658,6 +667,7 @@ def _run_cluster(
             units = len(bands)
         tally.units_total += units
         item_futs[fut] = (key, item, path, units)
+        pending.add(path)
     if item_futs:
         tally.emit("unit")
     for fut in as_completed([*part_futs, *item_futs]):
@@ -674,6 +684,7 @@ def _run_cluster(
             o = replace(o, workers=tuple(dict.fromkeys([*part_workers.pop(key), *o.workers])))
         fut.release()
         _clean_temps(path)
+        pending.discard(path)
         tally.finish(key, o)
     return [tally.outcomes[k] for k in keys]
 
