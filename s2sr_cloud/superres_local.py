@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .bands import BANDS, SR_BANDS
+from .bands import SR_BANDS
 from .dn import CheckedSource, check_dn
 from .errors import InputError
 from .fsutil import atomic_path, check_output
@@ -95,16 +95,26 @@ def superres_geotiff(
     # reading + upsampling of block k+1 overlaps inference of block k (one GDAL handle per thread)
     with PerThreadSource(lambda: CheckedSource(BandFilesSource(files), folder.name)) as src:
         h, w = src.shape10
-        desc = [f"{b} ({BANDS[b].common_name}, {int(BANDS[b].wavelength * 1000)} nm), super-resolved to 10 m" for b in SR_BANDS]
+        # the tags and band metadata of `s2sr run` COGs, less what only a STAC item knows
+        from .pipeline import DN_SCALE, _description
+        from .sr import model_info
+
+        desc = [_description(b, True) for b in SR_BANDS]
         tags = {
             "S2SR_VERSION": __version__,
+            "S2SR_SOURCE_HREF": str(folder.resolve()),
+            "S2SR_DN_CONVENTION": "DN = 10000 x reflectance of the input (same convention as the input files); DN 0 = nodata",
+            "S2SR_DN_SCALE": str(DN_SCALE),
+            "S2SR_DN_OFFSET": "0",
+            "S2SR_BACKEND": ",".join(sorted({r.backend for r in runners.values()})),
             "S2SR_BACKENDS": ",".join(f"{k}={r.backend}" for k, r in runners.items()),
+            "S2SR_MODELS": ",".join(str(model_info(r).get("name", n)) for n, r in runners.items()),
             "S2SR_PRECISION": ",".join(f"{k}={getattr(r, 'precision', 'fp32')}" for k, r in runners.items()),
-            "S2SR_DN_CONVENTION": "DN = 10000 x reflectance of the input (same convention as the input files)",
         }
         with CogWriter(
             out, width=w, height=h, count=len(SR_BANDS), crs=crs, transform=transform,
             nodata=0, descriptions=desc, tags=tags, overwrite=overwrite,
+            band_tags=[{"band": b, "scale": str(DN_SCALE), "offset": "0"} for b in SR_BANDS],
         ) as writer:
             for win, o in stream_blocks_overlapped(src, runners, block=block, tile=tile, batch=batch, on_progress=on_progress):
                 writer.write(to_uint16(assemble_sr_bands(o)), win)
