@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from s2sr_cloud.errors import MissingAsset, OutputExists, RasterReadError
 from s2sr_cloud.io.env import HttpParams
 from s2sr_cloud.pipeline import RunParams
 
-from ._fx_stac import RangeServer
+from ._fx_stac import SAMPLE, RangeServer, sample_items
 
 VA_ID = "S2A_18SVG_20160112_0_L1C"
 WORLD = (-180.0, -90.0, 180.0, 90.0)
@@ -269,8 +270,6 @@ def test_cli_search_run_workers_writes_the_in_process_cogs(narrow, tmp_path: Pat
 
 def test_cli_run_on_a_running_scheduler_named_by_the_environment(narrow, client, reference, tmp_path: Path) -> None:
     """`s2sr run` as a real process submits to the running cluster named by DASK_SCHEDULER_ADDRESS."""
-    from ._fx_stac import SAMPLE
-
     item_id = next(i for i in reference if i != VA_ID)
     item = SAMPLE / "sentinel-2-l2a" / item_id / f"{item_id}.json"
     onnx = [a for _, p in narrow.onnx for a in ("--onnx", p)]
@@ -284,3 +283,27 @@ def test_cli_run_on_a_running_scheduler_named_by_the_environment(narrow, client,
     with rasterio.open(line["path"]) as a, rasterio.open(reference[item_id]) as b:
         assert np.array_equal(a.read(), b.read())
     assert len(client.scheduler_info()["workers"]) == 2  # the cluster outlives the run
+
+
+def test_ctrl_c_on_a_local_cluster_leaves_nothing_half_written(narrow, cog_server: RangeServer, tmp_path: Path) -> None:
+    """SIGINT while a worker is writing: exit 130, the workers go, and so do their temporary files."""
+    base = cog_server.prefix()
+    for band in ("B09", "B01"):  # reads that hang for a while keep the unit mid-write
+        cog_server.fault(f"{base}/api/sentinel-2-l1c/{VA_ID}/{band}.tif", *[("slow", 4.0)] * 4)
+    catalog = tmp_path / "items.json"
+    va = next(i for i in sample_items(f"{base}/api") if i["id"] == VA_ID)
+    catalog.write_text(json.dumps({"type": "FeatureCollection", "features": [va]}))
+    onnx = [a for _, p in narrow.onnx for a in ("--onnx", p)]
+    out = tmp_path / "out"
+    proc = subprocess.Popen([S2SR, "search", "--catalog", str(catalog), "--bbox", "-75.71,37.725,-75.69,37.745", "--run",
+                             "--workers", "2", "--out", str(out), *onnx, "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".*")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert list(out.glob(".*")), "the worker never started writing"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert not list(out.iterdir())
