@@ -204,7 +204,7 @@ def stream_item(
     blocks of the whole run, so the pixels are the same (how :mod:`s2sr_cloud.batch` splits
     a large item over workers).
     """
-    from .infer.overlap import PerThreadSource, stream_blocks_overlapped
+    from .stream import PerThreadSource, stream_blocks_overlapped
     from .io.read import ItemSource
 
     out = plan.out

@@ -80,7 +80,7 @@ def superres_geotiff(
     on_progress: ProgressFn | None = None,
 ) -> Path:
     """Folder of per-band GeoTIFFs → one 10 m COG of the 8 super-resolved bands, by blocks."""
-    from .infer.overlap import PerThreadSource, stream_blocks_overlapped
+    from .stream import PerThreadSource, stream_blocks_overlapped
     from .io.bandfiles import BandFilesSource, find_band_files
     from .io.cog import CogWriter
 
