@@ -8,43 +8,13 @@ functions, so ``s2sr --help`` stays fast.
 from __future__ import annotations
 
 import sys
-from typing import Annotated
 
 import typer
 
-from .. import __version__
 from ..errors import S2SRError
+from ._app import app
 
-app = typer.Typer(
-    name="s2sr",
-    help="Sentinel-2 super-resolution (DSen2): STAC search → streamed COG windows → "
-    "10 m COGs → STAC.",
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
-    add_completion=False,
-)
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"s2sr-cloud {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="Log progress (-v: info, -vv: debug).")] = 0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors; no progress bars.")] = False,
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
-    ] = False,
-) -> None:
-    from ._console import setup_logging
-
-    setup_logging(-1 if quiet else verbose)
-
-
-# Command modules: each adds its commands to `app` on import.
+# Command modules: each adds its commands to `app` on import (they import `app` from ._app).
 from . import core_cmds  # noqa: E402,F401
 
 _OPTIONAL_COMMANDS = ("train_cmds", "stac_cmds", "publish_cmds", "engine_cmds")

@@ -10,7 +10,7 @@ import typer
 
 from ..options import Net as NetChoice
 from ..options import Variant as VariantChoice
-from . import app
+from ._app import app
 from ._options import (
     Batch,
     Block,

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from . import app
+from ._app import app
 
 engine_app = typer.Typer(
     help="Build, list and check native TensorRT engines (cached per GPU under engines/).",

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from . import app
+from ._app import app
 
 _TO_HELP = (
     "Where to publish: a folder (static catalog, relative links), s3://bucket/prefix (static catalog on S3) "

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from . import app
+from ._app import app
 from ._options import (
     Batch,
     Block,

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from . import app
+from ._app import app
 
 
 @app.command("train")
