@@ -564,6 +564,7 @@ class _cluster:  # noqa: N801 - a context manager used like a function
             self._own.append(cluster)
             cl = Client(cluster)
             self._own.insert(0, cl)
+            cl.register_plugin(_quiet_worker_logs())
         elif cl is None:
             try:
                 cl = Client(self.scheduler, timeout="15s")
@@ -578,6 +579,20 @@ class _cluster:  # noqa: N801 - a context manager used like a function
                 obj.close()
             except Exception:  # noqa: BLE001 - closing while unwinding
                 log.debug("closing %r failed", obj, exc_info=True)
+
+
+def _quiet_worker_logs() -> Any:
+    """A worker plugin for our own LocalCluster: its workers share our stderr, and each failed
+    attempt would print Dask's "Compute Failed" report there; the errors come back per item."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class QuietLogs(WorkerPlugin):
+        name = "s2sr-quiet-logs"
+
+        def setup(self, worker: Any) -> None:
+            logging.getLogger("distributed").setLevel(logging.CRITICAL)
+
+    return QuietLogs()
 
 
 class _ClusterError(S2SRError):
