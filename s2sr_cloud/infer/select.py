@@ -200,6 +200,10 @@ def load_runner(
         if provider not in providers:
             continue
         if dev == "cpu":
+            if precision not in CPU_PRECISIONS:
+                log.warning("--device auto: no GPU backend here and the CPU does not run %s; running the %s net in fp32 "
+                            "on the CPU (the output records fp32)", precision, net)
+                precision = "fp32"
             return _cpu_runner(onnx_path, manifest, precision, threads)
         if precision not in ("fp32", "auto"):
             log.info("skipping ONNX Runtime %s: it runs fp32 only, --precision %s asked", dev, precision)
