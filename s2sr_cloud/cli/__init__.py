@@ -109,8 +109,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except typer.Exit as exc:
         rc = exc.exit_code
-    except BrokenPipeError:  # `s2sr search --json | head`
-        sys.stderr.close()
+    except BrokenPipeError:  # `s2sr search --json | head`: the reader left; not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         sys.exit(1)
     # with standalone_mode=False click returns Exit codes (and turns Ctrl-C into 130)
     # instead of raising them: they must reach the process status
