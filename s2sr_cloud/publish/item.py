@@ -277,31 +277,42 @@ def build_collection(
     Returns:
         A STAC 1.1 collection as a dict, without links (the target adds them).
     """
+    import pystac
+    from pystac.utils import str_to_datetime
+
     if not items:
         raise ValueError("a collection needs at least one item to compute its extent")
-    coll = {
-        "type": "Collection", "stac_version": "1.1.0", "stac_extensions": [], "id": collection_id,
-        "title": title or "Sentinel-2 L2A super-resolved to 10 m (DSen2, s2sr-cloud)",
-        "description": description or (
+    start, end = _interval(items)
+    extent = pystac.Extent(
+        pystac.SpatialExtent([_union_bbox(it["bbox"] for it in items)]),
+        pystac.TemporalExtent([[str_to_datetime(start) if start else None, str_to_datetime(end) if end else None]]),
+    )
+    coll = pystac.Collection(
+        id=collection_id,
+        title=title or "Sentinel-2 L2A super-resolved to 10 m (DSen2, s2sr-cloud)",
+        description=description or (
             "Sentinel-2 Level-2A bands B01, B05, B06, B07, B8A, B09, B11 and B12 super-resolved to the 10 m "
             "grid with DSen2 by s2sr-cloud. One single-band Cloud-Optimized GeoTIFF per band; each item "
             "links to its source item (derived_from). Contains modified Copernicus Sentinel data."
         ),
-        "license": "other",
-        "providers": [
-            {"name": "European Space Agency / Copernicus", "roles": ["producer", "licensor"],
-             "url": "https://sentinels.copernicus.eu/"},
-            {"name": "s2sr-cloud", "roles": ["processor"], "description": "DSen2 super-resolution"},
+        extent=extent,
+        license="other",
+        providers=[
+            pystac.Provider("European Space Agency / Copernicus", roles=[pystac.ProviderRole.PRODUCER,
+                            pystac.ProviderRole.LICENSOR], url="https://sentinels.copernicus.eu/"),
+            pystac.Provider("s2sr-cloud", description="DSen2 super-resolution", roles=[pystac.ProviderRole.PROCESSOR]),
         ],
-        "extent": {
-            "spatial": {"bbox": [_union_bbox(it["bbox"] for it in items)]},
-            "temporal": {"interval": [_interval(items)]},
-        },
-        "summaries": summaries_of(items),
-        "item_assets": item_assets_of(items[0]),
-        "links": [],
-    }
-    return coll
+        summaries=pystac.Summaries(summaries_of(items)),
+    )
+    coll.item_assets = {k: pystac.ItemAssetDefinition.create(
+        title=v.get("title"), description=None, media_type=v.get("type"), roles=v.get("roles"),
+        extra_fields={f: x for f, x in v.items() if f not in ("title", "type", "roles")},
+    ) for k, v in item_assets_of(items[0]).items()}
+    doc = coll.to_dict(include_self_link=False, transform_hrefs=False)
+    doc["links"] = []
+    # the extent keeps the items' own timestamp strings (pystac would re-format them)
+    doc["extent"]["temporal"]["interval"] = [[start, end]]
+    return doc
 
 
 def collection_links(coll: dict[str, Any], item_hrefs: Iterable[str]) -> dict[str, Any]:
@@ -317,14 +328,16 @@ def collection_links(coll: dict[str, Any], item_hrefs: Iterable[str]) -> dict[st
 
 def root_catalog(collection: Mapping[str, Any]) -> dict[str, Any]:
     """The static catalog's root ``catalog.json``: one child, the collection."""
-    return {
-        "type": "Catalog", "stac_version": "1.1.0", "id": f"{collection['id']}-catalog",
-        "title": collection.get("title"), "description": f"Static STAC catalog of {collection['id']}",
-        "links": [
-            {"rel": "root", "href": "./catalog.json", "type": "application/json"},
-            {"rel": "child", "href": "./collection.json", "type": "application/json"},
-        ],
-    }
+    import pystac
+
+    cat = pystac.Catalog(id=f"{collection['id']}-catalog", description=f"Static STAC catalog of {collection['id']}",
+                         title=collection.get("title"))
+    doc = cat.to_dict(include_self_link=False, transform_hrefs=False)
+    doc["links"] = [
+        {"rel": "root", "href": "./catalog.json", "type": "application/json"},
+        {"rel": "child", "href": "./collection.json", "type": "application/json"},
+    ]
+    return doc
 
 
 def merge_collection(current: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
