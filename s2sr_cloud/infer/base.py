@@ -29,9 +29,11 @@ class ModelInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
+        """Plain dict: the weight fields always (None when unknown), ``device_name`` when set, extras."""
         d = asdict(self)
         extra = d.pop("extra")
-        d = {k: v for k, v in d.items() if v is not None}
+        if d["device_name"] is None:
+            del d["device_name"]
         d.update(extra)
         return d
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..bands import NETS
 from ..errors import BackendUnavailable, EngineMismatch, MissingDependency, ModelError
+from .base import ModelInfo, RunnerBase
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
-class OnnxRunner:
+class OnnxRunner(RunnerBase):
     """A :class:`~s2sr_cloud.sr.Runner` over an ONNX Runtime session.
 
     Args:
@@ -116,15 +117,11 @@ class OnnxRunner:
         # GPUs: big tiles in small batches keep the device busy.
         self.tile, self.batch = (544, 1) if device == "cpu" else (1024, 2)
         self.inference_time = 0.0
-        self.model_info: dict[str, Any] = {
-            "name": Path(onnx_path).stem,
-            "net": self.net,
-            "variant": manifest.get("variant"),
-            "onnx_sha256": manifest.get("onnx_sha256"),
-            "checkpoint_sha256": manifest.get("checkpoint_sha256"),
-            "precision": self.precision,
-            "backend": self.backend,
-        }
+        self.info = ModelInfo(
+            name=Path(onnx_path).stem, net=self.net, backend=self.backend, precision=self.precision,
+            variant=manifest.get("variant"), onnx_sha256=manifest.get("onnx_sha256"),
+            checkpoint_sha256=manifest.get("checkpoint_sha256"),
+        )
 
     def _actual_backend(self, device: str) -> str:
         """The backend that really runs: ONNX Runtime falls back to the next provider
@@ -139,12 +136,6 @@ class OnnxRunner:
     def close(self) -> None:
         """Release the session (its memory is freed when the last reference goes)."""
         self.session = None  # type: ignore[assignment]
-
-    def __enter__(self) -> OnnxRunner:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _check_io(self, onnx_path: str | os.PathLike[str], manifest: dict[str, Any]) -> None:
         spec = NETS[manifest["net"]]
