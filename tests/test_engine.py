@@ -282,7 +282,8 @@ def test_accuracy_report_on_real_imagery(tiny_onnx):
 
 # --- backend fallback without TensorRT / GPU ---------------------------------------------------
 def test_native_runner_is_none_without_gpu(tiny_onnx, tmp_path):
-    from s2sr_cloud.infer.trt import current_gpu, native_runner_if_cached
+    from s2sr_cloud.infer.trt import current_gpu
+    from s2sr_cloud.infer.trt_select import native_runner_if_cached
 
     path, manifest = tiny_onnx
     put(tmp_path / "engines", spec(manifest={**manifest, "name": "net20_tiny"}))
@@ -587,7 +588,7 @@ def gpu_trt(request):
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
 def test_gpu_build_cache_and_reuse(gpu_trt, tiny_onnx, tmp_path, precision):
-    from s2sr_cloud.infer.trt import native_runner_if_cached
+    from s2sr_cloud.infer.trt_select import native_runner_if_cached
     from s2sr_cloud.infer.trt_build import build_engine
 
     path, manifest = tiny_onnx
@@ -614,7 +615,7 @@ def test_gpu_fp32_engine_matches_pytorch_on_real_imagery(gpu_trt, tmp_path, malm
     torch = pytest.importorskip("torch")
     from s2sr_cloud.export import export_onnx
     from s2sr_cloud.infer.manifest import load_manifest
-    from s2sr_cloud.infer.trt import native_runner_if_cached
+    from s2sr_cloud.infer.trt_select import native_runner_if_cached
     from s2sr_cloud.nets import build_net, save_checkpoint
     from s2sr_cloud.nets.model import TorchRunner
     from s2sr_cloud.weights import default_checkpoint
@@ -650,3 +651,18 @@ def test_spec_replace_keeps_identity():
     s = spec()
     t = replace(s, profile=Profile(channels=10, halo=14, tile=64, max_batch=1))
     assert s.identity() == t.identity() and s.key != t.key
+
+
+def test_trt_runtime_does_not_import_its_builder_or_selector():
+    """The runtime (trt) is imported by the builder (trt_build); the selection hook
+    (trt_select) sits above both, so there is no import cycle, hidden or not."""
+    import ast
+
+    from tests.conftest import DATA
+
+    src = (DATA.parents[1] / "s2sr_cloud" / "infer" / "trt.py").read_text()
+    names = {n.module for n in ast.walk(ast.parse(src)) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not names & {"trt_build", "trt_select", "select"}, names
+    import s2sr_cloud.infer.trt_select as sel
+
+    assert sel.native_runner_if_cached.__module__ == "s2sr_cloud.infer.trt_select"

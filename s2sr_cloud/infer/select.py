@@ -87,10 +87,10 @@ def _torch_runner(net: str, checkpoint: str | os.PathLike[str] | None, device: s
 
 def _native_trt(onnx_path: Path, manifest: dict[str, Any], precision: str, build: bool) -> Runner | None:
     try:
-        from . import trt
+        from .trt_select import native_runner_if_cached
     except ImportError:  # module not present in this build
         return None
-    return trt.native_runner_if_cached(onnx_path, manifest, precision=precision, build=build)
+    return native_runner_if_cached(onnx_path, manifest, precision=precision, build=build)
 
 
 #: Precisions each CPU backend takes (``auto``: the gate of :mod:`.gate` decides).

@@ -1,10 +1,9 @@
 """Native TensorRT runtime: engines from the cache, run with pinned host buffers.
 
 ``tensorrt`` and ``cuda-python`` are imported when first needed (the ``gpu`` extra); no
-PyTorch is involved. :func:`native_runner_if_cached` is the hook the backend selection
-(:mod:`~s2sr_cloud.infer.select`) calls first: it returns None when TensorRT or a GPU is
-missing or no engine is cached, builds one when asked, and raises
-:class:`~s2sr_cloud.errors.EngineMismatch` for a stale engine.
+PyTorch is involved. The selection hook (a cached engine, or one built now) is
+:func:`~s2sr_cloud.infer.trt_select.native_runner_if_cached`, above this module and the
+builder (:mod:`.trt_build`), so the two do not import each other.
 """
 
 from __future__ import annotations
@@ -23,8 +22,6 @@ from .engine_cache import (
     CacheEntry,
     EngineSpec,
     GpuInfo,
-    engine_dir,
-    find_engine,
     verify_entry,
 )
 
@@ -233,48 +230,4 @@ def load_engine(path: str | os.PathLike[str]) -> TrtRunner:
     if gpu is None:
         raise BackendUnavailable("a TensorRT engine needs an NVIDIA GPU and the `gpu` extra here")
     verify_entry(entry, spec_for_entry(entry, gpu, trt.__version__))
-    return TrtRunner(entry)
-
-
-def native_runner_if_cached(
-    onnx_path: str | os.PathLike[str],
-    manifest: dict[str, Any],
-    *,
-    precision: str = "fp32",
-    build: bool = False,
-    directory: str | os.PathLike[str] | None = None,
-) -> TrtRunner | None:
-    """A native TensorRT runner for ``onnx_path`` if an engine is cached (or ``build``).
-
-    Returns:
-        The runner, or None when TensorRT or a GPU is missing, or when no engine is
-        cached for this model, GPU and precision and ``build`` is False.
-
-    Raises:
-        EngineMismatch: a cached engine of this model for this GPU is stale and
-            ``build`` is False.
-    """
-    spec = engine_spec_here(manifest, precision, tile=1)
-    if spec is None:
-        log.debug("native TensorRT unavailable (no tensorrt or no GPU)")
-        return None
-    where = engine_dir(directory)
-    try:
-        entry = find_engine(where, spec)
-    except EngineMismatch as err:
-        if not build:
-            raise
-        log.warning("%s — building a new engine", err)
-        entry = None
-    if entry is None and build:
-        from .trt_build import build_engine
-
-        entry = build_engine(onnx_path, manifest, precision=precision, directory=where)
-    if entry is None:
-        log.info(
-            "no TensorRT engine cached for %s (%s) in %s; build one with `s2sr engine build %s` "
-            "or run with --device tensorrt", spec.name, precision, where, onnx_path,
-        )
-        return None
-    log.info("using TensorRT engine %s", entry.engine.name)
     return TrtRunner(entry)
