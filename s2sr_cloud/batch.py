@@ -501,8 +501,16 @@ def process_items(
     items = list(items)
     spec = models if isinstance(models, ModelSpec) else ModelSpec() if models is None else None
     if client is None and workers is None and scheduler is None:
-        runners = dict(models) if spec is None else spec.load()  # type: ignore[arg-type]
-        return _run_here(items, profile, params, runners, publish, on_event)
+        if spec is None:
+            return _run_here(items, profile, params, dict(models), publish, on_event)  # type: ignore[arg-type]
+        runners = spec.load()
+        try:
+            return _run_here(items, profile, params, runners, publish, on_event)
+        finally:  # loaded here, released here (GPU memory, engine contexts)
+            for r in runners.values():
+                close = getattr(r, "close", None)
+                if callable(close):
+                    close()
     if spec is None:
         raise TypeError("a cluster run needs models=ModelSpec(...) (runners cannot be sent to workers)")
     pending: set[Path] = set()

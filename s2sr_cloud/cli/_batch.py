@@ -100,7 +100,10 @@ def run_batch(
     import logging
 
     from ..batch import ModelSpec, process_items, raise_for_failures
+    from . import _console
     from ._console import err_console
+
+    quiet = bool(getattr(_console, "QUIET", False))  # -q: errors only
     from .core_cmds import _model_files
     from .publish_cmds import publish_hook
 
@@ -115,17 +118,20 @@ def run_batch(
             import distributed  # noqa: F401 - importing it sets its loggers' levels: quieten them afterwards
         except ImportError:
             pass  # process_items says which extra to install
-        quiet = logging.WARNING if logging.getLogger().level <= logging.DEBUG else logging.ERROR
+        level = logging.WARNING if logging.getLogger().level <= logging.DEBUG else logging.ERROR
         for name in ("distributed", "tornado", "bokeh"):
-            logging.getLogger(name).setLevel(quiet)
+            logging.getLogger(name).setLevel(level)
         where = f"a local Dask cluster of {workers} workers" if workers is not None else f"the Dask scheduler {scheduler}"
-        err_console.print(f"{len(items)} item(s) on {where}", highlight=False)
+        if not quiet:
+            err_console.print(f"{len(items)} item(s) on {where}", highlight=False)
     else:
         models = spec.load()
-        err_console.print("backends: " + ", ".join(f"{k}: {r.backend}" for k, r in models.items()), highlight=False)
+        if not quiet:
+            err_console.print("backends: " + ", ".join(f"{k}: {r.backend}" for k, r in models.items()), highlight=False)
     t0 = time.perf_counter()
     with _View(len(items), as_json=as_json, cluster=cluster) as view:
         outcomes = process_items(items, profile, params, models=models, workers=workers,
                                  scheduler=scheduler or None, publish=hook, on_event=view)
-    err_console.print(_summary(outcomes, time.perf_counter() - t0))
+    if not quiet:
+        err_console.print(_summary(outcomes, time.perf_counter() - t0))
     raise_for_failures(outcomes)
