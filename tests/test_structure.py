@@ -77,3 +77,9 @@ def test_cli_commands_import_the_app_not_the_package() -> None:
     for name, deps in edges.items():
         if name.startswith("s2sr_cloud.cli.") and name != "s2sr_cloud.cli._app":
             assert "s2sr_cloud.cli" not in deps, f"{name} imports s2sr_cloud.cli (a cycle with its __init__)"
+
+
+def test_only_settings_reads_the_environment() -> None:
+    readers = sorted(str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py")
+                     if p.name != "settings.py" and ("os.environ" in p.read_text() or "getenv(" in p.read_text()))
+    assert readers == [], f"read the environment through s2sr_cloud.settings: {readers}"

@@ -46,7 +46,9 @@ GATE_FORMAT = "s2sr-precision-gate/1"
 
 def gate_scene_path() -> Path:
     """``$S2SR_GATE_SCENE``, else the held-out Malmö scene of a source checkout, else the packaged sample."""
-    env = os.environ.get("S2SR_GATE_SCENE")
+    from ..settings import env as _env
+
+    env = _env("S2SR_GATE_SCENE")
     if env:
         return Path(env)
     pkg = Path(__file__).resolve().parent.parent

@@ -95,7 +95,9 @@ class OnnxRunner(RunnerBase):
         opts.log_severity_level = 3
         providers: list[Any] = [provider]
         if device == "ort-trt":
-            cache = Path(os.environ.get("S2SR_ENGINE_DIR", "engines")) / "ort-trt"
+            from ..settings import engine_dir
+
+            cache = engine_dir() / "ort-trt"
             cache.mkdir(parents=True, exist_ok=True)
             providers = [
                 (provider, {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)}),
