@@ -184,3 +184,26 @@ def test_stac_item_as_training_scene():
     with rasterio.open(folder / "B02.tif") as d:
         blue = d.read(1)
     np.testing.assert_array_equal(scene.b10[0], blue)
+
+
+def test_adapt_fits_the_scene_own_wald_pairs(tmp_path: Path) -> None:
+    """--adapt: a few steps from the shipped 60 m net lower the loss on the scene's own Wald pair."""
+    import torch
+
+    from s2sr_cloud.nets import load_checkpoint
+    from s2sr_cloud.train.adapt import AdaptConfig, adapt_runner
+    from s2sr_cloud.weights import default_checkpoint
+
+    scene = load_scene(Path(__file__).parent / "data" / "T18SVG_crop240")
+    pair = make_pair(scene, "60")
+    x = np.pad(pair.x, ((0, 0), (14, 14), (14, 14)), mode="symmetric")[None]
+
+    def loss(model: torch.nn.Module) -> float:
+        with torch.no_grad():
+            out = model(torch.from_numpy(np.ascontiguousarray(x)))[..., 14:-14, 14:-14]
+        return float(torch.nn.functional.l1_loss(out, torch.from_numpy(pair.y[None])))
+
+    before = loss(load_checkpoint(default_checkpoint("net60"), net="net60").model.eval())
+    runner = adapt_runner(scene, "net60", cfg=AdaptConfig(steps=8, lr=1e-4, threads=1))
+    assert runner.model_info["adapted"]["steps"] == 8
+    assert loss(runner.model) < before

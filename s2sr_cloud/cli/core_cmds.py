@@ -8,10 +8,12 @@ from typing import Annotated
 
 import typer
 
+from ..backproject import ITERATIONS
 from ..options import Net as NetChoice
 from ..options import Variant as VariantChoice
 from ._app import app
 from ._options import (
+    Backproject,
     Batch,
     Block,
     BuildEngine,
@@ -42,6 +44,25 @@ def _model_files(checkpoint: list[Path] | None, onnx: list[Path] | None) -> tupl
     return ckpts, onnxs
 
 
+def _adapted_runners(scene_path: Path, runners: dict, ckpts: dict[str, Path], steps: int, which: str) -> dict:  # type: ignore[type-arg]
+    """``runners`` with the nets named by ``which`` (20, 60 or all) fine-tuned on the scene."""
+    from ..errors import require
+
+    require("torch", "train")
+    from ..train.adapt import AdaptConfig, adapt_runner
+    from ..train.data import load_scene
+    from ._console import progress_task
+
+    scene = load_scene(scene_path)
+    nets = [n for n in runners if which == "all" or n == f"net{which}"]
+    out = dict(runners)
+    for net in nets:
+        ck = ckpts.get(net)
+        with progress_task(f"adapting {net} to {scene.name}", total=steps) as update:
+            out[net] = adapt_runner(scene, net, str(ck) if ck else None, AdaptConfig(steps=steps), on_step=lambda d, t, _loss: update(d, t))
+    return out
+
+
 @app.command()
 def superres(
     input: Annotated[Path, typer.Argument(help="A .npz scene (b10, b20, b60) or a folder of per-band GeoTIFFs/COGs.", exists=True)],
@@ -55,21 +76,37 @@ def superres(
     precision: Precision = "fp32",
     build_engine: BuildEngine = False,
     overwrite: Overwrite = False,
+    backproject: Backproject = ITERATIONS,
+    adapt: Annotated[
+        int,
+        typer.Option(
+            "--adapt",
+            min=0,
+            help="Scene-adaptive refinement: fine-tune the nets of --adapt-net this many steps on the scene's own Wald "
+            "pairs first (PyTorch; the whole scene is read into memory). See docs/model-card.md for when it helps.",
+        ),
+    ] = 0,
+    adapt_net: Annotated[str, typer.Option("--adapt-net", help="Which nets --adapt refines: 20, 60 or all.")] = "60",
 ) -> None:
     """Super-resolve a local scene: B1 B5 B6 B7 B8A B9 B11 B12 to 10 m."""
     from ..infer import load_runners
-    from ..superres_local import superres_geotiff, superres_npz
+    from ..superres_local import superres_scene
     from ._console import progress_task, success
 
     ckpts, onnxs = _model_files(checkpoint, onnx)
     runners = load_runners(checkpoint=ckpts, onnx=onnxs, device=device, precision=precision, build_engine=build_engine)
+    if adapt:
+        if adapt_net not in ("20", "60", "all"):
+            from ..errors import InputError
+
+            raise InputError(f"--adapt-net must be 20, 60 or all, not {adapt_net!r}")
+        runners = _adapted_runners(input, runners, ckpts, adapt, adapt_net)
     backends = ", ".join(f"{k}: {r.backend}" for k, r in runners.items())
     with progress_task(f"super-resolving ({backends})") as update:
-        if input.is_dir():
-            superres_geotiff(input, out, runners, tile=tile, block=block, batch=batch, overwrite=overwrite, on_progress=update)
-        else:
-            superres_npz(input, out, runners, tile=tile, batch=batch, overwrite=overwrite, on_progress=update)
-    success(f"wrote {out}")
+        res = superres_scene(input, out, runners, tile=tile, block=block, batch=batch, overwrite=overwrite,
+                             backproject=backproject, on_progress=update)
+    worst = res.consistency_rmse_max
+    success(f"wrote {out}" + (f" (consistency RMSE ≤ {worst:.2f} DN)" if worst is not None else ""))
 
 
 @app.command()
