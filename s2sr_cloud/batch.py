@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .errors import CatalogHTTPError, OutputExists, RasterReadError, S2SRError
 from .pipeline import ItemResult, ProgressEvent, RunParams, output_path, plan_item, process_item
 from .sr import Runner, model_info
+from .stream import aligned_block
 
 if TYPE_CHECKING:
     import pystac
@@ -173,8 +174,11 @@ class ItemOutcome:
                              "workers": list(self.workers)}
         if self.result is not None:
             r = self.result
-            d.update(shape=list(r.grid.shape), crs=r.grid.crs, bands=list(r.bands), backend=r.backend,
-                     models={k: v.get("name") for k, v in r.model.items()})
+            if r.grid is not None:
+                d.update(shape=list(r.grid.shape), crs=r.grid.crs)
+            d.update(bands=list(r.bands), backend=r.backend, models={k: v.get("name") for k, v in r.model.items()},
+                     backproject=r.backproject, consistency_rmse=dict(r.consistency_rmse),
+                     consistency_rmse_max=r.consistency_rmse_max)
         if self.status == "failed":
             d.update(error=str(self.error), error_type=type(self.error).__name__, exit_code=self.exit_code)
         return d
@@ -221,8 +225,9 @@ def raise_for_failures(outcomes: Sequence[ItemOutcome]) -> None:
 
 
 # --------------------------------------------------------------------------- records
-def done_before(item_id: str, path: Path, models: Mapping[str, Mapping[str, Any]]) -> bool:
-    """Whether ``path`` and its ``.s2sr.json`` record exist and were made from ``item_id`` with ``models``."""
+def done_before(item_id: str, path: Path, models: Mapping[str, Mapping[str, Any]], backproject: int | None = None) -> bool:
+    """Whether ``path`` and its ``.s2sr.json`` record exist and were made from ``item_id`` with ``models``
+    (and, when given, the same ``backproject`` iterations; records without it were raw nets: -1)."""
     import json
 
     from .publish.record import record_path
@@ -234,13 +239,15 @@ def done_before(item_id: str, path: Path, models: Mapping[str, Mapping[str, Any]
         doc = json.loads(rec.read_text())
     except (OSError, ValueError):
         return False
+    if backproject is not None and int(doc.get("backproject", -1)) != backproject:
+        return False
     return doc.get("source_item", {}).get("id") == item_id and same_model(doc.get("models") or {}, models)
 
 
 def _write_record(result: ItemResult) -> None:
-    from .publish.record import save_record, scene_from_result
+    from .publish.record import save_record
 
-    save_record(scene_from_result(result))
+    save_record(result.scene())
 
 
 # --------------------------------------------------------------------------- work units (run on workers)
@@ -269,6 +276,8 @@ class _Done:
     part: str | None = None
     rows: tuple[int, int] | None = None
     error: BaseException | None = None
+    qa: dict[str, dict[str, float]] | None = None
+    """A part's consistency sums (``{"sq": {band: Σd²}, "n": {band: count}}``), merged by the assembly."""
 
 
 def _worker_name() -> str:
@@ -331,6 +340,7 @@ def run_part_unit(unit: _Unit) -> _Done:
         import rasterio
         from rasterio.transform import Affine
 
+        from .backproject import ConsistencyQA
         from .fsutil import tmp_beside
         from .pipeline import output_bands, stream_item
         from .sr import Window
@@ -348,6 +358,7 @@ def run_part_unit(unit: _Unit) -> _Done:
         prof = {"driver": "GTiff", "width": plan.out.shape[1], "height": r1 - r0, "count": len(output_bands(unit.params)),
                 "dtype": "uint16", "crs": plan.out.crs, "transform": Affine(t[0], t[1], t[2] + r0 * t[1], t[3], t[4], t[5] + r0 * t[4]),
                 "nodata": 0, "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "LZW", "BIGTIFF": "IF_SAFER"}
+        qa = ConsistencyQA()
         try:
             with rasterio.open(tmp, "w", **prof) as ds:
                 def write(arr: Any, win: Window) -> None:
@@ -355,11 +366,12 @@ def run_part_unit(unit: _Unit) -> _Done:
 
                     ds.write(arr, window=RioWindow(win.col, win.row - r0, win.width, win.height))
 
-                stream_item(plan, runners, unit.profile, unit.params, write, rows=unit.rows, item_id=item.id)
+                stream_item(plan, runners, unit.profile, unit.params, write, rows=unit.rows, item_id=item.id, qa=qa)
             os.replace(tmp, part)
         finally:
             tmp.unlink(missing_ok=True)
-        return _Done(_worker_name(), time.perf_counter() - t0, part=str(part), rows=unit.rows)
+        return _Done(_worker_name(), time.perf_counter() - t0, part=str(part), rows=unit.rows,
+                     qa={"sq": dict(qa.sq), "n": dict(qa.n)})
 
     return _attempt(unit, body)
 
@@ -372,9 +384,11 @@ def assemble_unit(unit: _Unit, parts: Sequence[_Done]) -> _Done:
         import rasterio
         from rasterio.windows import Window as RioWindow
 
+        from .backproject import ConsistencyQA
         from .io.cog import CogWriter
-        from .pipeline import cog_layout, item_result
+        from .pipeline import cog_layout, item_result, qa_tags
         from .sr import Window
+        from .stream import merge_qa
 
         t0 = time.perf_counter()
         bad = [p for p in parts if p.error is not None]
@@ -386,7 +400,13 @@ def assemble_unit(unit: _Unit, parts: Sequence[_Done]) -> _Done:
         path = output_path(item, unit.params)
         width = plan.out.shape[1]
         step = max(512, unit.params.block)
-        with CogWriter(path, overwrite=unit.params.overwrite, **cog_layout(item, plan, runners, unit.profile, unit.params)) as w:
+        qa = ConsistencyQA()  # the item's consistency: the parts' sums of squares and counts
+        for p in parts:
+            if p.qa is not None:
+                merge_qa(qa, p.qa)
+        layout = cog_layout(item, plan, runners, unit.profile, unit.params)
+        layout["tags"].update(qa_tags(qa.result()))
+        with CogWriter(path, overwrite=unit.params.overwrite, **layout) as w:
             for p in sorted(parts, key=lambda d: d.rows or (0, 0)):
                 assert p.rows is not None and p.part is not None
                 r0, r1 = p.rows
@@ -398,7 +418,8 @@ def assemble_unit(unit: _Unit, parts: Sequence[_Done]) -> _Done:
             Path(p.part or "").unlink(missing_ok=True)
         _remove_empty(Path(parts[0].part or "").parent)
         seconds = time.perf_counter() - t0
-        res = item_result(item, plan, runners, unit.profile, unit.params, path, seconds + sum(p.seconds for p in parts))
+        res = item_result(item, plan, runners, unit.profile, unit.params, path, seconds + sum(p.seconds for p in parts),
+                          consistency=qa.result())
         return _Done(_worker_name(), seconds, result=res)
 
     return _attempt(unit, body)
@@ -535,7 +556,7 @@ def _run_here(
     out: list[ItemOutcome] = []
     for item in items:
         path = output_path(item, params)
-        if not params.overwrite and done_before(item.id, path, infos):
+        if not params.overwrite and done_before(item.id, path, infos, params.backproject):
             o = ItemOutcome(item.id, "skipped", path)
         else:
             try:
@@ -662,7 +683,7 @@ def _run_cluster(
     part_workers: dict[str, list[str]] = {}
     for key, item in zip(keys, items, strict=True):
         path = output_path(item, params)
-        if infos and done_before(item.id, path, infos):
+        if infos and done_before(item.id, path, infos, params.backproject):
             tally.finish(key, ItemOutcome(item.id, "skipped", path))
             continue
         try:
@@ -676,7 +697,7 @@ def _run_cluster(
         # the output was checked just now: a unit re-run after a lost worker (which may have
         # finished the COG before dying) replaces its own output instead of failing
         unit = _Unit(doc, profile, replace(params, overwrite=True), spec, dict(threads))
-        bands = split_rows(plan.out.shape[0], params.block, unit_rows)
+        bands = split_rows(plan.out.shape[0], aligned_block(params.block), unit_rows)  # the blocks stream_item runs
         name = f"{tag}-{key.split(':', 1)[0]}"
         if len(bands) == 1:
             fut = client.submit(run_item_unit, unit, key=f"s2sr-item-{name}", retries=retries, pure=False)

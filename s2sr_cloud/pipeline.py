@@ -1,8 +1,11 @@
 """One item end to end: plan the 10 m grid → stream blocks (read → super-resolve) → COG.
 
-Memory is bounded by one block (plus its halo), never by the item: a full 10980 × 10980
-item is processed block by block. The result of each item is an :class:`ItemResult`
-holding everything a publisher needs (source item, output path, grid, bands, models).
+The blocks go through the one streaming loop (:func:`s2sr_cloud.stream.run_blocks`) that
+local scenes use too, with the back-projection post-step. Memory is bounded by one block
+(plus its halo), never by the item: a full 10980 × 10980 item is processed block by block.
+The result of every run, STAC item or local scene, is a :class:`SceneResult` holding
+everything a publisher needs (source item, output path, grid, bands, models, consistency);
+:meth:`SceneResult.scene` is its publishing view.
 """
 
 from __future__ import annotations
@@ -17,16 +20,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import __version__
+from .backproject import ITERATIONS, ConsistencyQA
 from .bands import BANDS, BANDS_10M, SR_BANDS
 from .catalog.assets import NEEDED_BANDS, AssetRef, band_assets
 from .grid import ItemGrid, OutputGrid, grid_from_metadata, plan_output
 from .io.env import HttpParams
-from .sr import Runner, Window, assemble_sr_bands, iter_blocks, model_info, to_uint16
+from .sr import Runner, Window, iter_blocks, model_info
 
 if TYPE_CHECKING:
     import pystac
 
     from .catalog.presets import CatalogProfile
+    from .publish.item import ProcessedScene
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,8 @@ class RunParams:
     """Tiles per runner call."""
     overwrite: bool = False
     """Replace existing outputs."""
+    backproject: int = ITERATIONS
+    """Back-projection iterations of the consistency post-step (-1: the raw nets)."""
     http: HttpParams = field(default_factory=HttpParams)
     """Network behaviour of the reads."""
 
@@ -71,27 +78,51 @@ ProgressFn = Callable[[ProgressEvent], None]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class ItemResult:
-    """One processed item: the hook for publishing (``s2sr … --publish``)."""
+class SceneResult:
+    """One output of ``s2sr superres``, ``s2sr run`` or ``s2sr search --run``; the hook for
+    publishing (``--publish``), the ``.s2sr.json`` record and the ``--json`` lines."""
 
-    item: pystac.Item
-    """The source item, as found."""
+    item: pystac.Item | None
+    """The source STAC item, as found (None for a local scene)."""
     path: Path
-    """The written 10 m COG."""
-    grid: OutputGrid
-    """Output CRS, transform, shape, window in the item grid, bounds and lon/lat bbox."""
+    """The written output: a 10 m COG (or a ``.npz`` for a ``.npz`` scene)."""
+    grid: OutputGrid | None
+    """Output CRS, transform, shape, window in the source grid, bounds and lon/lat bbox
+    (None for a ``.npz`` scene, which has no georeference)."""
     bands: tuple[str, ...]
-    """Band ids in COG band order."""
+    """Band ids in output band order."""
     model: dict[str, dict[str, Any]]
     """Per net, the runner's ``model_info`` (name, variant, sha256, precision…)."""
     backend: str
     """Inference backend, e.g. ``onnxruntime-cpu``."""
     catalog: str
-    """Catalog profile name."""
+    """Catalog profile name (``local`` for a local scene)."""
     radiometry: dict[str, Any]
     """Offsets removed per band and the output DN convention."""
     seconds: float
-    """Wall time of the item."""
+    """Wall time of the output."""
+    backproject: int = ITERATIONS
+    """Back-projection iterations of the consistency post-step (-1: the raw nets)."""
+    consistency_rmse: dict[str, float] = field(default_factory=dict)
+    """Per band, RMSE (DN) between the output degraded back (Wald operator) and the observed
+    20 m / 60 m band: the per-output QA figure (:class:`~s2sr_cloud.backproject.ConsistencyQA`)."""
+    source: str = ""
+    """Where the input came from (the item's href, or the local file/folder)."""
+
+    @property
+    def consistency_rmse_max(self) -> float | None:
+        """The worst band's consistency RMSE (DN); None when not measured."""
+        return max(self.consistency_rmse.values()) if self.consistency_rmse else None
+
+    def scene(self) -> ProcessedScene:
+        """The publishing view (:class:`~s2sr_cloud.publish.item.ProcessedScene`) of a STAC item's result."""
+        from .publish.record import scene_from_result
+
+        return scene_from_result(self)
+
+
+#: The historical name of :class:`SceneResult` (``run`` / ``search --run`` results).
+ItemResult = SceneResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,30 +168,53 @@ def _description(band: str, sr: bool) -> str:
     return f"{band} ({b.common_name}, {b.wavelength * 1000:.0f} nm, {how})"
 
 
-def _tags(item: pystac.Item, plan: ItemPlan, runners: Mapping[str, Runner], profile: CatalogProfile) -> dict[str, str]:
-    offsets = sorted({a.offset_dn for a in plan.assets.values()})
+def cog_tags(
+    runners: Mapping[str, Runner], *, source_item: str = "", source_collection: str = "", source_href: str = "",
+    catalog: str = "", dn_convention: str = DN_CONVENTION, offsets: Iterable[int] = (0,), backproject: int = ITERATIONS,
+) -> dict[str, str]:
+    """The COG tags every output carries (STAC items and local scenes: same keys).
+
+    The consistency figures (:func:`qa_tags`) are added once the last block is written.
+    """
     return {
         "S2SR_VERSION": __version__,
-        "S2SR_SOURCE_ITEM": item.id,
-        "S2SR_SOURCE_COLLECTION": item.collection_id or "",
-        "S2SR_SOURCE_HREF": item.get_self_href() or "",
-        "S2SR_CATALOG": profile.name,
-        "S2SR_DN_CONVENTION": DN_CONVENTION,
+        "S2SR_SOURCE_ITEM": source_item,
+        "S2SR_SOURCE_COLLECTION": source_collection,
+        "S2SR_SOURCE_HREF": source_href,
+        "S2SR_CATALOG": catalog,
+        "S2SR_DN_CONVENTION": dn_convention,
         "S2SR_DN_SCALE": str(DN_SCALE),
         "S2SR_DN_OFFSET": "0",
-        "S2SR_BOA_OFFSET_REMOVED": ",".join(str(o) for o in offsets),
+        "S2SR_BOA_OFFSET_REMOVED": ",".join(str(o) for o in sorted(set(offsets))),
         "S2SR_BACKEND": ",".join(sorted({r.backend for r in runners.values()})),
+        "S2SR_BACKENDS": ",".join(f"{n}={r.backend}" for n, r in runners.items()),
         "S2SR_MODELS": ",".join(str(model_info(r).get("name", n)) for n, r in runners.items()),
         "S2SR_PRECISION": ",".join(f"{n}={model_info(r).get('precision', 'fp32')}" for n, r in runners.items()),
+        "S2SR_BACKPROJECT": str(backproject),
     }
 
 
-def _block_array(source: Any, out: dict[str, np.ndarray], win: Window, include_10m: bool) -> np.ndarray:
-    arr = assemble_sr_bands(out)
-    if include_10m:
-        b10 = source.read(10, (win.row, win.row + win.height), (win.col, win.col + win.width))
-        arr = np.concatenate([arr, b10], axis=0)
-    return to_uint16(arr)
+def qa_tags(consistency: Mapping[str, float]) -> dict[str, str]:
+    """``S2SR_CONSISTENCY_RMSE`` (JSON ``{band: RMSE DN}``) and its maximum, ``S2SR_CONSISTENCY_RMSE_MAX``."""
+    import json
+
+    doc = {b: consistency[b] for b in SR_BANDS if b in consistency}
+    return {"S2SR_CONSISTENCY_RMSE": json.dumps(doc),
+            "S2SR_CONSISTENCY_RMSE_MAX": str(max(doc.values())) if doc else ""}
+
+
+def _tags(item: pystac.Item, plan: ItemPlan, runners: Mapping[str, Runner], profile: CatalogProfile,
+          params: RunParams) -> dict[str, str]:
+    return cog_tags(runners, source_item=item.id, source_collection=item.collection_id or "",
+                    source_href=item.get_self_href() or "", catalog=profile.name,
+                    offsets=[a.offset_dn for a in plan.assets.values()], backproject=params.backproject)
+
+
+def band_layout(bands: Iterable[str]) -> dict[str, Any]:
+    """Band descriptions and per-band tags of an output COG."""
+    bands = tuple(bands)
+    return {"descriptions": [_description(b, b in SR_BANDS) for b in bands],
+            "band_tags": [{"band": b, "scale": str(DN_SCALE), "offset": "0"} for b in bands]}
 
 
 def output_path(item: pystac.Item, params: RunParams) -> Path:
@@ -186,26 +240,26 @@ def cog_layout(
     return {
         "width": out.shape[1], "height": out.shape[0], "count": len(bands), "crs": out.crs,
         "transform": Affine(*out.transform), "nodata": 0, "dtype": "uint16",
-        "descriptions": [_description(b, b in SR_BANDS) for b in bands],
-        "tags": _tags(item, plan, runners, profile),
-        "band_tags": [{"band": b, "scale": str(DN_SCALE), "offset": "0"} for b in bands],
+        "tags": _tags(item, plan, runners, profile, params), **band_layout(bands),
     }
 
 
 def stream_item(
     plan: ItemPlan, runners: Mapping[str, Runner], profile: CatalogProfile, params: RunParams,
     write: Callable[[np.ndarray, Window], None], *, rows: tuple[int, int] | None = None,
-    item_id: str = "", on_progress: ProgressFn | None = None,
+    item_id: str = "", on_progress: ProgressFn | None = None, qa: ConsistencyQA | None = None,
 ) -> None:
-    """Read → super-resolve → ``write(uint16 (count, h, w), window)`` block by block.
+    """Read → super-resolve (+ back-projection) → ``write(uint16 (count, h, w), window)`` block by block.
 
+    The item's blocks go through the one streaming loop (:func:`~s2sr_cloud.stream.run_blocks`).
     Windows are relative to the output grid. ``rows`` (start, stop) limits the run to a band
-    of output rows; with ``start`` a multiple of ``params.block`` its blocks are exactly the
-    blocks of the whole run, so the pixels are the same (how :mod:`s2sr_cloud.batch` splits
-    a large item over workers).
+    of output rows; with ``start`` a multiple of the (60 m aligned) ``params.block`` its blocks
+    are exactly the blocks of the whole run, so the pixels are the same (how
+    :mod:`s2sr_cloud.batch` splits a large item over workers). ``qa`` accumulates the
+    consistency of what is written.
     """
-    from .stream import PerThreadSource, stream_blocks_overlapped
     from .io.read import ItemSource
+    from .stream import BandsSink, PerThreadSource, run_blocks
 
     out = plan.out
     r0, r1 = rows if rows is not None else (0, out.shape[0])
@@ -220,20 +274,19 @@ def stream_item(
     def factory() -> ItemSource:
         return ItemSource(plan.assets, plan.item_grid, signer=_signer(profile), http=plan.http)
 
+    sink = BandsSink(write, origin=(out.window.row, out.window.col), include_10m=params.include_10m)
     with PerThreadSource(factory) as source:
-        for win, res in stream_blocks_overlapped(source, runners, block=params.block, tile=params.tile,
-                                                 batch=params.batch, window=window, on_progress=tick):
-            rel = Window(win.row - out.window.row, win.col - out.window.col, win.height, win.width)
-            write(_block_array(source, res, win, params.include_10m), rel)
+        run_blocks(source, runners, sink, window=window, block=params.block, tile=params.tile, batch=params.batch,
+                   iterations=params.backproject, qa=qa, on_progress=tick)
 
 
 def item_result(
     item: pystac.Item, plan: ItemPlan, runners: Mapping[str, Runner], profile: CatalogProfile, params: RunParams,
-    path: Path, seconds: float,
-) -> ItemResult:
-    """The :class:`ItemResult` of ``item`` written to ``path``."""
+    path: Path, seconds: float, *, consistency: Mapping[str, float] | None = None,
+) -> SceneResult:
+    """The :class:`SceneResult` of ``item`` written to ``path``."""
     first = next(iter(runners.values()))
-    return ItemResult(
+    return SceneResult(
         item=item, path=path, grid=plan.out, bands=output_bands(params),
         model={n: model_info(r) for n, r in runners.items()}, backend=first.backend, catalog=profile.name,
         radiometry={
@@ -241,14 +294,15 @@ def item_result(
             "offset_reason": plan.assets["B05"].offset_reason,
             "dn_scale": DN_SCALE, "dn_offset": 0, "nodata": 0, "convention": DN_CONVENTION,
         },
-        seconds=seconds,
+        seconds=seconds, backproject=params.backproject, consistency_rmse=dict(consistency or {}),
+        source=item.get_self_href() or item.id,
     )
 
 
 def process_item(
     item: pystac.Item, runners: Mapping[str, Runner], profile: CatalogProfile, params: RunParams,
     *, on_progress: ProgressFn | None = None,
-) -> ItemResult:
+) -> SceneResult:
     """Super-resolve the requested area of one item into a 10 m COG, block by block."""
     from .io.cog import CogWriter
 
@@ -259,15 +313,17 @@ def process_item(
     nblocks = len(list(iter_blocks(out.shape, params.block)))
     log.info("[%s] %d x %d px at 10 m in %d blocks -> %s", item.id, out.shape[1], out.shape[0], nblocks, path)
     writer = CogWriter(path, overwrite=params.overwrite, **cog_layout(item, plan, runners, profile, params))
+    qa = ConsistencyQA()
     with writer:
-        stream_item(plan, runners, profile, params, writer.write, item_id=item.id, on_progress=on_progress)
-    return item_result(item, plan, runners, profile, params, path, time.perf_counter() - t0)
+        stream_item(plan, runners, profile, params, writer.write, item_id=item.id, on_progress=on_progress, qa=qa)
+        writer.tags.update(qa_tags(qa.result()))  # written when the COG is finished
+    return item_result(item, plan, runners, profile, params, path, time.perf_counter() - t0, consistency=qa.result())
 
 
 def process_items(
     items: Iterable[pystac.Item], runners: Mapping[str, Runner], profile: CatalogProfile, params: RunParams,
     *, on_progress: ProgressFn | None = None,
-) -> Iterator[ItemResult]:
+) -> Iterator[SceneResult]:
     """:func:`process_item` over items, lazily (one item in memory at a time)."""
     for item in items:
         yield process_item(item, runners, profile, params, on_progress=on_progress)

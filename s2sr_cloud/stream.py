@@ -5,6 +5,11 @@ backend-agnostic, so it lives outside :mod:`s2sr_cloud.infer` (which re-exports 
 ``s2sr_cloud.infer.overlap`` for old imports).
 
 
+:func:`run_blocks` is that loop: a source, runners and a :class:`BlockSink` (a COG, an
+in-memory array, a part file of a split item); every block is super-resolved with the
+back-projection post-step (:func:`~s2sr_cloud.backproject.super_resolve_consistent`) and
+measured into one :class:`~s2sr_cloud.backproject.ConsistencyQA` per output.
+
 :func:`iter_super_resolved` runs :func:`~s2sr_cloud.sr.super_resolve` on a sequence of
 blocks with ``workers`` threads (2 = double buffering). Each runner is wrapped in a
 lock, so at any time one thread feeds the GPU while the other reads COG windows and
@@ -24,11 +29,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from .sr import Runner, SceneSource, Window, super_resolve
+from .backproject import ITERATIONS, ConsistencyQA, super_resolve_consistent
+from .sr import Runner, SceneSource, Window, assemble_sr_bands, to_uint16
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +163,8 @@ def iter_super_resolved(
     on_block: Callable[[Window], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     total_tiles: int = 0,
+    iterations: int = -1,
+    qa: ConsistencyQA | None = None,
     **sr_kwargs: Any,
 ) -> Iterator[BlockResult]:
     """Super-resolve ``blocks`` of ``source`` in order, overlapping I/O with inference.
@@ -172,6 +180,11 @@ def iter_super_resolved(
         on_progress: called as ``on_progress(done, total_tiles)`` with the tiles done
             over all blocks and nets (from the worker threads).
         total_tiles: the total passed to ``on_progress``.
+        iterations: back-projection iterations of each block
+            (:func:`~s2sr_cloud.backproject.super_resolve_consistent`; -1: the raw nets, the
+            default here so this stays a drop-in for :func:`~s2sr_cloud.sr.stream_blocks`).
+        qa: accumulates the real-scale consistency of every block, merged in block order
+            in the consumer's thread (each block is measured into its own record first).
         **sr_kwargs: passed to :func:`~s2sr_cloud.sr.super_resolve` (``tile``,
             ``batch``, ``halo``).
 
@@ -181,22 +194,42 @@ def iter_super_resolved(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     locked = {n: r if isinstance(r, LockedRunner) else LockedRunner(r) for n, r in runners.items()}
-    pool = _BlockPool(source, locked, workers, _Progress(total_tiles, on_progress), sr_kwargs)
+    pool = _BlockPool(source, locked, workers, _Progress(total_tiles, on_progress),
+                      {**sr_kwargs, "iterations": iterations}, qa is not None)
     try:
-        yield from pool.run(blocks, on_block)
+        for win, out, block_qa in pool.run(blocks, on_block):
+            if qa is not None and block_qa is not None:
+                merge_qa(qa, block_qa)
+            yield win, out
     finally:
         pool.shutdown()
+
+
+_Measured = tuple[Window, dict[str, np.ndarray], ConsistencyQA | None]
+
+
+def merge_qa(into: ConsistencyQA, other: ConsistencyQA | Mapping[str, Mapping[str, float]]) -> ConsistencyQA:
+    """Add ``other``'s sums of squares and counts to ``into`` (blocks, or the row bands of a split
+    item: ``other`` may be a QA record or its ``{"sq": …, "n": …}`` dicts); returns ``into``."""
+    sq = other.sq if isinstance(other, ConsistencyQA) else other["sq"]
+    n = other.n if isinstance(other, ConsistencyQA) else other["n"]
+    for band, v in sq.items():
+        into.sq[band] = into.sq.get(band, 0.0) + float(v)
+        into.n[band] = into.n.get(band, 0) + int(n[band])
+    return into
 
 
 class _BlockPool:
     """``workers`` long-lived threads; at most ``workers`` blocks queued or running."""
 
     def __init__(
-        self, source: SceneSource, runners: Mapping[str, Runner], workers: int, progress: _Progress, sr_kwargs: dict[str, Any]
+        self, source: SceneSource, runners: Mapping[str, Runner], workers: int, progress: _Progress,
+        sr_kwargs: dict[str, Any], measure: bool = False,
     ) -> None:
         self.source, self.runners, self.progress, self.sr_kwargs = source, runners, progress, sr_kwargs
+        self.measure = measure
         self.todo: queue.Queue[tuple[int, Window] | None] = queue.Queue()
-        self.done: dict[int, BlockResult | BaseException] = {}
+        self.done: dict[int, _Measured | BaseException] = {}
         self.cond = threading.Condition()
         self.slots = threading.Semaphore(workers)
         self.stop = threading.Event()
@@ -213,10 +246,12 @@ class _BlockPool:
                 if job is None:
                     return
                 i, w = job
-                res: BlockResult | BaseException
+                res: _Measured | BaseException
                 try:
-                    out = super_resolve(self.source, self.runners, window=w, on_tile=self.progress.for_block(i), **self.sr_kwargs)
-                    res = (w, out)
+                    qa = ConsistencyQA() if self.measure else None
+                    out = super_resolve_consistent(self.source, self.runners, window=w, qa=qa,
+                                                   on_tile=self.progress.for_block(i), **self.sr_kwargs)
+                    res = (w, out, qa)
                 except BaseException as err:  # noqa: BLE001 - re-raised in the consumer's thread
                     res = err
                 with self.cond:
@@ -238,7 +273,7 @@ class _BlockPool:
                 self.todo.put(job)
                 self.queued += 1
 
-    def run(self, blocks: Iterable[Window], on_block: Callable[[Window], None] | None) -> Iterator[BlockResult]:
+    def run(self, blocks: Iterable[Window], on_block: Callable[[Window], None] | None) -> Iterator[_Measured]:
         it = enumerate(blocks)
         nxt = 0
         self._fill(it)
@@ -273,15 +308,112 @@ def stream_blocks_overlapped(
     window: Window | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     workers: int = 2,
+    iterations: int = -1,
+    qa: ConsistencyQA | None = None,
 ) -> Iterator[BlockResult]:
     """Drop-in for :func:`~s2sr_cloud.sr.stream_blocks` with I/O overlapped (``workers`` ≥ 2).
 
     ``source`` must be thread-safe (wrap file-backed sources in :class:`PerThreadSource`).
+    ``iterations`` ≥ 0 back-projects each block (then ``block`` and ``window`` must be on
+    the 60 m grid: multiples of 6 px); ``qa`` measures the consistency of the output.
     """
     from .sr import plan_blocks, runner_tiling
 
     tile, batch = runner_tiling(runners, tile, batch)
     blocks, total = plan_blocks(window or Window(0, 0, *source.shape10), block, tile, len(runners))
+    if iterations >= 0:
+        total = _tiles_with_margin(blocks, source.shape10, runners, tile, iterations)
     yield from iter_super_resolved(
         source, runners, blocks, workers=workers, on_progress=on_progress, total_tiles=total, tile=tile, batch=batch,
+        iterations=iterations, qa=qa,
     )
+
+
+def _tiles_with_margin(blocks: Iterable[Window], shape10: tuple[int, int], runners: Mapping[str, Runner],
+                       tile: int, iterations: int) -> int:
+    """Tiles run for ``blocks`` when each is super-resolved with the back-projection margin."""
+    from .backproject import _expand, margin10
+    from .bands import net_spec
+    from .sr import count_tiles
+
+    margin = max(margin10(net_spec(n).factor, iterations) for n in runners)
+    return sum(count_tiles(_expand(b, margin, shape10), tile) for b in blocks) * len(runners)
+
+
+# --------------------------------------------------------------------------- the one loop
+def aligned_block(block: int) -> int:
+    """``block`` rounded down to the 60 m grid (a multiple of 6 px, at least 6): blocks and the
+    row bands made of them must sit on every net's low-resolution grid."""
+    return max(6, int(block) - int(block) % 6)
+
+
+class BlockSink(Protocol):
+    """Where the one loop puts each block: a COG, an in-memory array, a part file…"""
+
+    def write_block(self, window: Window, out: dict[str, np.ndarray], source: SceneSource) -> None:
+        """``window`` in the source's 10 m grid; ``out`` ``{net: float32 (C, h, w) DN}``."""
+
+
+class BandsSink:
+    """Blocks → ``write(uint16 (count, h, w), window relative to origin)``: the 8 super-resolved
+    bands in :data:`~s2sr_cloud.bands.SR_BANDS` order, then the native 10 m bands if asked.
+
+    ``write`` is e.g. :meth:`s2sr_cloud.io.cog.CogWriter.write` or a part file's writer.
+    """
+
+    def __init__(self, write: Callable[[np.ndarray, Window], None], *, origin: tuple[int, int] = (0, 0),
+                 include_10m: bool = False) -> None:
+        self.write, self.origin, self.include_10m = write, origin, include_10m
+
+    def write_block(self, window: Window, out: dict[str, np.ndarray], source: SceneSource) -> None:
+        arr = assemble_sr_bands(out)
+        if self.include_10m:
+            b10 = source.read(10, (window.row, window.row + window.height), (window.col, window.col + window.width))
+            arr = np.concatenate([arr, b10], axis=0)
+        rel = Window(window.row - self.origin[0], window.col - self.origin[1], window.height, window.width)
+        self.write(to_uint16(arr), rel)
+
+
+class ArraySink:
+    """Blocks → one uint16 array per net over ``window`` (in memory: small scenes, ``.npz`` output)."""
+
+    def __init__(self, window: Window, runners: Mapping[str, Runner]) -> None:
+        from .bands import net_spec
+
+        self.window = window
+        self.arrays = {n: np.zeros((net_spec(n).out_channels, window.height, window.width), np.uint16) for n in runners}
+
+    def write_block(self, window: Window, out: dict[str, np.ndarray], source: SceneSource) -> None:
+        r, c = window.row - self.window.row, window.col - self.window.col
+        for n, a in out.items():
+            self.arrays[n][:, r : r + window.height, c : c + window.width] = to_uint16(a)
+
+
+def run_blocks(
+    source: SceneSource,
+    runners: Mapping[str, Runner],
+    sink: BlockSink,
+    *,
+    window: Window | None = None,
+    block: int = 1536,
+    tile: int | None = None,
+    batch: int | None = None,
+    iterations: int = ITERATIONS,
+    qa: ConsistencyQA | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    workers: int = 2,
+) -> None:
+    """The one streaming loop: source → blocks → runners (+ back-projection) → sink.
+
+    Local scenes (``.npz`` arrays, band folders) and STAC items all go through here; only
+    the source and the sink differ. ``block`` is rounded to the 60 m grid
+    (:func:`aligned_block`); ``window`` (default: the scene) must be on it. Memory is
+    bounded by ``workers`` blocks. ``iterations`` back-projection steps per block
+    (:data:`~s2sr_cloud.backproject.ITERATIONS` by default, -1: the raw nets); ``qa``
+    accumulates the output's real-scale consistency block by block.
+    """
+    for win, out in stream_blocks_overlapped(
+        source, runners, block=aligned_block(block), tile=tile, batch=batch, window=window,
+        on_progress=on_progress, workers=workers, iterations=iterations, qa=qa,
+    ):
+        sink.write_block(win, out, source)

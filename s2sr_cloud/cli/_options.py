@@ -38,3 +38,7 @@ Tile = Annotated[int | None, typer.Option(help="Largest tile side in 10 m pixels
 Block = Annotated[int, typer.Option(help="Streaming block side in 10 m pixels (bounds memory).", min=60)]
 Batch = Annotated[int | None, typer.Option(help="Tiles per inference call; default: per backend (CPU 1).", min=1)]
 Overwrite = Annotated[bool, typer.Option(help="Replace existing outputs.")]
+Backproject = Annotated[int, typer.Option(
+    "--backproject", min=-1, metavar="N",
+    help="Consistency post-step: N back-projection iterations of the observed 20/60 m bands' residual "
+    "(then one exact block step); -1: the raw nets. The figure is recorded per output (QA).")]

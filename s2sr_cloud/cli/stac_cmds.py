@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..backproject import ITERATIONS
 from ._app import app
 from ._options import (
+    Backproject,
     Batch,
     Block,
     BuildEngine,
@@ -99,6 +101,7 @@ def search(
     block: Block = 1536,
     batch: Batch = None,
     overwrite: Overwrite = False,
+    backproject: Backproject = ITERATIONS,
     publish: PublishTo = None,
     s3_endpoint: S3Endpoint = None,
     assets_to: AssetsTo = None,
@@ -142,7 +145,8 @@ def search(
     if run:
         area = box or geometry_bbox(geom or {})
         run_batch(items, profile, RunParams(out_dir=out, bbox=area, include_10m=include_10m, tile=tile,
-                                            block=block, batch=batch, overwrite=overwrite),
+                                            block=block, batch=batch, overwrite=overwrite,
+                                            backproject=backproject),
                   checkpoint=checkpoint, onnx=onnx, device=device, precision=precision, build_engine=build_engine,
                   workers=workers, scheduler=scheduler, as_json=as_json,
                   publish=publish, s3_endpoint=s3_endpoint, assets_to=assets_to)
@@ -165,6 +169,7 @@ def run_item(
     block: Block = 1536,
     batch: Batch = None,
     overwrite: Overwrite = False,
+    backproject: Backproject = ITERATIONS,
     publish: PublishTo = None,
     s3_endpoint: S3Endpoint = None,
     assets_to: AssetsTo = None,
@@ -187,7 +192,7 @@ def run_item(
         if asset_map:
             profile = replace(profile, asset_keys=parse_asset_map(asset_map), collection_keys={})
     params = RunParams(out_dir=out, bbox=parse_bbox(bbox) if bbox else None, include_10m=include_10m,
-                       tile=tile, block=block, batch=batch, overwrite=overwrite)
+                       tile=tile, block=block, batch=batch, overwrite=overwrite, backproject=backproject)
     plan_item(it, profile, params)  # bbox, bands and credentials are checked before the models load
     run_batch([it], profile, params, checkpoint=checkpoint, onnx=onnx, device=device, precision=precision,
               build_engine=build_engine, workers=workers, scheduler=scheduler, as_json=as_json,

@@ -75,6 +75,10 @@ class ProcessedScene:
     """GeoJSON footprint in WGS84; the :attr:`bbox_wgs84` rectangle when None."""
     created: datetime | None = None
     """When the result was made (``created`` property); omitted when None."""
+    backproject: int | None = None
+    """Back-projection iterations of the consistency post-step (-1: the raw nets; None: unknown)."""
+    consistency_rmse: Mapping[str, float] = field(default_factory=dict)
+    """Per band, RMSE (DN) of the output degraded back against the observed band (empty: not measured)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -207,6 +211,11 @@ def build_item(scene: ProcessedScene, assets: Sequence[LocalAsset], collection_i
         "s2sr:source_id": src.id,
         "s2sr:dn_offset": scene.dn_offset,
     })
+    if scene.backproject is not None:
+        props["s2sr:backproject"] = scene.backproject
+    if scene.consistency_rmse:  # the per-output QA figure users filter on
+        props["s2sr:consistency_rmse"] = {b: float(v) for b, v in scene.consistency_rmse.items()}
+        props["s2sr:consistency_rmse_max"] = float(max(scene.consistency_rmse.values()))
     if scene.created is not None:
         props["created"] = pystac.utils.datetime_to_str(scene.created)
     item = pystac.Item(
@@ -253,11 +262,16 @@ def summaries_of(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         return sorted(vals, key=str)
 
     eo = [a["eo:bands"][0] for it in items[:1] for a in it["assets"].values() if "eo:bands" in a]
-    return {
+    out: dict[str, Any] = {
         "platform": distinct("platform"), "constellation": distinct("constellation"),
         "instruments": distinct("instruments"), "gsd": [10.0], "proj:code": distinct("proj:code"),
         "eo:bands": eo, "s2sr:model_fingerprint": distinct("s2sr:model_fingerprint"),
     }
+    qa = [it["properties"]["s2sr:consistency_rmse_max"] for it in items
+          if it["properties"].get("s2sr:consistency_rmse_max") is not None]
+    if qa:  # a range users can filter on
+        out["s2sr:consistency_rmse_max"] = {"minimum": min(qa), "maximum": max(qa)}
+    return out
 
 
 def build_collection(
@@ -340,6 +354,10 @@ def root_catalog(collection: Mapping[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def _is_range(v: Any) -> bool:
+    return isinstance(v, Mapping) and set(v) == {"minimum", "maximum"}
+
+
 def merge_collection(current: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     """``current`` with its extent and summaries widened to cover ``new`` (one more item)."""
     out = dict(current)
@@ -354,7 +372,10 @@ def merge_collection(current: Mapping[str, Any], new: Mapping[str, Any]) -> dict
     summaries = dict(current.get("summaries") or {})
     for key, vals in (new.get("summaries") or {}).items():
         old = summaries.get(key)
-        if key == "eo:bands" or not isinstance(old, list):
+        if _is_range(old) and _is_range(vals):
+            summaries[key] = {"minimum": min(old["minimum"], vals["minimum"]),
+                              "maximum": max(old["maximum"], vals["maximum"])}
+        elif key == "eo:bands" or not isinstance(old, list):
             summaries[key] = old or vals
         else:
             summaries[key] = sorted({json.dumps(v, sort_keys=True) for v in old + vals}, key=str)

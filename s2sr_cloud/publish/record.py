@@ -25,9 +25,11 @@ def record_path(cog: Path) -> Path:
 
 
 def scene_from_result(result: Any) -> ProcessedScene:
-    """Convert the pipeline's ``ItemResult`` into a :class:`ProcessedScene`."""
+    """The publishing view of the pipeline's :class:`~s2sr_cloud.pipeline.SceneResult` (a STAC item's)."""
     from .. import __version__
 
+    if result.item is None or result.grid is None:
+        raise InputError(f"{result.path}: a local scene has no source STAC item to record or publish")
     grid = result.grid
     rad = getattr(result, "radiometry", {}) or {}
     return ProcessedScene(
@@ -35,7 +37,8 @@ def scene_from_result(result: Any) -> ProcessedScene:
         shape=tuple(grid.shape), bbox=tuple(grid.bounds), bbox_wgs84=tuple(grid.bbox),
         bands=tuple(result.bands), models={k: dict(v) for k, v in result.model.items()},
         backend=result.backend, version=__version__, nodata=int(rad.get("nodata", 0)),
-        dn_offset=int(rad.get("dn_offset", 0)),
+        dn_offset=int(rad.get("dn_offset", 0)), backproject=getattr(result, "backproject", None),
+        consistency_rmse=dict(getattr(result, "consistency_rmse", None) or {}),
     )
 
 
@@ -51,6 +54,10 @@ def save_record(scene: ProcessedScene) -> Path:
         "models": {k: dict(v) for k, v in scene.models.items()}, "backend": scene.backend,
         "version": scene.version, "dn_offset": scene.dn_offset, "bands": list(scene.bands),
     }
+    if scene.backproject is not None:
+        doc["backproject"] = scene.backproject
+    if scene.consistency_rmse:
+        doc["consistency_rmse"] = dict(scene.consistency_rmse)
     path = record_path(scene.cog)
     write_text_atomic(path, json.dumps(doc, indent=2))  # 0666 & ~umask, like the COG beside it
     return path
@@ -71,7 +78,8 @@ def load_scene(path: Path) -> ProcessedScene:
     cog = rec_path.with_name(rec["cog"])
     source = pystac.Item.from_dict(rec["source_item"])
     return scene_from_cog(cog, source, models=rec["models"], backend=rec["backend"], version=rec["version"],
-                          dn_offset=int(rec.get("dn_offset", 0)))
+                          dn_offset=int(rec.get("dn_offset", 0)), backproject=rec.get("backproject"),
+                          consistency_rmse=dict(rec.get("consistency_rmse") or {}))
 
 
 def find_records(paths: Iterable[Path]) -> Iterator[Path]:
