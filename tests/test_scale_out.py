@@ -37,6 +37,7 @@ from s2sr_cloud.catalog.presets import resolve_catalog
 from s2sr_cloud.catalog.search import SearchParams, parse_bbox, search_items
 from s2sr_cloud.errors import MissingAsset, OutputExists, RasterReadError
 from s2sr_cloud.io.env import HttpParams
+from s2sr_cloud.bands import SR_BANDS
 from s2sr_cloud.pipeline import RunParams
 
 from ._fx_stac import SAMPLE, RangeServer, sample_items
@@ -150,8 +151,12 @@ def test_cluster_run_equals_in_process_and_reruns_skip(api_items, narrow, refere
     assert all(o.units == 1 for o in outcomes if o.item_id != VA_ID)
     assert len({w for o in outcomes for w in o.workers}) == 2
     for o in outcomes:
-        _same_cog(reference[o.item_id], o.path)
-        assert o.path.with_name(o.path.stem + ".s2sr.json").is_file()  # the record, written by the client
+        _same_cog(reference[o.item_id], o.path)  # pixels and tags, the consistency QA included
+        rec = json.loads(o.path.with_name(o.path.stem + ".s2sr.json").read_text())  # written by the client
+        # the split item's QA: its row bands' sums of squares and counts merged on assembly
+        assert rec["backproject"] == 2 and set(rec["consistency_rmse"]) == set(SR_BANDS)
+        with rasterio.open(reference[o.item_id]) as ref:
+            assert rec["consistency_rmse"] == json.loads(ref.tags()["S2SR_CONSISTENCY_RMSE"])
         assert o.result is not None and o.result.item is next(i for i in items if i.id == o.item_id)
     _no_leftovers(tmp_path)
     assert sorted(published) == sorted((os.getpid(), i.id, True) for i in items)
