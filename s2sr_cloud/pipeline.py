@@ -106,8 +106,8 @@ class SceneResult:
     consistency_rmse: dict[str, float] = field(default_factory=dict)
     """Per band, RMSE (DN) between the output degraded back (Wald operator) and the observed
     20 m / 60 m band: the per-output QA figure (:class:`~s2sr_cloud.backproject.ConsistencyQA`)."""
-    source: str = ""
-    """Where the input came from (the item's href, or the local file/folder)."""
+    source_href: str = ""
+    """Where the input came from (the item's href or id, or the local file/folder)."""
 
     @property
     def consistency_rmse_max(self) -> float | None:
@@ -295,7 +295,7 @@ def item_result(
             "dn_scale": DN_SCALE, "dn_offset": 0, "nodata": 0, "convention": DN_CONVENTION,
         },
         seconds=seconds, backproject=params.backproject, consistency_rmse=dict(consistency or {}),
-        source=item.get_self_href() or item.id,
+        source_href=item.get_self_href() or item.id,
     )
 
 
@@ -310,7 +310,9 @@ def process_item(
     plan = plan_item(item, profile, params)
     out = plan.out
     path = output_path(item, params)
-    nblocks = len(list(iter_blocks(out.shape, params.block)))
+    from .stream import aligned_block
+
+    nblocks = len(list(iter_blocks(out.shape, aligned_block(params.block))))
     log.info("[%s] %d x %d px at 10 m in %d blocks -> %s", item.id, out.shape[1], out.shape[0], nblocks, path)
     writer = CogWriter(path, overwrite=params.overwrite, **cog_layout(item, plan, runners, profile, params))
     qa = ConsistencyQA()

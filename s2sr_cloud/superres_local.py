@@ -61,7 +61,7 @@ def _local_result(out: Path, inp: Path, runners: Mapping[str, Runner], bands: tu
         item=None, path=out, grid=grid, bands=bands, model={n: model_info(r) for n, r in runners.items()},
         backend=next(iter(runners.values())).backend, catalog="local",
         radiometry={"dn_scale": DN_SCALE, "dn_offset": 0, "nodata": 0, "convention": LOCAL_DN_CONVENTION},
-        seconds=seconds, backproject=iterations, consistency_rmse=qa.result(), source=str(inp.resolve()),
+        seconds=seconds, backproject=iterations, consistency_rmse=qa.result(), source_href=str(inp.resolve()),
     )
 
 
