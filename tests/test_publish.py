@@ -505,3 +505,24 @@ def test_processed_scene_published_to_all_three_targets(
         stac_validate(items[0].to_dict(transform_hrefs=False))
         assert items[0].properties["s2sr:models"]["net20"]["onnx_sha256"] == onnx_sha, name
         np.testing.assert_array_equal(_read_band(items[0].assets["B05"].get_absolute_href()), b05, err_msg=name)
+
+
+def test_consistency_qa_in_item_and_collection_summaries(scene: ProcessedScene) -> None:
+    """The per-output QA figure: item properties, and a range in the collection summaries that
+    widens as items are added (merge_collection)."""
+    import dataclasses
+
+    from s2sr_cloud.publish.item import build_collection, build_item, merge_collection
+
+    docs = []
+    for worst in (0.4, 7.5):
+        sc = dataclasses.replace(scene, backproject=2, consistency_rmse={"B01": 0.1, "B05": worst})
+        props = build_item(sc, [], "c").properties
+        assert props["s2sr:consistency_rmse"] == {"B01": 0.1, "B05": worst}
+        assert props["s2sr:consistency_rmse_max"] == worst and props["s2sr:backproject"] == 2
+        docs.append(build_item(sc, [], "c").to_dict(transform_hrefs=False))
+    assert "s2sr:consistency_rmse" not in build_item(scene, [], "c").properties  # not measured: no figure
+    one = build_collection("c", docs[:1])
+    assert one["summaries"]["s2sr:consistency_rmse_max"] == {"minimum": 0.4, "maximum": 0.4}
+    both = merge_collection(one, build_collection("c", docs[1:]))
+    assert both["summaries"]["s2sr:consistency_rmse_max"] == {"minimum": 0.4, "maximum": 7.5}
