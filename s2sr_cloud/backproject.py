@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 
 from .bands import NODATA, net_spec
-from .resample import upsample
 from .sr import Runner, SceneSource, Window, super_resolve
 
 #: Default smooth iterations before the final exact (nearest) step.
@@ -53,6 +52,67 @@ def _nearest(r: np.ndarray, factor: int) -> np.ndarray:
     return np.repeat(np.repeat(r, factor, axis=1), factor, axis=2)
 
 
+def _degrade_axis(x: np.ndarray, taps: np.ndarray, r: int, factor: int, axis: int) -> np.ndarray:
+    """Blur (kernel radius ``r``) and ``factor``-block mean along ``axis`` in one strided pass:
+    LR sample ``j`` is ``sum_o taps[o] · x[factor·j + o - r]`` over the symmetric-padded axis."""
+    n = x.shape[axis] // factor
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (r, r)
+    p = np.pad(x, pad, mode="symmetric") if r else x
+    shape = list(x.shape)
+    shape[axis] = n
+    out = np.zeros(shape, np.float32)
+    for o, w in enumerate(taps):
+        sl = [slice(None)] * x.ndim
+        sl[axis] = slice(o, o + factor * n, factor)
+        out += np.float32(w) * p[tuple(sl)]
+    return out
+
+
+def degrade(x: np.ndarray, factor: int) -> np.ndarray:
+    """The Wald degradation of :func:`s2sr_cloud.train.wald.degrade` (Gaussian blur, then
+    block mean; H, W cropped to multiples of ``factor``) in float32, blur and mean fused into
+    one strided filter per axis (the training version favours clarity; this one runs in the
+    streaming loop)."""
+    from .train.wald import gaussian_kernel
+
+    k = gaussian_kernel(1.0 / factor)
+    if len(k) > 1 and k[0] < 1e-6:  # the 60 m blur's outer taps (e^-18) change nothing in float32
+        k = k[1:-1]
+    r = len(k) // 2
+    taps = np.convolve(k, np.full(factor, 1.0 / factor))  # offsets -r … factor-1+r
+    y = x.astype(np.float32, copy=False)
+    return _degrade_axis(_degrade_axis(y, taps, r, factor, 1), taps, r, factor, 2)
+
+
+def _up_axis(x: np.ndarray, factor: int, axis: int) -> np.ndarray:
+    n = x.shape[axis]
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (1, 1)
+    p = np.pad(x, pad, mode="edge")
+    shape = list(x.shape)
+    shape[axis] = n * factor
+    out = np.empty(shape, np.float32)
+    for ph in range(factor):
+        pos = (ph + 0.5) / factor - 0.5
+        i0 = int(np.floor(pos))
+        w = np.float32(pos - i0)
+        a = [slice(None)] * x.ndim
+        b = [slice(None)] * x.ndim
+        o = [slice(None)] * x.ndim
+        a[axis] = slice(i0 + 1, i0 + 1 + n)
+        b[axis] = slice(i0 + 2, i0 + 2 + n)
+        o[axis] = slice(ph, None, factor)
+        out[tuple(o)] = (1 - w) * p[tuple(a)] + w * p[tuple(b)]
+    return out
+
+
+def upsample(x: np.ndarray, factor: int) -> np.ndarray:
+    """Bilinear upsampling of (C, h, w) by ``factor``, identical to
+    :func:`s2sr_cloud.resample.upsample` (pixel-centre aligned, edges clamped), in float32."""
+    return _up_axis(_up_axis(x.astype(np.float32, copy=False), factor, 1), factor, 2)
+
+
 def project(sr: np.ndarray, lr: np.ndarray, factor: int, iterations: int = ITERATIONS) -> np.ndarray:
     """Back-project ``lr - D(sr)`` onto ``sr`` (C, H, W) float DN; ``lr`` is (C, H/s, W/s).
 
@@ -60,7 +120,7 @@ def project(sr: np.ndarray, lr: np.ndarray, factor: int, iterations: int = ITERA
     touches an ``sr`` nodata pixel, are not corrected (their residual is meaningless).
     Returns a new float32 array clipped to [1, 65535] on valid pixels.
     """
-    from .train.wald import degrade, gaussian_kernel
+    from .train.wald import gaussian_kernel
 
     h, w = lr.shape[1] * factor, lr.shape[2] * factor
     if sr.shape[1:] != (h, w):
@@ -103,8 +163,6 @@ class ConsistencyQA:
     n: dict[str, int] = field(default_factory=dict)
 
     def add(self, net: str, sr: np.ndarray, lr: np.ndarray, factor: int) -> None:
-        from .train.wald import degrade
-
         spec = net_spec(net)
         back = degrade(sr, factor)
         ok = np.all(lr != NODATA, axis=0) & (block_min(np.all(sr != NODATA, axis=0), factor))

@@ -92,3 +92,16 @@ def test_consistency_qa_accumulates_over_windows(malmo, shipped) -> None:
     ref = consistency(whole["net60"], b60, 6, ["B01", "B09"])["per_band"]
     assert whole_qa.result()["B01"] == pytest.approx(ref["B01"], abs=0.05)
     assert set(whole_qa.result()) == {"B05", "B06", "B07", "B8A", "B11", "B12", "B01", "B09"}
+
+
+@pytest.mark.parametrize("factor", [2, 6])
+@pytest.mark.parametrize("shape", [(72, 60), (75, 63)])
+def test_fast_operators_equal_the_reference_ones(factor: int, shape: tuple[int, int]) -> None:
+    """The streaming loop's fused float32 degrade/upsample equal the training (reference) ones."""
+    from s2sr_cloud.backproject import degrade, upsample
+    from s2sr_cloud.resample import upsample as upsample_ref
+    from s2sr_cloud.train.wald import degrade as degrade_ref
+
+    x = np.random.default_rng(1).uniform(0, 6000, (3, *shape)).astype(np.float32)
+    np.testing.assert_allclose(degrade(x, factor), degrade_ref(x, factor), atol=2e-3)
+    np.testing.assert_allclose(upsample(x, factor), upsample_ref(x, factor), atol=1e-3)
