@@ -204,6 +204,6 @@ def test_adapt_fits_the_scene_own_wald_pairs(tmp_path: Path) -> None:
         return float(torch.nn.functional.l1_loss(out, torch.from_numpy(pair.y[None])))
 
     before = loss(load_checkpoint(default_checkpoint("net60"), net="net60").model.eval())
-    runner = adapt_runner(scene, "net60", cfg=AdaptConfig(steps=8, lr=1e-4, threads=1))
-    assert runner.model_info["adapted"]["steps"] == 8
-    assert loss(runner.model) < before
+    runner = adapt_runner(scene, "net60", cfg=AdaptConfig(steps=30, lr=1e-4, threads=1))
+    assert runner.model_info["adapted"]["steps"] == 30
+    assert loss(runner.model) < 0.98 * before  # measured: -7 %

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..bands import net_spec
 from ..errors import InputError
-from .data import PatchSampler, Scene, make_pair
+from .data import Pair, PatchSampler, Scene, make_pair
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,7 @@ def adapt_runner(
     Wald pairs (``checkpoint``: the starting weights, default the shipped ones)."""
     import torch
 
-    from ..nets import load_checkpoint
-    from ..nets.model import TorchRunner
     from ..weights import default_checkpoint
-    from .loop import _step, pick_device
 
     cfg = cfg or AdaptConfig()
     spec = net_spec(net)
@@ -74,8 +71,24 @@ def adapt_runner(
         pair = make_pair(scene, spec.name)
     except InputError as err:
         raise InputError(f"scene {scene.name} is too small to adapt the {spec.name} net on: {err}") from err
+    threads_before = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    try:
+        return _adapt(scene, spec.name, str(ckpt), pair, cfg, on_step)  # type: ignore[no-any-return]
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _adapt(scene: Scene, net: str, ckpt: str, pair: Pair, cfg: AdaptConfig, on_step: Callable[[int, int, float], None] | None):  # type: ignore[no-untyped-def]
+    """The fine-tuning loop of :func:`adapt_runner`."""
+    import torch
+
+    from ..nets import load_checkpoint
+    from ..nets.model import TorchRunner
+    from .loop import _step, pick_device
+
+    spec = net_spec(net)
     device = pick_device(cfg.device)
     loaded = load_checkpoint(ckpt, net=spec.name)
     model = loaded.model.to(device)
