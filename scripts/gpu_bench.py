@@ -31,7 +31,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from s2sr_cloud.bands import NETS  # noqa: E402
 from s2sr_cloud.sr import ArraySource, super_resolve  # noqa: E402
 
 SIZES = {"full": (2040, 10980), "small": (120, 240)}

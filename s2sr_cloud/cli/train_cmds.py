@@ -243,7 +243,7 @@ def evaluate_cmd(
     docs: list[list[dict]] = []  # type: ignore[type-arg]
     with make_progress(transient=True) as progress:
         task = progress.add_task("evaluate", total=None)
-        for name, paths in sets:
+        for _name, paths in sets:
             group = []
             for p in paths:
                 progress.update(task, description=f"evaluate {p.name}")
