@@ -120,25 +120,13 @@ def project(sr: np.ndarray, lr: np.ndarray, factor: int, iterations: int = ITERA
     touches an ``sr`` nodata pixel, are not corrected (their residual is meaningless).
     Returns a new float32 array clipped to [1, 65535] on valid pixels.
     """
-    from .train.wald import gaussian_kernel
-
     h, w = lr.shape[1] * factor, lr.shape[2] * factor
     if sr.shape[1:] != (h, w):
         raise ValueError(f"sr {sr.shape[1:]} is not {factor} x lr {lr.shape[1:]}")
     lr = lr.astype(np.float32, copy=False)
     out = sr.astype(np.float32, copy=True)
     nodata = np.any(out == NODATA, axis=0)
-    ok = np.all(lr != NODATA, axis=0)
-    if nodata.any():
-        r = len(gaussian_kernel(1.0 / factor)) // 2
-        grown = nodata.copy()
-        for _ in range(r):  # the blur reaches r pixels
-            grown[1:] |= grown[:-1].copy()
-            grown[:-1] |= grown[1:].copy()
-            grown[:, 1:] |= grown[:, :-1].copy()
-            grown[:, :-1] |= grown[:, 1:].copy()
-        ok &= ~grown.reshape(lr.shape[1], factor, lr.shape[2], factor).any(axis=(1, 3))
-    keep = ok[None].astype(np.float32)
+    keep = comparable(nodata, lr, factor)[None].astype(np.float32)
     for step in range(iterations + 1):
         res = (lr - degrade(out, factor)) * keep
         out += upsample(res, factor) if step < iterations else _nearest(res, factor)
@@ -165,7 +153,7 @@ class ConsistencyQA:
     def add(self, net: str, sr: np.ndarray, lr: np.ndarray, factor: int) -> None:
         spec = net_spec(net)
         back = degrade(sr, factor)
-        ok = np.all(lr != NODATA, axis=0) & (block_min(np.all(sr != NODATA, axis=0), factor))
+        ok = comparable(np.any(sr == NODATA, axis=0), lr, factor)
         for i, band in enumerate(spec.outputs):
             d = (back[i] - lr[i].astype(np.float32))[ok].astype(np.float64)
             self.sq[band] = self.sq.get(band, 0.0) + float(np.dot(d, d))
@@ -176,10 +164,18 @@ class ConsistencyQA:
         return {b: round(float(np.sqrt(self.sq[b] / self.n[b])), 2) for b in self.sq if self.n[b]}
 
 
-def block_min(mask: np.ndarray, factor: int) -> np.ndarray:
-    """True where every pixel of a ``factor`` × ``factor`` block of ``mask`` (H, W) is."""
-    h, w = mask.shape[0] // factor, mask.shape[1] // factor
-    return mask[: h * factor, : w * factor].reshape(h, factor, w, factor).all(axis=(1, 3))
+def comparable(sr_nodata: np.ndarray, lr: np.ndarray, factor: int) -> np.ndarray:
+    """LR pixels where ``D(sr)`` and ``lr`` can be compared: ``lr`` valid in every band and no
+    ``sr`` nodata pixel within the Wald blur's reach of the block (the rule of
+    :func:`s2sr_cloud.metrics.consistency`)."""
+    from .metrics import dilate_by_blur
+
+    ok = np.all(lr != NODATA, axis=0)
+    if sr_nodata.any():
+        h, w = ok.shape
+        grown = dilate_by_blur(sr_nodata, factor)[: h * factor, : w * factor]
+        ok &= ~grown.reshape(h, factor, w, factor).any(axis=(1, 3))
+    return ok
 
 
 def _expand(window: Window, margin: int, shape10: tuple[int, int]) -> Window:

@@ -114,7 +114,7 @@ def degrade_back(sr: np.ndarray, factor: int) -> np.ndarray:
     return degrade(sr, factor)
 
 
-def _dilate(mask: np.ndarray, factor: int) -> np.ndarray:
+def dilate_by_blur(mask: np.ndarray, factor: int) -> np.ndarray:
     """Grow ``mask`` by the radius of the degradation blur (nodata spreads that far)."""
     from .train.wald import gaussian_kernel
 
@@ -147,7 +147,7 @@ def consistency(sr: np.ndarray, lr: np.ndarray, factor: int, bands: Sequence[str
         raise ValueError(f"output {sr.shape} smaller than {factor} x input {lr.shape}")
     sr = sr[:, :h, :w]
     back = degrade_back(sr, factor)
-    nodata = block_mean(_dilate(np.any(sr == 0, axis=0), factor)[None].astype(np.float32), factor)[0] > 0
+    nodata = block_mean(dilate_by_blur(np.any(sr == 0, axis=0), factor)[None].astype(np.float32), factor)[0] > 0
     back[:, nodata] = 0
     v = rmse(lr.astype(np.float32), back)
     names = list(bands) if bands is not None else [str(i) for i in range(lr.shape[0])]
