@@ -207,3 +207,24 @@ def test_adapt_fits_the_scene_own_wald_pairs(tmp_path: Path) -> None:
     runner = adapt_runner(scene, "net60", cfg=AdaptConfig(steps=30, lr=1e-4, threads=1))
     assert runner.model_info["adapted"]["steps"] == 30
     assert loss(runner.model) < 0.98 * before  # measured: -7 %
+
+
+def test_phase_shifts_give_every_wald_phase_with_aligned_targets(malmo) -> None:
+    """Shifting by whole 60 m pixels keeps the grids aligned: the targets are the same
+    observation moved by k target pixels, while the degraded inputs differ (new information)."""
+    from s2sr_cloud.train.data import make_pairs
+
+    base = make_pair(malmo, "60")
+    pairs = make_pairs(malmo, "60", phases=True)
+    assert len(pairs) == 36 and pairs[0].name == base.name
+    p = next(q for q in pairs if q.name.endswith("@2,5"))
+    from s2sr_cloud.bands import SCALE
+
+    h, w = p.y.shape[1:]
+    np.testing.assert_allclose(p.y, malmo.b60[:, 2 : 2 + h, 5 : 5 + w] / np.float32(SCALE), rtol=1e-6)
+    hh, ww = min(h, base.y.shape[1] - 2), min(w, base.y.shape[2] - 5)  # where both pairs have data
+    a, b = p.x[:, : hh - 6, : ww - 6], base.x[:, 2 : 2 + hh - 6, 5 : 5 + ww - 6]  # away from the crop edges
+    np.testing.assert_allclose(a[:4], b[:4], rtol=1e-5)  # 10 m guides: the same 60 m blocks
+    assert np.abs(a[4:] - b[4:]).mean() > 1e-4  # LR bands: a different degradation
+    assert len(make_pairs(malmo, "20", phases=True)) == 4
+    assert len(make_pairs(malmo, "20", phases=False)) == 1

@@ -52,6 +52,13 @@ def train_cmd(
             help="Input context around each patch (real pixels, mirrored at scene borders) cropped off before the loss; default: the net's receptive radius.",
         ),
     ] = None,
+    phases: Annotated[
+        bool,
+        typer.Option(
+            "--phases/--no-phases",
+            help="Also train on every phase of the Wald grid (scene shifted by whole 60 m pixels): 4 (20 m net) or 36 (60 m net) different degradations of each scene.",
+        ),
+    ] = False,
 ) -> None:
     """Train or fine-tune a DSen2 net with the Wald protocol (L1 loss, Adam/Nadam).
 
@@ -84,6 +91,7 @@ def train_cmd(
         warmup=warmup,
         gain_jitter=gain_jitter,
         context=_receptive_radius(variant) if context is None else context,
+        phases=phases,
         command=shlex.join(["s2sr", *sys.argv[1:]]),
     )
     with make_progress() as progress:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bands import BANDS_10M, BANDS_20M, BANDS_60M
+from ..bands import BANDS_10M, BANDS_20M, BANDS_60M, net_spec
 from ..errors import InputError
 from ..io.bandfiles import is_band_folder
 from ..sr import SceneSource, Window
@@ -168,6 +168,51 @@ def make_pair(scene: Scene, net: str) -> Pair:
 
     ws: WaldScene = wald_scene(scene.b10, scene.b20, scene.b60, net)
     return Pair(scene.name, net_input(ws), ws.target / np.float32(SCALE), ws.valid)
+
+
+def phase_shifts(scene: Scene, net: str) -> list[Scene]:
+    """The scene and its copies shifted by whole 60 m pixels, one per phase of the Wald grid.
+
+    The Wald degradation groups ``s × s`` pixels of each band (``s`` = 2 for the 20 m net,
+    6 for the 60 m net). Dropping ``k`` whole 60 m pixels (``6k`` px at 10 m, ``3k`` at
+    20 m) from the top/left keeps the three band grids aligned but moves the degraded
+    grid by ``k`` target pixels, so each shift ``k = 0 … s−1`` per axis degrades the same
+    observation differently: ``s²`` genuinely different low-resolution inputs for the same
+    targets (36 for the 60 m net, whose training data is the scarcest). A shift is skipped
+    when the Wald crop (a multiple of ``6·s`` px at 10 m) would keep less than half the
+    unshifted scene's area (e.g. 120 px BigEarthNet patches keep 3 × 3 of the 60 m net's phases).
+    """
+    s = net_spec(net).factor
+    m = 6 * s
+
+    def kept(h: int, w: int) -> int:
+        return (h // m) * (w // m)
+
+    full = kept(*scene.b10.shape[1:])
+    out = []
+    for a in range(s):
+        for b in range(s):
+            if a == b == 0:
+                out.append(scene)
+                continue
+            b10 = scene.b10[:, 6 * a :, 6 * b :]
+            if 2 * kept(*b10.shape[1:]) < full:
+                continue
+            out.append(Scene(f"{scene.name}@{a},{b}", b10, scene.b20[:, 3 * a :, 3 * b :], scene.b60[:, a:, b:], scene.files))
+    return out
+
+
+def make_pairs(scene: Scene, net: str, phases: bool = False) -> list[Pair]:
+    """Wald pairs of ``scene`` for ``net``: one, or one per phase (:func:`phase_shifts`)."""
+    scenes = phase_shifts(scene, net) if phases else [scene]
+    pairs = []
+    for sc in scenes:
+        try:
+            pairs.append(make_pair(sc, net))
+        except InputError:
+            if sc is scene:
+                raise
+    return pairs
 
 
 class PatchSampler:
