@@ -341,6 +341,12 @@ def _tiles_with_margin(blocks: Iterable[Window], shape10: tuple[int, int], runne
 
 
 # --------------------------------------------------------------------------- the one loop
+def block_workers(runners: Mapping[str, Runner]) -> int:
+    """Blocks in flight: the largest ``host_workers`` the runners ask for (2 by default:
+    double buffering; GPU runners ask for more, see :func:`~s2sr_cloud.infer.base.gpu_host_workers`)."""
+    return max([2, *(int(getattr(r, "host_workers", 2) or 2) for r in runners.values())])
+
+
 def aligned_block(block: int) -> int:
     """``block`` rounded down to the 60 m grid (a multiple of 6 px, at least 6): blocks and the
     row bands made of them must sit on every net's low-resolution grid."""
@@ -401,7 +407,7 @@ def run_blocks(
     iterations: int = ITERATIONS,
     qa: ConsistencyQA | None = None,
     on_progress: Callable[[int, int], None] | None = None,
-    workers: int = 2,
+    workers: int | None = None,
 ) -> None:
     """The one streaming loop: source → blocks → runners (+ back-projection) → sink.
 
@@ -410,8 +416,10 @@ def run_blocks(
     (:func:`aligned_block`); ``window`` (default: the scene) must be on it. Memory is
     bounded by ``workers`` blocks. ``iterations`` back-projection steps per block
     (:data:`~s2sr_cloud.backproject.ITERATIONS` by default, -1: the raw nets); ``qa``
-    accumulates the output's real-scale consistency block by block.
+    accumulates the output's real-scale consistency block by block. ``workers`` (default:
+    :func:`block_workers`) blocks are prepared on the host at once.
     """
+    workers = block_workers(runners) if workers is None else workers
     for win, out in stream_blocks_overlapped(
         source, runners, block=aligned_block(block), tile=tile, batch=batch, window=window,
         on_progress=on_progress, workers=workers, iterations=iterations, qa=qa,

@@ -98,6 +98,7 @@ def main() -> None:
 
     from s2sr_cloud.infer.overlap import stream_blocks_overlapped
     from s2sr_cloud.infer.torch_gpu import TorchGpuRunner, resolve_device
+    from s2sr_cloud.stream import block_workers
 
     t_start = time.perf_counter()
     device = resolve_device(args.device)
@@ -160,12 +161,14 @@ def main() -> None:
     runners = {n: TorchGpuRunner(m, device, best) for n, m in models.items()}
     t0 = time.perf_counter()
     n_blocks = 0
-    for _win, _out in stream_blocks_overlapped(big, runners, block=2048 if cuda else 120, tile=args.tile, batch=args.batch):
+    workers = block_workers(runners)
+    for _win, _out in stream_blocks_overlapped(big, runners, block=2048 if cuda else 120, tile=args.tile, batch=args.batch,
+                                               workers=workers):
         n_blocks += 1
     sync()
     secs = time.perf_counter() - t0
     print(f"gpu_bench what=tile nets=both precision={best} size={full} mpx_per_s={full * full / 1e6 / secs:.4g} seconds={secs:.1f} "
-          f"blocks={n_blocks} net_seconds={sum(r.inference_time for r in runners.values()):.1f}", flush=True)
+          f"blocks={n_blocks} workers={workers} net_seconds={sum(r.inference_time for r in runners.values()):.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -79,3 +79,26 @@ def test_qa_parts_merge_to_the_whole(crop, shipped) -> None:
     merged = merge_qa(merge_qa(ConsistencyQA(), {"sq": top.sq, "n": top.n}), bottom)
     assert merged.n == whole.n
     assert merged.result() == pytest.approx(whole.result(), abs=0.011)
+
+
+def test_gpu_runners_ask_for_more_host_workers_and_blocks_stay_equal(crop, shipped, whole, monkeypatch) -> None:
+    """The loop prepares as many blocks at once as the hungriest runner asks for (GPU runners:
+    half the cores, 2–6); CPU runners keep double buffering. More workers, same pixels."""
+    import os
+
+    from s2sr_cloud.infer.base import gpu_host_workers
+    from s2sr_cloud.stream import block_workers
+
+    assert block_workers(shipped) == 2  # CPU backends: the net is the bottleneck
+    for cores, want in ((1, 2), (4, 2), (8, 4), (16, 6), (96, 6)):
+        monkeypatch.setattr(os, "cpu_count", lambda c=cores: c)
+        assert gpu_host_workers() == want
+    hungry = dict(shipped)
+    hungry["net60"] = type("Hungry", (), {"host_workers": 5, "net": "net60", "halo": shipped["net60"].halo})()
+    assert block_workers(hungry) == 5
+    for r in shipped.values():
+        monkeypatch.setattr(r, "host_workers", 4, raising=False)
+    sink = ArraySink(Window(0, 0, *crop.shape10), shipped)
+    run_blocks(crop, shipped, sink, block=60, tile=48)  # default workers: block_workers → 4
+    for net, arr in sink.arrays.items():
+        assert np.abs(arr.astype(int) - to_uint16(whole[0][net]).astype(int)).max() <= 1, net

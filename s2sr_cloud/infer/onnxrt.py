@@ -12,7 +12,7 @@ import numpy as np
 
 from ..bands import NETS
 from ..errors import BackendUnavailable, EngineMismatch, MissingDependency, ModelError
-from .base import ModelInfo, RunnerBase
+from .base import ModelInfo, RunnerBase, gpu_host_workers
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,8 @@ class OnnxRunner(RunnerBase):
         # CPU: one big tile per call (batching only multiplies activation memory);
         # GPUs: big tiles in small batches keep the device busy.
         self.tile, self.batch = (544, 1) if device == "cpu" else (1024, 2)
+        if device != "cpu":
+            self.host_workers = gpu_host_workers()
         self.inference_time = 0.0
         self.info = ModelInfo(
             name=Path(onnx_path).stem, net=self.net, backend=self.backend, precision=self.precision,

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendUnavailable
-from .base import ModelInfo, RunnerBase
+from .base import ModelInfo, RunnerBase, gpu_host_workers
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,8 @@ class TorchGpuRunner(RunnerBase):
         self.backend = f"torch-{'cuda' if cuda else 'cpu'}"
         self.precision = precision
         self.tile, self.batch = (1024, 2) if cuda else (544, 1)
+        if cuda:
+            self.host_workers = gpu_host_workers()
         self.inference_time = 0.0
         gpu_name = torch.cuda.get_device_name(self.device) if cuda else None
         self.info = ModelInfo(

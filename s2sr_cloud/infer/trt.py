@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import BackendUnavailable, EngineMismatch, MissingDependency
 from . import cuda
+from .base import gpu_host_workers
 from .engine_cache import (
     CacheEntry,
     EngineSpec,
@@ -105,6 +106,7 @@ class TrtRunner:
         self.precision: str = meta["precision"]
         self.backend = f"tensorrt-{self.precision}"
         self.tile = self.profile.tile
+        self.host_workers = gpu_host_workers()
         self.max_batch = self.profile.max_batch
         self.batch = self.max_batch
         self.inference_time = 0.0

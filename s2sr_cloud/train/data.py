@@ -246,9 +246,12 @@ class PatchSampler:
         self.rng = rng
         self.gain_jitter = gain_jitter
         self.pairs = [p for p in pairs if min(p.y.shape[1:]) >= patch]
-        for p in pairs:
-            if min(p.y.shape[1:]) < patch:
-                log.warning("%s: %s px on the target grid, smaller than the %d px patch; skipped", p.name, p.y.shape[1:], patch)
+        small = [p for p in pairs if min(p.y.shape[1:]) < patch]
+        if small:
+            log.warning(
+                "%d of %d training pairs are smaller than the %d px patch on the target grid and are skipped (e.g. %s: %s px)",
+                len(small), len(pairs), patch, small[0].name, small[0].y.shape[1:],
+            )
         if not self.pairs:
             raise InputError(f"no training scene is large enough for {patch} px patches")
         sizes = np.array([p.y.shape[1] * p.y.shape[2] for p in self.pairs], float)
