@@ -223,3 +223,43 @@ def test_missing_onnxruntime_names_the_extra_that_provides_it():
     assert not any(d.startswith("onnxruntime") for d in deps + extras["gpu"] if not d.startswith("onnxruntime-gpu"))
     trt = next(d for d in extras["gpu"] if d.startswith("tensorrt"))
     assert "<11" in trt  # onnxruntime-gpu's TensorRT provider links TensorRT 10
+
+
+def test_torch_gate_scores_modes_against_fp32_and_caches(cache, monkeypatch):
+    """The GPU precision gate (PyTorch fp16/bf16) on the CPU: a mode that cannot run fails with
+    its reason, a mode that moves the output too much fails on the stated tolerance, fp32 wins,
+    and the result is cached per device, torch and weights (a second call measures nothing)."""
+    from s2sr_cloud.bands import SCALE
+    from s2sr_cloud.infer import gate
+    from s2sr_cloud.infer.torch_gpu import TorchGpuRunner
+    from s2sr_cloud.nets.checkpoint import load_checkpoint
+    from s2sr_cloud.weights import default_checkpoint
+
+    ck = load_checkpoint(default_checkpoint("net60"), net="net60")
+    calls: list[str] = []
+
+    class Noisy(TorchGpuRunner):
+        """fp32 plus a 40 DN shift: the kind of error a broken low-precision path makes."""
+
+        def __call__(self, x):
+            return super().__call__(x) + np.float32(40 / SCALE)
+
+    def make(prec):
+        calls.append(prec)
+        if prec == "noisy":
+            return Noisy(ck.model, "cpu", "fp32")
+        return TorchGpuRunner(ck.model, "cpu", prec)
+
+    result = gate.torch_gate("net60", ck.sha256, "cpu", make, modes=("fp16", "noisy"))
+    modes = result["modes"]
+    assert modes["fp32"]["passed"] and result["tolerance"]["max_mean_abs_dn"] == gate.MAX_MEAN_DN
+    assert not modes["fp16"]["passed"] and "CUDA" in modes["fp16"]["error"]
+    noisy = modes["noisy"]
+    # fails on |Δ| at real scale (the Wald RMSE is of the product, whose back-projection step
+    # removes a constant shift: that is why the gate checks both)
+    assert not noisy["passed"] and noisy["mean_abs_dn"] == pytest.approx(40, abs=1.5) and noisy["mean_abs_dn"] > gate.MAX_MEAN_DN
+    assert gate.torch_best(result) == "fp32"
+    assert result["key"]["checkpoint_sha256"] == ck.sha256 and result["key"]["net"] == "net60"
+    n = len(calls)
+    again = gate.torch_gate("net60", ck.sha256, "cpu", make, modes=("fp16", "noisy"))
+    assert len(calls) == n and again["modes"] == modes  # cached

@@ -139,17 +139,7 @@ def measure(onnx: Mapping[str, Path], manifests: Mapping[str, dict[str, Any]], m
                 res[key] = {"backend": "openvino-cpu", "precision": mode, "passed": False, "error": str(err)}
                 continue
             with runner:
-                out, s = _real_run(scene, net, runner)
-                rmse = float(wald_metrics(scene, net, runner)["model"]["rmse"])
-            d = np.abs(out - ref_out)
-            change = (rmse - ref_rmse) / ref_rmse if ref_rmse else 0.0
-            entry = {
-                "backend": "openvino-cpu", "precision": mode, "s_per_mpx": round(s, 3),
-                "mean_abs_dn": round(float(d.mean()), 3), "p999_abs_dn": round(float(np.percentile(d, 99.9)), 2),
-                "max_abs_dn": round(float(d.max()), 1), "wald_rmse": round(rmse, 3), "wald_rmse_change": round(change, 5),
-            }
-            entry["passed"] = bool(change <= MAX_RMSE_WORSENING and entry["mean_abs_dn"] <= MAX_MEAN_DN and entry["p999_abs_dn"] <= MAX_P999_DN)
-            res[key] = entry
+                res[key] = {"backend": "openvino-cpu", "precision": mode, **score(scene, net, runner, ref_out, ref_rmse)}
         log.info("precision gate for %s measured in %.0f s", net, time.perf_counter() - t0)
         nets[net] = res
     return {
@@ -159,6 +149,80 @@ def measure(onnx: Mapping[str, Path], manifests: Mapping[str, dict[str, Any]], m
         "tolerance": {"max_wald_rmse_worsening": MAX_RMSE_WORSENING, "max_mean_abs_dn": MAX_MEAN_DN, "max_p999_abs_dn": MAX_P999_DN},
         "nets": nets,
     }
+
+
+def score(scene: Any, net: str, runner: Any, ref_out: np.ndarray, ref_rmse: float) -> dict[str, Any]:
+    """One mode against the fp32 reference on the gate scene: speed, |Δ| in DN at real scale,
+    Wald RMSE and its change, and whether it passes the tolerance."""
+    from ..train.evaluate import wald_metrics
+
+    out, s = _real_run(scene, net, runner)
+    rmse = float(wald_metrics(scene, net, runner)["model"]["rmse"])
+    d = np.abs(out - ref_out)
+    change = (rmse - ref_rmse) / ref_rmse if ref_rmse else 0.0
+    entry = {
+        "s_per_mpx": round(s, 3), "mean_abs_dn": round(float(d.mean()), 3), "p999_abs_dn": round(float(np.percentile(d, 99.9)), 2),
+        "max_abs_dn": round(float(d.max()), 1), "wald_rmse": round(rmse, 3), "wald_rmse_change": round(change, 5),
+    }
+    entry["passed"] = bool(change <= MAX_RMSE_WORSENING and entry["mean_abs_dn"] <= MAX_MEAN_DN and entry["p999_abs_dn"] <= MAX_P999_DN)
+    return entry
+
+
+def torch_gate(net: str, checkpoint_sha256: str | None, device: str, runner_factory: Any,
+               modes: tuple[str, ...] = ("fp16", "bf16"), *, remeasure: bool = False) -> dict[str, Any]:
+    """The accuracy gate for PyTorch low precisions on a GPU, cached per GPU, torch and weights.
+
+    Same scene and tolerance as the CPU gate: each mode is scored against the strict-fp32
+    run of the same net on the same device (:func:`score`). ``runner_factory(precision)``
+    makes a runner; a mode whose runner cannot be made fails. :func:`torch_best` picks.
+    """
+    import torch
+
+    from ..fsutil import atomic_path
+    from ..train.data import load_scene
+    from ..train.evaluate import wald_metrics
+
+    dev_name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else _cpu_name()
+    key = {"format": GATE_FORMAT, "backend": "torch", "device": dev_name, "torch": torch.__version__,
+           "cuda": torch.version.cuda, "net": net, "checkpoint_sha256": checkpoint_sha256, "modes": list(modes)}
+    path = gate_path(key)
+    if path.exists() and not remeasure:
+        try:
+            cached = json.loads(path.read_text())
+            if cached.get("key") == key:
+                return cached  # type: ignore[no-any-return]
+        except (OSError, ValueError):
+            log.warning("ignoring an unreadable precision gate cache %s", path)
+    scene_path = gate_scene_path()
+    log.warning("measuring the %s precision gate for %s on %s (once, cached in %s)", "/".join(modes), net, dev_name, path)
+    scene = load_scene(scene_path)
+    with runner_factory("fp32") as ref:
+        ref_out, ref_s = _real_run(scene, net, ref)
+        ref_rmse = float(wald_metrics(scene, net, ref)["model"]["rmse"])
+    res: dict[str, Any] = {"fp32": {"backend": "torch", "s_per_mpx": round(ref_s, 3), "wald_rmse": round(ref_rmse, 3), "passed": True}}
+    for mode in modes:
+        try:
+            runner = runner_factory(mode)
+        except Exception as err:  # noqa: BLE001 - a mode that cannot run here fails the gate
+            res[mode] = {"backend": "torch", "precision": mode, "passed": False, "error": str(err)}
+            continue
+        with runner:
+            res[mode] = {"backend": "torch", "precision": mode, **score(scene, net, runner, ref_out, ref_rmse)}
+    result = {
+        "format": GATE_FORMAT, "measured": datetime.now(UTC).isoformat(timespec="seconds"), "scene": str(scene_path),
+        "tolerance": {"max_wald_rmse_worsening": MAX_RMSE_WORSENING, "max_mean_abs_dn": MAX_MEAN_DN, "max_p999_abs_dn": MAX_P999_DN},
+        "modes": res, "key": key,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, suffix=".json") as tmp:
+        Path(tmp).write_text(json.dumps(result, indent=1))
+    return result
+
+
+def torch_best(result: Mapping[str, Any]) -> str:
+    """The fastest passing precision of a :func:`torch_gate` result (``fp32`` always passes)."""
+    passing = [(v["s_per_mpx"], k) for k, v in result["modes"].items() if v.get("passed") and "s_per_mpx" in v]
+    return min(passing)[1]
 
 
 def best_mode(result: Mapping[str, Any], net: str) -> tuple[str, str]:

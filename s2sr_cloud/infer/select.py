@@ -79,10 +79,22 @@ def _torch_runner(net: str, checkpoint: str | os.PathLike[str] | None, device: s
     if ckpt is None:
         raise ModelError(f"--device torch needs a checkpoint for the {net_spec(net).name} net")
     where = resolve_device(device)
-    if precision == "auto":  # low precision on a GPU only behind a gate; none is measured yet for torch
-        precision = "fp32"
     loaded = load_checkpoint(ckpt, net=net)
-    return TorchGpuRunner(loaded.model, where, precision, name=Path(ckpt).stem, checkpoint_sha256=loaded.sha256)
+
+    def make(prec: str) -> TorchGpuRunner:
+        return TorchGpuRunner(loaded.model, where, prec, name=Path(ckpt).stem, checkpoint_sha256=loaded.sha256)
+
+    if precision == "auto":
+        precision = "fp32"
+        if where.startswith("cuda"):  # fp16/bf16 only behind the accuracy gate (measured once per GPU)
+            from . import gate
+
+            try:
+                precision = gate.torch_best(gate.torch_gate(net_spec(net).name, loaded.sha256, where, make))
+                log.info("--precision auto for %s: torch %s (fastest mode that passes the gate on this GPU)", net, precision)
+            except Exception as err:  # noqa: BLE001 - the gate is an optimisation: fall back, say why
+                log.warning("--precision auto: the GPU precision gate failed (%s); running %s in fp32", err, net)
+    return make(precision)
 
 
 def _native_trt(onnx_path: Path, manifest: dict[str, Any], precision: str, build: bool) -> Runner | None:
