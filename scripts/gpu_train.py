@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import shutil
 import sys
 import time
@@ -50,6 +51,24 @@ def probe_seconds_per_step(cfg: TrainConfig, device: str, n: int = 12) -> float:
     for _ in range(n):
         _step(model, opt, sampler.batch(cfg.batch), 1e-6, device, cfg.context)
     return (time.perf_counter() - t0) / n
+
+
+def train_command(cfg: TrainConfig) -> str:
+    """The ``s2sr train`` command that runs exactly this schedule (steps fixed by the probe)."""
+    cmd = ["s2sr", "train", "--net", cfg.net, "--variant", cfg.variant]
+    for d in cfg.data:
+        cmd += ["--data", d]
+    for e in cfg.exclude:
+        cmd += ["--exclude", e]
+    if cfg.init_from:
+        cmd += ["--from", cfg.init_from]
+    cmd += ["--steps", str(cfg.steps), "--batch", str(cfg.batch), "--patch", str(cfg.patch), "--lr", f"{cfg.lr:g}",
+            "--warmup", str(cfg.warmup), "--gain-jitter", f"{cfg.gain_jitter:g}", "--context", str(cfg.context),
+            "--seed", str(cfg.seed), "--checkpoint-every", str(cfg.checkpoint_every), "--device", cfg.device,
+            "--out", cfg.out]
+    if cfg.phases:
+        cmd.append("--phases")
+    return shlex.join(cmd)
 
 
 def main() -> None:
@@ -88,7 +107,6 @@ def main() -> None:
         net=args.net, variant=args.variant, data=args.data, exclude=args.exclude, steps=1, batch=args.batch,
         patch=args.patch, lr=args.lr, gain_jitter=args.gain_jitter, context=args.context, seed=args.seed, phases=args.phases,
         out=args.work, init_from=init, device=device,
-        command="scripts/gpu_train.py " + " ".join(sys.argv[1:]),
     )
     t0 = time.perf_counter()
     per_step = probe_seconds_per_step(cfg, device)
@@ -96,6 +114,7 @@ def main() -> None:
     cfg.steps = max(20, int((args.budget_s - probe_s) / per_step * 0.92))
     cfg.warmup = min(100, cfg.steps // 20)
     cfg.checkpoint_every = max(1, cfg.steps // 2)
+    cfg.command = train_command(cfg) + "  # run by scripts/gpu_train.py " + shlex.join(sys.argv[1:])
     name = torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu"
     print(f"gpu_train net={args.net} tag={args.tag} device={name!r} probe_s_per_step={per_step:.4f} steps={cfg.steps} "
           f"batch={cfg.batch} patch={cfg.patch} context={cfg.context} lr={cfg.lr} gain_jitter={cfg.gain_jitter} phases={cfg.phases}", flush=True)

@@ -9,7 +9,7 @@ import pytest
 
 from s2sr_cloud.bands import NETS, SCALE
 from s2sr_cloud.sr import ArraySource, super_resolve
-from s2sr_cloud.train.data import PatchSampler, find_scenes, load_scene, make_pair
+from s2sr_cloud.train.data import PatchSampler, Scene, find_scenes, load_scene, make_pair
 from s2sr_cloud.train.wald import net_input, wald_scene
 
 torch = pytest.importorskip("torch")
@@ -228,3 +228,15 @@ def test_phase_shifts_give_every_wald_phase_with_aligned_targets(malmo) -> None:
     assert np.abs(a[4:] - b[4:]).mean() > 1e-4  # LR bands: a different degradation
     assert len(make_pairs(malmo, "20", phases=True)) == 4
     assert len(make_pairs(malmo, "20", phases=False)) == 1
+
+
+def test_wald_crop_keeps_the_area_every_band_covers(malmo) -> None:
+    """A scene whose 20/60 m arrays are a pixel short (10 m side not a multiple of 6, like the
+    up42 mock: 444 × 456 px with 221 × 227 and 73 × 75) is cropped to what all groups cover."""
+    from s2sr_cloud.train.wald import crop_to
+
+    b10, b20, b60 = malmo.b10[:, :444, :456], malmo.b20[:, :221, :227], malmo.b60[:, :73, :75]
+    c10, c20, c60 = crop_to(b10, b20, b60, 6)
+    assert c10.shape[1:] == (438, 450) and c20.shape[1:] == (219, 225) and c60.shape[1:] == (73, 75)
+    np.testing.assert_array_equal(c20, b20[:, :219, :225])
+    assert make_pair(Scene("short", b10, b20, b60), "20").y.shape[1:] == (216, 222)

@@ -58,14 +58,18 @@ def degrade(x: np.ndarray, factor: int) -> np.ndarray:
 
 
 def crop_to(b10: np.ndarray, b20: np.ndarray, b60: np.ndarray, multiple: int) -> tuple[np.ndarray, ...]:
-    """Crop a scene so that its 10 m side is a multiple of ``multiple`` (a multiple of 6)."""
-    h = (b10.shape[1] // multiple) * multiple
-    w = (b10.shape[2] // multiple) * multiple
+    """Crop a scene to the area every band group covers, with a 10 m side that is a multiple
+    of ``multiple`` (a multiple of 6).
+
+    The groups are anchored at the top-left corner (``b20[:, i, j]`` covers
+    ``b10[:, 2i:2i+2, 2j:2j+2]``), so a 20 m or 60 m array one pixel short (e.g. a crop
+    whose 10 m side is not a multiple of 6) only loses the last rows/columns.
+    """
+    h = min(b10.shape[1], 2 * b20.shape[1], 6 * b60.shape[1]) // multiple * multiple
+    w = min(b10.shape[2], 2 * b20.shape[2], 6 * b60.shape[2]) // multiple * multiple
     if h == 0 or w == 0:
-        raise ShapeMismatch(f"scene of {b10.shape[1:]} px is smaller than {multiple} px at 10 m")
-    if b20.shape[1] < h // 2 or b20.shape[2] < w // 2 or b60.shape[1] < h // 6 or b60.shape[2] < w // 6:
         raise ShapeMismatch(
-            f"band grids do not align: 10 m {b10.shape[1:]}, 20 m {b20.shape[1:]}, 60 m {b60.shape[1:]}"
+            f"scene of {b10.shape[1:]} px (20 m {b20.shape[1:]}, 60 m {b60.shape[1:]}) is smaller than {multiple} px at 10 m"
         )
     return b10[:, :h, :w], b20[:, : h // 2, : w // 2], b60[:, : h // 6, : w // 6]
 
