@@ -175,7 +175,7 @@ def _print_summary(sets: list[dict]) -> None:  # type: ignore[type-arg]
             if m is None:
                 continue
             table.add_row(
-                st["name"], net, str(m["scenes"]), f(m.get("rmse_model")), f(m.get("rmse_net_only")), f(m.get("rmse_bicubic")),
+                Path(st["name"]).stem or st["name"], net, str(m["scenes"]), f(m.get("rmse_model")), f(m.get("rmse_net_only")), f(m.get("rmse_bicubic")),
                 "-" if m.get("rmse_ratio_vs_bicubic") is None else f"{m['rmse_ratio_vs_bicubic']:.3f}",
                 f(m.get("consistency_model")), f(m.get("consistency_bicubic")),
             )
