@@ -57,7 +57,7 @@ def main() -> None:
     ap.add_argument("--scene", type=Path, default=SCENE)
     ap.add_argument("--keras-python", default="/tmp/keras-ref/bin/python")
     ap.add_argument("--precisions", default="fp32,bf16,int8,auto")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="auto", help="as `s2sr superres --device` (default: its default)")
     ap.add_argument("--cold", action="store_true", help="do not prepare the gate / int8 model first")
     ap.add_argument("--no-keras", action="store_true")
     args = ap.parse_args()
@@ -68,8 +68,10 @@ def main() -> None:
     if not args.cold:  # per-machine, cached: not part of a normal run's cost
         from s2sr_cloud.infer import load_runners
 
+        # the precision gate (which also times the fp32 kernels: --device auto runs fp32 on the faster)
+        load_runners(device=args.device, precision="auto")
         for p in precisions:
-            if p != "fp32":
+            if p not in ("fp32", "auto"):
                 load_runners(device=args.device, precision=p)
     if not args.no_keras:
         secs, keras_cpu, rss, out = run([args.keras_python, str(KERAS), "--size", str(size), "--net", "both"])

@@ -18,18 +18,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from s2sr_cloud.train.adapt import AdaptConfig, adapt_runner  # noqa: E402
-from s2sr_cloud.train.data import load_npz  # noqa: E402
+from s2sr_cloud.train.data import load_scene  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("scene", type=Path, help="scene .npz")
+    ap.add_argument("scene", type=Path, help="scene (.npz or band-GeoTIFF folder)")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
     import torch
 
-    scene = load_npz(args.scene)
+    scene = load_scene(args.scene)
     for net in ("net20", "net60"):
         cfg = AdaptConfig(steps=args.steps, device=args.device)
         adapt_runner(scene, net, cfg=AdaptConfig(steps=3, device=args.device))  # warm-up (CUDA context, cuDNN)

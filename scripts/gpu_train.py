@@ -99,8 +99,9 @@ def main() -> None:
     if device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
     init = args.init
-    if init is None:
-        init = str(ROOT / "s2sr_cloud" / "weights" / f"net{args.net}_{args.variant}.safetensors")
+    if init is None:  # the shipped weights of this net and variant, if there are any (no VDSen2 ones)
+        shipped = ROOT / "s2sr_cloud" / "weights" / f"net{args.net}_{args.variant}.safetensors"
+        init = str(shipped) if shipped.exists() else None
     elif init == "none":
         init = None
     cfg = TrainConfig(

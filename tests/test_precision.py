@@ -58,6 +58,14 @@ def test_openvino_fp32_equals_onnxruntime_on_real_imagery():
         b = super_resolve(src, {"net60": run})["net60"]
         info = model_info(run)
     assert np.abs(a - b).max() < 0.05  # DN: the same fp32 arithmetic, other kernels
+    # and within the export gate of PyTorch (1e-4 scaled = 0.2 DN), as ONNX Runtime is: --device auto
+    # may run fp32 on OpenVINO
+    pytest.importorskip("torch")
+    from s2sr_cloud.infer import load_runner
+
+    with load_runner("net60", device="torch") as torch_ref:
+        t = super_resolve(src, {"net60": torch_ref})["net60"]
+    assert np.abs(b - t).max() <= 0.2
     assert info["backend"] == "openvino-cpu" and info["precision"] == "fp32"
     assert info["onnx_sha256"] == man["onnx_sha256"]
 
@@ -263,3 +271,27 @@ def test_torch_gate_scores_modes_against_fp32_and_caches(cache, monkeypatch):
     n = len(calls)
     again = gate.torch_gate("net60", ck.sha256, "cpu", make, modes=("fp16", "noisy"))
     assert len(calls) == n and again["modes"] == modes  # cached
+
+
+def test_auto_device_runs_fp32_on_the_faster_fp32_kernels_of_the_cached_gate(cache, monkeypatch):
+    """--device auto --precision fp32 on a CPU: OpenVINO's fp32 kernels when this machine's cached
+    gate measured them faster (their output equals ONNX Runtime's), else ONNX Runtime; no gate
+    cached → ONNX Runtime without measuring; --device cpu stays ONNX Runtime."""
+    from s2sr_cloud.infer import gate, load_runner
+
+    def no_measuring(*a, **k):
+        raise AssertionError("fp32 must not trigger a gate measurement")
+
+    monkeypatch.setattr(gate, "measure", no_measuring)
+    assert load_runner("net60", device="auto", precision="fp32").backend == "onnxruntime-cpu"  # nothing cached
+    path, man = _onnx("net60")
+    key = gate.machine_key({"net60": man})
+    for ov_speed, want in ((1.0, "openvino-cpu"), (3.0, "onnxruntime-cpu")):
+        doc = {"key": key, "nets": {"net60": {"fp32": {"s_per_mpx": 2.0, "passed": True},
+                                              "openvino-fp32": {"s_per_mpx": ov_speed, "passed": True, "mean_abs_dn": 0.0}}}}
+        p = gate.gate_path(key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(doc))
+        r = load_runner("net60", device="auto", precision="fp32")
+        assert (r.backend, r.precision) == (want, "fp32")
+    assert load_runner("net60", device="cpu", precision="fp32").backend == "onnxruntime-cpu"

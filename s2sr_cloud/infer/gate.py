@@ -236,6 +236,32 @@ def best_mode(result: Mapping[str, Any], net: str) -> tuple[str, str]:
     return "openvino", best.removeprefix("openvino-")
 
 
+def load_cached(onnx: Mapping[str, Path], manifests: Mapping[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The gate already measured for these models on this machine, or None (never measures)."""
+    key = machine_key(manifests)
+    path = gate_path(key)
+    if not path.exists():
+        return None
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        log.warning("ignoring an unreadable precision gate cache %s", path)
+        return None
+    if cached.get("key") == key and set(onnx) <= set(cached.get("nets", {})):
+        return cached  # type: ignore[no-any-return]
+    return None
+
+
+def fastest_fp32(result: Mapping[str, Any], net: str) -> str:
+    """``onnxruntime`` or ``openvino``: whichever ran fp32 faster in the gate (both are exact fp32;
+    the gate checks OpenVINO's against ONNX Runtime's output)."""
+    modes = result["nets"][net]
+    ov, ort = modes.get("openvino-fp32", {}), modes.get("fp32", {})
+    if ov.get("passed") and "s_per_mpx" in ov and ov["s_per_mpx"] < ort.get("s_per_mpx", float("inf")):
+        return "openvino"
+    return "onnxruntime"
+
+
 def load_or_measure(onnx: Mapping[str, Path], manifests: Mapping[str, dict[str, Any]], *, remeasure: bool = False) -> dict[str, Any]:
     """The cached gate for these models on this machine, measured now if there is none."""
     from ..fsutil import atomic_path
@@ -243,13 +269,10 @@ def load_or_measure(onnx: Mapping[str, Path], manifests: Mapping[str, dict[str, 
 
     key = machine_key(manifests)
     path = gate_path(key)
-    if path.exists() and not remeasure:
-        try:
-            cached = json.loads(path.read_text())
-            if cached.get("key") == key and set(onnx) <= set(cached.get("nets", {})):
-                return cached
-        except (OSError, ValueError):
-            log.warning("ignoring an unreadable precision gate cache %s", path)
+    if not remeasure:
+        cached = load_cached(onnx, manifests)
+        if cached is not None:
+            return cached
     modes = [m for m in supported_precisions() if m != "fp32"]
     log.warning("measuring the precision gate on this machine (%s; once, cached in %s)", ", ".join(modes) or "fp32 only", path)
     result = measure(onnx, manifests, modes)

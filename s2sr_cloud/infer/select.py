@@ -109,8 +109,12 @@ def _native_trt(onnx_path: Path, manifest: dict[str, Any], precision: str, build
 CPU_PRECISIONS = ("fp32", "bf16", "int8", "auto")
 
 
-def _cpu_runner(onnx_path: Path, manifest: dict[str, Any], precision: str, threads: int | None, *, openvino: bool = False) -> Runner:
-    """ONNX Runtime (fp32) or OpenVINO (fp32/bf16/int8); ``auto`` = fastest mode passing the gate."""
+def _cpu_runner(onnx_path: Path, manifest: dict[str, Any], precision: str, threads: int | None, *, openvino: bool = False,
+                fastest_fp32: bool = False) -> Runner:
+    """ONNX Runtime (fp32) or OpenVINO (fp32/bf16/int8); ``auto`` = fastest mode passing the gate.
+
+    ``fastest_fp32`` (``--device auto``): fp32 runs on whichever fp32 kernels the machine's
+    cached gate measured faster (``--device cpu`` stays ONNX Runtime, ``openvino`` OpenVINO)."""
     from . import openvino as ovmod
 
     if precision not in CPU_PRECISIONS:
@@ -131,8 +135,21 @@ def _cpu_runner(onnx_path: Path, manifest: dict[str, Any], precision: str, threa
             log.info("--precision auto for %s: %s %s (fastest mode that passes the gate here)", manifest["net"], backend, precision)
         if openvino and backend == "onnxruntime":
             backend = "openvino"
+    elif openvino or precision != "fp32":
+        backend = "openvino"
     else:
-        backend = "openvino" if (openvino or precision != "fp32") else "onnxruntime"
+        backend = "onnxruntime"
+        if fastest_fp32 and ovmod.available():  # whichever fp32 kernels the cached gate measured faster here
+            from .gate import fastest_fp32, load_cached
+
+            try:
+                cached = load_cached({manifest["net"]: onnx_path}, {manifest["net"]: manifest})
+            except Exception as err:  # noqa: BLE001 - only an optimisation
+                log.debug("no precision gate cache for %s: %s", manifest["net"], err)
+                cached = None
+            if cached is not None:
+                backend = fastest_fp32(cached, manifest["net"])
+                log.info("--precision fp32 for %s: %s (faster fp32 kernels in this machine's gate)", manifest["net"], backend)
     if backend == "openvino":
         return ovmod.OpenVinoRunner(onnx_path, manifest, precision, threads=threads)
     return OnnxRunner(onnx_path, manifest, "cpu", threads=threads)
@@ -216,7 +233,7 @@ def load_runner(
                 log.warning("--device auto: no GPU backend here and the CPU does not run %s; running the %s net in fp32 "
                             "on the CPU (the output records fp32)", precision, net)
                 precision = "fp32"
-            return _cpu_runner(onnx_path, manifest, precision, threads)
+            return _cpu_runner(onnx_path, manifest, precision, threads, fastest_fp32=True)
         if precision not in ("fp32", "auto"):
             log.info("skipping ONNX Runtime %s: it runs fp32 only, --precision %s asked", dev, precision)
             continue
