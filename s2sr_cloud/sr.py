@@ -187,19 +187,47 @@ def iter_blocks(shape10: tuple[int, int], block: int) -> Iterator[Window]:
             yield Window(r, c, min(block, h - r), min(block, w - c))
 
 
-def _gather(source: SceneSource, res: int, rows10: np.ndarray, cols10: np.ndarray, shape10: tuple[int, int]) -> np.ndarray:
-    """Bands of group ``res`` on the 10 m indices ``rows10`` × ``cols10``."""
+@dataclass(frozen=True, slots=True)
+class GroupWindow:
+    """What a band group contributes to a net input, before any resampling: the native-resolution
+    window read from the source and where the 10 m indices fall in it.
+
+    ``factor`` 1 (10 m bands): the input is ``window[:, rows10 - origin[0]][:, :, cols10 - origin[1]]``;
+    ``factor`` 2 or 6: :func:`~s2sr_cloud.resample.upsample_at` of the window at ``rows10`` × ``cols10``.
+    :meth:`stack` does this on the host; a runner with ``run_window`` does it on its device.
+    """
+
+    factor: int
+    window: np.ndarray
+    rows10: np.ndarray
+    cols10: np.ndarray
+    origin: tuple[int, int]
+    lr_shape: tuple[int, int]
+
+    def stack(self) -> np.ndarray:
+        """The group on the 10 m indices (float32 DN), on the host."""
+        if self.factor == 1:
+            return self.window[:, self.rows10 - self.origin[0]][:, :, self.cols10 - self.origin[1]]
+        return upsample_at(self.window, self.factor, self.rows10, self.cols10, origin=self.origin, lr_shape=self.lr_shape)
+
+
+def _read_group(source: SceneSource, res: int, rows10: np.ndarray, cols10: np.ndarray, shape10: tuple[int, int]) -> GroupWindow:
+    """Read the native window of group ``res`` that the 10 m indices ``rows10`` × ``cols10`` need."""
     if res == 10:
         r0, r1 = int(rows10.min()), int(rows10.max()) + 1
         c0, c1 = int(cols10.min()), int(cols10.max()) + 1
-        win = source.read(10, (r0, r1), (c0, c1))
-        return win[:, rows10 - r0][:, :, cols10 - c0]
+        return GroupWindow(1, source.read(10, (r0, r1), (c0, c1)), rows10, cols10, (r0, c0), shape10)
     s = res // 10
     lr_shape = (shape10[0] // s, shape10[1] // s)
     lr_rows = lr_range(rows10, s, lr_shape[0])
     lr_cols = lr_range(cols10, s, lr_shape[1])
     win = source.read(res, lr_rows, lr_cols)
-    return upsample_at(win, s, rows10, cols10, origin=(lr_rows[0], lr_cols[0]), lr_shape=lr_shape)
+    return GroupWindow(s, win, rows10, cols10, (lr_rows[0], lr_cols[0]), lr_shape)
+
+
+def _gather(source: SceneSource, res: int, rows10: np.ndarray, cols10: np.ndarray, shape10: tuple[int, int]) -> np.ndarray:
+    """Bands of group ``res`` on the 10 m indices ``rows10`` × ``cols10``."""
+    return _read_group(source, res, rows10, cols10, shape10).stack()
 
 
 def _nodata_mask(source: SceneSource, window: Window, groups: set[int]) -> np.ndarray:
@@ -260,8 +288,9 @@ def super_resolve(
     cols = reflect_index(np.arange(window.col - halo, window.col + window.width + halo), shape10[1])
     specs = {name: NETS[name] for name in runners}
     groups = {g for spec in specs.values() for g in spec.groups}
-    stacks = {g: _gather(source, g, rows, cols, shape10) for g in groups}
-    stacks[10] = stacks[10][list(NET_INDEX_10M)]
+    reads = {g: _read_group(source, g, rows, cols, shape10) for g in groups}
+    reads[10] = GroupWindow(1, reads[10].window[list(NET_INDEX_10M)], *(getattr(reads[10], f) for f in ("rows10", "cols10", "origin", "lr_shape")))
+    stacks: dict[int, np.ndarray] = {}  # host-side inputs, made once for the runners that need them
     th, tw = balanced_tile(window.height, tile), balanced_tile(window.width, tile)
     starts = [(r, c) for r in tile_starts(window.height, th) for c in tile_starts(window.width, tw)]
     total = len(starts) * len(runners)
@@ -269,6 +298,18 @@ def super_resolve(
     out: dict[str, np.ndarray] = {}
     for name, runner in runners.items():
         spec: NetSpec = specs[name]
+        run_window = getattr(runner, "run_window", None)
+        if run_window is not None:  # the runner builds the input and tiles it on its device
+            def tick(n: int, _done: int = done) -> None:
+                if on_tile is not None:
+                    on_tile(_done + n, total)
+
+            out[name] = run_window([reads[g] for g in spec.groups], starts, th, tw, halo, batch, on_tiles=tick)
+            done += len(starts)
+            continue
+        for g in spec.groups:
+            if g not in stacks:
+                stacks[g] = reads[g].stack()
         x = np.concatenate([stacks[g] for g in spec.groups], axis=0)
         x /= np.float32(SCALE)
         res = np.zeros((spec.out_channels, window.height, window.width), dtype=np.float32)

@@ -69,6 +69,25 @@ class LockedRunner:
                 self.busy_s += t1 - t0
                 self.calls.append((t0, t1))
 
+    @property
+    def run_window(self) -> Callable[..., np.ndarray] | None:
+        """The wrapped runner's device-side window path, under the same lock (None if it has none)."""
+        inner = getattr(self.inner, "run_window", None)
+        if inner is None:
+            return None
+
+        def locked(*args: Any, **kwargs: Any) -> np.ndarray:
+            with self._lock:
+                t0 = time.perf_counter()
+                try:
+                    return inner(*args, **kwargs)  # type: ignore[no-any-return]
+                finally:
+                    t1 = time.perf_counter()
+                    self.busy_s += t1 - t0
+                    self.calls.append((t0, t1))
+
+        return locked
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 

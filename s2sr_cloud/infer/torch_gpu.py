@@ -75,10 +75,12 @@ class TorchGpuRunner(RunnerBase):
         precision: ``fp32``, ``fp16`` or ``bf16`` (low precisions on CUDA only).
         name / checkpoint_sha256: for :class:`ModelInfo`.
         compile: wrap the net in ``torch.compile``.
+        device_window: build, tile and assemble each window on the device
+            (:meth:`_run_window`; default: on CUDA).
     """
 
     def __init__(self, model: Any, device: str = "cpu", precision: str = "fp32", *, name: str | None = None,
-                 checkpoint_sha256: str | None = None, compile: bool = False) -> None:
+                 checkpoint_sha256: str | None = None, compile: bool = False, device_window: bool | None = None) -> None:
         import torch
 
         if precision not in PRECISIONS:
@@ -108,6 +110,10 @@ class TorchGpuRunner(RunnerBase):
         self.tile, self.batch = (1024, 2) if cuda else (544, 1)
         if cuda:
             self.host_workers = gpu_host_workers()
+        if cuda if device_window is None else device_window:
+            # super_resolve hands the runner the native band windows: upsampling, tiling and
+            # assembly run on the device (on by default on CUDA; the CPU keeps the NumPy path)
+            self.run_window = self._run_window
         self.inference_time = 0.0
         gpu_name = torch.cuda.get_device_name(self.device) if cuda else None
         self.info = ModelInfo(
@@ -115,6 +121,73 @@ class TorchGpuRunner(RunnerBase):
             variant=model.variant.name, checkpoint_sha256=checkpoint_sha256, device_name=gpu_name,
             extra={"torch": torch.__version__, "compiled": bool(compile)},
         )
+
+    def _run_window(self, groups: list[Any], starts: list[tuple[int, int]], th: int, tw: int, halo: int, batch: int,
+                    on_tiles: Any = None) -> np.ndarray:
+        """The whole window on the device: the native-resolution band windows
+        (:class:`~s2sr_cloud.sr.GroupWindow`) go over once, the bilinear upsampling, scaling,
+        tiling and assembly happen on the device, and only the result comes back.
+
+        The same arithmetic as the host path (:func:`~s2sr_cloud.resample.upsample_at`, the
+        tile loop of :func:`~s2sr_cloud.sr.super_resolve`), in float32; returns float32
+        (C_out, h, w) DN, not yet clipped or masked.
+        """
+        from ..bands import SCALE
+        from ..resample import _axis
+
+        torch = self._torch
+        dev = self.device
+        cuda = dev.type == "cuda"
+        t0 = time.perf_counter()
+
+        def to_dev(a: np.ndarray, dtype: Any = None) -> Any:
+            t = torch.from_numpy(np.ascontiguousarray(a))
+            if dtype is not None:
+                t = t.to(dtype)
+            return t.pin_memory().to(dev, non_blocking=True) if cuda else t
+
+        with torch.inference_mode(), torch.cuda.stream(self._stream) if cuda else _null():
+            parts = []
+            for g in groups:
+                w = to_dev(g.window, torch.float32)
+                if g.factor == 1:
+                    rows = to_dev(g.rows10 - g.origin[0])
+                    cols = to_dev(g.cols10 - g.origin[1])
+                    parts.append(w.index_select(1, rows).index_select(2, cols))
+                    continue
+                r0, r1, wr = _axis(g.rows10, g.factor, g.lr_shape[0])
+                c0, c1, wc = _axis(g.cols10, g.factor, g.lr_shape[1])
+                r0, r1, c0, c1 = (to_dev(a - o) for a, o in ((r0, g.origin[0]), (r1, g.origin[0]), (c0, g.origin[1]), (c1, g.origin[1])))
+                wr_, wc_ = to_dev(wr)[None, :, None], to_dev(wc)[None, None, :]
+                tmp = w.index_select(1, r0) * (1.0 - wr_) + w.index_select(1, r1) * wr_
+                parts.append(tmp.index_select(2, c0) * (1.0 - wc_) + tmp.index_select(2, c1) * wc_)
+            x = torch.cat(parts, 0)
+            x /= SCALE
+            h, w_ = x.shape[1] - 2 * halo, x.shape[2] - 2 * halo
+            res = None
+            for i in range(0, len(starts), batch):
+                chunk = starts[i : i + batch]
+                xb = torch.stack([x[:, r : r + th + 2 * halo, c : c + tw + 2 * halo] for r, c in chunk])
+                xb = xb.contiguous(memory_format=self._fmt)
+                if self._dtype is None:
+                    y = self._fn(xb)
+                else:
+                    with torch.autocast("cuda", dtype=self._dtype):
+                        y = self._fn(xb)
+                y = y.float()
+                if res is None:
+                    res = torch.zeros((y.shape[1], h, w_), dtype=torch.float32, device=dev)
+                for (r, c), yy in zip(chunk, y, strict=True):
+                    res[:, r : r + th, c : c + tw] = yy[:, halo : halo + th, halo : halo + tw]
+                if on_tiles is not None:
+                    on_tiles(i + len(chunk))
+            assert res is not None
+            res *= SCALE
+            out = res.cpu().numpy()
+        if cuda:
+            self._stream.synchronize()
+        self.inference_time += time.perf_counter() - t0
+        return out
 
     def _pin(self, key: str, shape: tuple[int, ...]) -> Any:
         buf = self._pinned.get(key)
@@ -152,3 +225,13 @@ class TorchGpuRunner(RunnerBase):
         self._pinned.clear()
         if self.device.type == "cuda":
             self._torch.cuda.empty_cache()
+
+
+class _null:
+    """A do-nothing context manager (no CUDA stream on the CPU)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
