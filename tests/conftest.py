@@ -40,6 +40,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One fresh per-user cache for the whole run (precision gate, int8 models, exported ONNX):
+    the tests never read or write the developer's ``~/.cache/s2sr-cloud``, so what a machine
+    measured earlier (e.g. a gate that picks OpenVINO's fp32 kernels) cannot change a test's
+    outcome. Subprocesses inherit it through the environment."""
+    import os
+
+    old = os.environ.get("S2SR_CACHE_DIR")
+    os.environ["S2SR_CACHE_DIR"] = str(tmp_path_factory.mktemp("s2sr-cache"))
+    yield
+    if old is None:
+        os.environ.pop("S2SR_CACHE_DIR", None)
+    else:
+        os.environ["S2SR_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def malmo_npz() -> Path:
     """Real L1C crop of Malmö (600 x 600 px at 10 m), see tests/data/README.md."""
