@@ -171,3 +171,31 @@ def test_device_window_path_equals_the_host_path(malmo_crop, window, tile, batch
             run_blocks(malmo_crop, runners, sinks[tag], block=60, tile=tile, batch=batch)
         for net, arr in sinks["host"].arrays.items():
             assert np.abs(arr.astype(int) - sinks["device"].arrays[net].astype(int)).max() <= 1, net
+
+
+def _torch_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _torch_cuda(), reason="needs PyTorch with a CUDA GPU")
+def test_device_window_path_on_cuda_equals_the_cpu_host_path(malmo_crop):
+    """On a CUDA GPU the PyTorch runner takes whole windows by default; strict fp32 there gives the
+    CPU host path's result (float32 either way), fp16 stays within the accuracy gate's mean."""
+    from s2sr_cloud.infer.torch_gpu import TorchGpuRunner
+    from s2sr_cloud.nets.checkpoint import load_checkpoint
+    from s2sr_cloud.weights import default_checkpoint
+
+    for net in ("net20", "net60"):
+        model = load_checkpoint(default_checkpoint(net), net=net).model
+        ref = super_resolve(malmo_crop, {net: TorchGpuRunner(model, "cpu")}, tile=64)[net]
+        gpu = TorchGpuRunner(load_checkpoint(default_checkpoint(net), net=net).model, "cuda:0")
+        assert callable(gpu.run_window)
+        got = super_resolve(malmo_crop, {net: gpu}, tile=64, batch=2)[net]
+        assert np.abs(got - ref).max() < 0.05, net
+        half = TorchGpuRunner(load_checkpoint(default_checkpoint(net), net=net).model, "cuda:0", "fp16")
+        assert np.abs(super_resolve(malmo_crop, {net: half}, tile=64, batch=2)[net] - ref).mean() < 5.0, net
