@@ -9,7 +9,13 @@ import pytest
 
 from s2sr_cloud.bands import NETS, SCALE
 from s2sr_cloud.sr import ArraySource, super_resolve
-from s2sr_cloud.train.data import PatchSampler, Scene, find_scenes, load_scene, make_pair
+from s2sr_cloud.train.data import (
+    PatchSampler,
+    Scene,
+    find_scenes,
+    load_scene,
+    make_pair,
+)
 from s2sr_cloud.train.wald import net_input, wald_scene
 
 torch = pytest.importorskip("torch")
