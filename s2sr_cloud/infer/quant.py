@@ -22,8 +22,10 @@ Needs ``nncf`` (the ``openvino`` extra pulls it in).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +109,9 @@ def quantized_onnx(onnx_path: str | os.PathLike[str], manifest: dict[str, Any]) 
     out.parent.mkdir(parents=True, exist_ok=True)
     log.info("quantizing %s to int8 with %d calibration tiles (cached in %s)", onnx_path, len(inputs), out)
     _logging.getLogger("nncf").setLevel(_logging.WARNING)
-    q = nncf.quantize(model, nncf.Dataset(inputs), subset_size=len(inputs), ignored_scope=keep_fp32, fast_bias_correction=True)
+    # NNCF draws its own progress bars on stdout: keep stdout for the command's output (--json)
+    with contextlib.redirect_stdout(sys.stderr):
+        q = nncf.quantize(model, nncf.Dataset(inputs), subset_size=len(inputs), ignored_scope=keep_fp32, fast_bias_correction=True)
     # two files: write both under temporary names, then rename the .bin first and the
     # .xml (whose existence means "complete") last
     tmp = tmp_beside(out.parent, out.name, suffix=".xml")
