@@ -43,6 +43,17 @@ def cache_dir() -> Path:
     return Path(env("S2SR_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "s2sr-cloud"))
 
 
+def fp32_cpu_backend() -> str:
+    """``$S2SR_FP32_BACKEND``: which exact-fp32 CPU kernels ``--device auto`` uses — ``auto`` (default:
+    the faster on this machine, measured once), ``onnxruntime`` or ``openvino``."""
+    v = (env("S2SR_FP32_BACKEND", "auto") or "auto").strip().lower()
+    if v not in ("auto", "onnxruntime", "openvino"):
+        from .errors import InputError
+
+        raise InputError(f"S2SR_FP32_BACKEND must be auto, onnxruntime or openvino, not {v!r}")
+    return v
+
+
 def default_catalog() -> str:
     return env("S2SR_CATALOG", "earth-search") or "earth-search"
 

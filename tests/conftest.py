@@ -48,13 +48,17 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[n
     outcome. Subprocesses inherit it through the environment."""
     import os
 
-    old = os.environ.get("S2SR_CACHE_DIR")
+    saved = {k: os.environ.get(k) for k in ("S2SR_CACHE_DIR", "S2SR_FP32_BACKEND")}
     os.environ["S2SR_CACHE_DIR"] = str(tmp_path_factory.mktemp("s2sr-cache"))
+    # fp32 under --device auto on ONNX Runtime unless a test asks otherwise: which kernels are faster
+    # is a timing, and tests must not depend on one (tests/test_precision.py covers the choice)
+    os.environ["S2SR_FP32_BACKEND"] = "onnxruntime"
     yield
-    if old is None:
-        os.environ.pop("S2SR_CACHE_DIR", None)
-    else:
-        os.environ["S2SR_CACHE_DIR"] = old
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture(scope="session")

@@ -273,25 +273,40 @@ def test_torch_gate_scores_modes_against_fp32_and_caches(cache, monkeypatch):
     assert len(calls) == n and again["modes"] == modes  # cached
 
 
-def test_auto_device_runs_fp32_on_the_faster_fp32_kernels_of_the_cached_gate(cache, monkeypatch):
-    """--device auto --precision fp32 on a CPU: OpenVINO's fp32 kernels when this machine's cached
-    gate measured them faster (their output equals ONNX Runtime's), else ONNX Runtime; no gate
-    cached → ONNX Runtime without measuring; --device cpu stays ONNX Runtime."""
+def test_auto_device_runs_fp32_on_the_faster_fp32_kernels(cache, monkeypatch):
+    """--device auto --precision fp32 on a CPU runs on whichever exact-fp32 kernels are faster here:
+    from the cached gate if there is one, else from a short probe (cached; never the full gate);
+    --device cpu stays ONNX Runtime."""
     from s2sr_cloud.infer import gate, load_runner
 
     def no_measuring(*a, **k):
-        raise AssertionError("fp32 must not trigger a gate measurement")
+        raise AssertionError("fp32 must not trigger the full gate")
 
     monkeypatch.setattr(gate, "measure", no_measuring)
-    assert load_runner("net60", device="auto", precision="fp32").backend == "onnxruntime-cpu"  # nothing cached
+    monkeypatch.setenv("S2SR_FP32_BACKEND", "auto")  # the default (the test session pins onnxruntime)
     path, man = _onnx("net60")
+    r = load_runner("net60", device="auto", precision="fp32")  # no gate: the probe decides, once
+    probes = [json.loads(p.read_text()) for p in (cache / "precision-gate").glob("*.json")]
+    assert len(probes) == 1 and set(probes[0]["seconds"]) == {"onnxruntime", "openvino"}
+    want = {"onnxruntime": "onnxruntime-cpu", "openvino": "openvino-cpu"}[probes[0]["fastest"]]
+    assert (r.backend, r.precision) == (want, "fp32")
+
+    def no_probing(*a, **k):
+        raise AssertionError("probed again although cached")
+
+    import s2sr_cloud.sr
+
+    monkeypatch.setattr(s2sr_cloud.sr, "super_resolve", no_probing)  # what the probe runs
+    assert load_runner("net60", device="auto", precision="fp32").backend == want
     key = gate.machine_key({"net60": man})
-    for ov_speed, want in ((1.0, "openvino-cpu"), (3.0, "onnxruntime-cpu")):
+    for ov_speed, backend in ((1.0, "openvino-cpu"), (3.0, "onnxruntime-cpu")):  # a cached gate wins over the probe
         doc = {"key": key, "nets": {"net60": {"fp32": {"s_per_mpx": 2.0, "passed": True},
                                               "openvino-fp32": {"s_per_mpx": ov_speed, "passed": True, "mean_abs_dn": 0.0}}}}
-        p = gate.gate_path(key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(doc))
+        gate.gate_path(key).write_text(json.dumps(doc))
         r = load_runner("net60", device="auto", precision="fp32")
-        assert (r.backend, r.precision) == (want, "fp32")
+        assert (r.backend, r.precision) == (backend, "fp32")
     assert load_runner("net60", device="cpu", precision="fp32").backend == "onnxruntime-cpu"
+    monkeypatch.setenv("S2SR_FP32_BACKEND", "onnxruntime")  # pinned by the user
+    assert load_runner("net60", device="auto", precision="fp32").backend == "onnxruntime-cpu"
+    monkeypatch.setenv("S2SR_FP32_BACKEND", "openvino")
+    assert load_runner("net60", device="auto", precision="fp32").backend == "openvino-cpu"

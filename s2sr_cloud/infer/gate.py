@@ -262,6 +262,50 @@ def fastest_fp32(result: Mapping[str, Any], net: str) -> str:
     return "onnxruntime"
 
 
+def fp32_kernels(onnx: Path, manifest: dict[str, Any]) -> str:
+    """``onnxruntime`` or ``openvino``: the faster exact-fp32 kernels for this net on this machine.
+
+    From the cached gate if there is one; else a short probe (the packaged 120² Malmö crop, best of
+    three runs per backend, a few seconds once), cached beside the gate. Both backends run the same
+    ONNX file in fp32; the gate and the tests check that their outputs agree (≤ 0.05 DN).
+    """
+    from ..fsutil import atomic_path
+    from ..sr import ArraySource, super_resolve
+    from .onnxrt import OnnxRunner
+    from .openvino import OpenVinoRunner
+
+    net = manifest["net"]
+    cached = load_cached({net: onnx}, {net: manifest})
+    if cached is not None:
+        return fastest_fp32(cached, net)
+    key = {**machine_key({net: manifest}), "probe": "fp32-kernels"}
+    path = gate_path(key)
+    try:
+        doc = json.loads(path.read_text())
+        if doc.get("key") == key:
+            return str(doc["fastest"])
+    except (OSError, ValueError, KeyError):
+        pass
+    with np.load(Path(__file__).resolve().parent.parent / "data" / "verify_T33UUB_120.npz") as z:
+        src = ArraySource(z["b10"], z["b20"], z["b60"])
+    times: dict[str, float] = {}
+    for name, make in (("onnxruntime", lambda: OnnxRunner(onnx, manifest, "cpu")), ("openvino", lambda: OpenVinoRunner(onnx, manifest, "fp32"))):
+        with make() as runner:
+            best = float("inf")
+            for _ in range(3):  # the first run compiles; the best of three is the kernels' speed
+                t0 = time.perf_counter()
+                super_resolve(src, {net: runner})
+                best = min(best, time.perf_counter() - t0)
+            times[name] = best
+    fastest = min(times, key=lambda k: times[k])
+    log.info("fp32 kernels for %s on this machine: %s (probe: %s s per 120² crop; cached in %s)", net, fastest,
+             ", ".join(f"{k} {v:.3f}" for k, v in times.items()), path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, suffix=".json") as tmp:
+        Path(tmp).write_text(json.dumps({"key": key, "seconds": times, "fastest": fastest}, indent=1))
+    return fastest
+
+
 def load_or_measure(onnx: Mapping[str, Path], manifests: Mapping[str, dict[str, Any]], *, remeasure: bool = False) -> dict[str, Any]:
     """The cached gate for these models on this machine, measured now if there is none."""
     from ..fsutil import atomic_path

@@ -113,8 +113,9 @@ def _cpu_runner(onnx_path: Path, manifest: dict[str, Any], precision: str, threa
                 fastest_fp32: bool = False) -> Runner:
     """ONNX Runtime (fp32) or OpenVINO (fp32/bf16/int8); ``auto`` = fastest mode passing the gate.
 
-    ``fastest_fp32`` (``--device auto``): fp32 runs on whichever fp32 kernels the machine's
-    cached gate measured faster (``--device cpu`` stays ONNX Runtime, ``openvino`` OpenVINO)."""
+    ``fastest_fp32`` (``--device auto``): fp32 runs on whichever exact-fp32 kernels are faster on
+    this machine (:func:`~s2sr_cloud.infer.gate.fp32_kernels`; ``--device cpu`` stays ONNX Runtime,
+    ``openvino`` OpenVINO)."""
     from . import openvino as ovmod
 
     if precision not in CPU_PRECISIONS:
@@ -139,17 +140,20 @@ def _cpu_runner(onnx_path: Path, manifest: dict[str, Any], precision: str, threa
         backend = "openvino"
     else:
         backend = "onnxruntime"
-        if fastest_fp32 and ovmod.available():  # whichever fp32 kernels the cached gate measured faster here
-            from .gate import fastest_fp32, load_cached
+        from ..settings import fp32_cpu_backend
+
+        pref = fp32_cpu_backend() if fastest_fp32 else "onnxruntime"
+        if pref == "openvino":
+            backend = "openvino"
+        elif pref == "auto" and ovmod.available():  # whichever exact-fp32 kernels are faster on this machine
+            from .gate import fp32_kernels
 
             try:
-                cached = load_cached({manifest["net"]: onnx_path}, {manifest["net"]: manifest})
-            except Exception as err:  # noqa: BLE001 - only an optimisation
-                log.debug("no precision gate cache for %s: %s", manifest["net"], err)
-                cached = None
-            if cached is not None:
-                backend = fastest_fp32(cached, manifest["net"])
-                log.info("--precision fp32 for %s: %s (faster fp32 kernels in this machine's gate)", manifest["net"], backend)
+                backend = fp32_kernels(onnx_path, manifest)
+                log.info("--precision fp32 for %s: %s (the faster fp32 kernels on this machine)", manifest["net"], backend)
+            except Exception as err:  # noqa: BLE001 - only an optimisation: ONNX Runtime is always right
+                log.warning("could not compare the fp32 kernels (%s); running %s on ONNX Runtime", err, manifest["net"])
+                backend = "onnxruntime"
     if backend == "openvino":
         return ovmod.OpenVinoRunner(onnx_path, manifest, precision, threads=threads)
     return OnnxRunner(onnx_path, manifest, "cpu", threads=threads)
