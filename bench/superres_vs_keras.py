@@ -80,8 +80,8 @@ def main() -> None:
         print(f"keras_ref seconds={keras_predict:.1f} process_seconds={secs:.1f} cpu_seconds={keras_cpu:.1f} rss_mb={rss:.0f}  "
               f"({last.strip()}; cpu_seconds include model build and TF start-up)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        for p in precisions:
-            out_npz = Path(tmp) / f"out-{p}.npz"
+        for i, p in enumerate(precisions):  # a precision may be listed twice (first run vs cached choices)
+            out_npz = Path(tmp) / f"out-{i}-{p}.npz"
             secs, cpu, rss, _ = run([s2sr, "superres", str(args.scene), "-o", str(out_npz), "--device", args.device, "--precision", p])
             with np.load(out_npz) as z:
                 backends = ",".join(f"{b}/{q}" for b, q in zip(z["backends"], z["precisions"], strict=True))
