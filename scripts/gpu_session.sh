@@ -6,7 +6,7 @@
 # STAGE=2: scripts/gpu_compute.py (the nets' compute ceiling, device-resident tiles), then four
 #   runs with Wald-phase augmentation (--phases) and a seed repeat for the noise level.
 # Both stages ran on 2026-11-26 (H200); their figures are in bench/RESULTS.md and docs/model-card.md.
-# Training data: the .npz scenes copied into .gpudata/ (ignored by git; carried by the
+# Training data: the .npz scenes copied into .gpudata/ by scripts/prepare_gpudata.sh (ignored by git; carried by the
 # device tool): see docs/model-card.md for what is held out and why.
 # Usage (repo root): OUT=/some/dir scripts/gpu_session.sh [train-budget-seconds]
 set -uo pipefail
