@@ -168,13 +168,7 @@ class TorchGpuRunner(RunnerBase):
             for i in range(0, len(starts), batch):
                 chunk = starts[i : i + batch]
                 xb = torch.stack([x[:, r : r + th + 2 * halo, c : c + tw + 2 * halo] for r, c in chunk])
-                xb = xb.contiguous(memory_format=self._fmt)
-                if self._dtype is None:
-                    y = self._fn(xb)
-                else:
-                    with torch.autocast("cuda", dtype=self._dtype):
-                        y = self._fn(xb)
-                y = y.float()
+                y = self._net(xb.contiguous(memory_format=self._fmt))
                 if res is None:
                     res = torch.zeros((y.shape[1], h, w_), dtype=torch.float32, device=dev)
                 for (r, c), yy in zip(chunk, y, strict=True):
@@ -188,6 +182,13 @@ class TorchGpuRunner(RunnerBase):
             self._stream.synchronize()
         self.inference_time += time.perf_counter() - t0
         return out
+
+    def _net(self, x: Any) -> Any:
+        """The net on a device batch in this runner's precision (low precisions under autocast); float32 out."""
+        if self._dtype is None:
+            return self._fn(x).float()
+        with self._torch.autocast("cuda", dtype=self._dtype):
+            return self._fn(x).float()
 
     def _pin(self, key: str, shape: tuple[int, ...]) -> Any:
         buf = self._pinned.get(key)
@@ -207,13 +208,7 @@ class TorchGpuRunner(RunnerBase):
                 host_in = self._pin("in", tuple(x.shape))
                 host_in.numpy()[...] = x
                 with torch.cuda.stream(self._stream):
-                    xd = host_in.to(self.device, non_blocking=True).contiguous(memory_format=self._fmt)
-                    if self._dtype is None:
-                        y = self._fn(xd)
-                    else:
-                        with torch.autocast("cuda", dtype=self._dtype):
-                            y = self._fn(xd)
-                    y = y.float()
+                    y = self._net(host_in.to(self.device, non_blocking=True).contiguous(memory_format=self._fmt))
                     host_out = self._pin("out", tuple(y.shape))
                     host_out.copy_(y, non_blocking=True)
                 self._stream.synchronize()
