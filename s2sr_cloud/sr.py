@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -225,11 +225,6 @@ def _read_group(source: SceneSource, res: int, rows10: np.ndarray, cols10: np.nd
     return GroupWindow(s, win, rows10, cols10, (lr_rows[0], lr_cols[0]), lr_shape)
 
 
-def _gather(source: SceneSource, res: int, rows10: np.ndarray, cols10: np.ndarray, shape10: tuple[int, int]) -> np.ndarray:
-    """Bands of group ``res`` on the 10 m indices ``rows10`` × ``cols10``."""
-    return _read_group(source, res, rows10, cols10, shape10).stack()
-
-
 def _nodata_mask(source: SceneSource, window: Window, groups: set[int]) -> np.ndarray:
     """True where the output is nodata: any input band is 0 at (or above) the pixel."""
     rows = np.arange(window.row, window.row + window.height)
@@ -289,7 +284,7 @@ def super_resolve(
     specs = {name: NETS[name] for name in runners}
     groups = {g for spec in specs.values() for g in spec.groups}
     reads = {g: _read_group(source, g, rows, cols, shape10) for g in groups}
-    reads[10] = GroupWindow(1, reads[10].window[list(NET_INDEX_10M)], *(getattr(reads[10], f) for f in ("rows10", "cols10", "origin", "lr_shape")))
+    reads[10] = replace(reads[10], window=reads[10].window[list(NET_INDEX_10M)])  # the nets' band order
     stacks: dict[int, np.ndarray] = {}  # host-side inputs, made once for the runners that need them
     th, tw = balanced_tile(window.height, tile), balanced_tile(window.width, tile)
     starts = [(r, c) for r in tile_starts(window.height, th) for c in tile_starts(window.width, tw)]

@@ -24,6 +24,7 @@ pipeline and the benchmark use the same code.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -59,34 +60,25 @@ class LockedRunner:
         self.calls: list[tuple[float, float]] = []
         """``(start, end)`` ``perf_counter`` times of every call."""
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def _locked(self, fn: Callable[..., np.ndarray], *args: Any, **kwargs: Any) -> np.ndarray:
+        """``fn(*args, **kwargs)`` alone on the wrapped runner, its busy time recorded."""
         with self._lock:
             t0 = time.perf_counter()
             try:
-                return self.inner(x)
+                return fn(*args, **kwargs)
             finally:
                 t1 = time.perf_counter()
                 self.busy_s += t1 - t0
                 self.calls.append((t0, t1))
 
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self._locked(self.inner, x)
+
     @property
     def run_window(self) -> Callable[..., np.ndarray] | None:
         """The wrapped runner's device-side window path, under the same lock (None if it has none)."""
         inner = getattr(self.inner, "run_window", None)
-        if inner is None:
-            return None
-
-        def locked(*args: Any, **kwargs: Any) -> np.ndarray:
-            with self._lock:
-                t0 = time.perf_counter()
-                try:
-                    return inner(*args, **kwargs)  # type: ignore[no-any-return]
-                finally:
-                    t1 = time.perf_counter()
-                    self.busy_s += t1 - t0
-                    self.calls.append((t0, t1))
-
-        return locked
+        return None if inner is None else functools.partial(self._locked, inner)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -20,6 +20,7 @@ Needs the ``train`` extra (torch); no CUDA is needed for the CPU path.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -146,7 +147,7 @@ class TorchGpuRunner(RunnerBase):
                 t = t.to(dtype)
             return t.pin_memory().to(dev, non_blocking=True) if cuda else t
 
-        with torch.inference_mode(), torch.cuda.stream(self._stream) if cuda else _null():
+        with torch.inference_mode(), torch.cuda.stream(self._stream) if cuda else contextlib.nullcontext():
             parts = []
             for g in groups:
                 w = to_dev(g.window, torch.float32)
@@ -220,13 +221,3 @@ class TorchGpuRunner(RunnerBase):
         self._pinned.clear()
         if self.device.type == "cuda":
             self._torch.cuda.empty_cache()
-
-
-class _null:
-    """A do-nothing context manager (no CUDA stream on the CPU)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
