@@ -7,6 +7,7 @@ sees the current environment. Variables:
 ``S2SR_CACHE_DIR``      per-user cache (ONNX exported on the fly; default ``~/.cache/s2sr-cloud``).
 ``S2SR_CATALOG``        default ``--catalog`` of ``s2sr search``.
 ``S2SR_GATE_SCENE``    scene of the precision gate (default: the held-out Malmö crop or the packaged sample).
+``S2SR_FP32_BACKEND``   exact-fp32 CPU kernels under ``--device auto``: ``auto`` (the faster here), ``onnxruntime``, ``openvino``.
 ``S2SR_HTTP_RETRIES``   retries of one HTTP request (default 4).
 ``S2SR_S3_UNSIGNED``    ``YES``: never sign S3 reads, even with credentials set.
 ``CDSE_S3_ACCESS_KEY`` / ``CDSE_S3_SECRET_KEY`` (or the AWS pair), ``CDSE_S3_ENDPOINT``,

@@ -104,6 +104,65 @@ def gate_path(key: Mapping[str, Any]) -> Path:
     return cache_dir() / "precision-gate" / f"{digest}.json"
 
 
+def _read_cached(key: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The document cached under ``key`` (None if absent, unreadable or for another key)."""
+    path = gate_path(key)
+    if not path.exists():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        log.warning("ignoring an unreadable precision gate cache %s", path)
+        return None
+    return doc if doc.get("key") == key else None
+
+
+def _write_cached(key: Mapping[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
+    """Cache ``doc`` (with its ``key``) atomically under ``key``; returns it."""
+    from ..fsutil import atomic_path
+
+    doc["key"] = key
+    path = gate_path(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, suffix=".json") as tmp:
+        Path(tmp).write_text(json.dumps(doc, indent=1))
+    return doc
+
+
+def _tolerance() -> dict[str, float]:
+    return {"max_wald_rmse_worsening": MAX_RMSE_WORSENING, "max_mean_abs_dn": MAX_MEAN_DN, "max_p999_abs_dn": MAX_P999_DN}
+
+
+def _score_modes(scene: Any, net: str, ref: Any, ref_backend: str, candidates: list[tuple[str, str, str, Any]]) -> dict[str, Any]:
+    """The fp32 reference ``ref`` and each candidate ``(key, backend, precision, make_runner)``
+    scored against it (:func:`score`); a candidate whose runner cannot be made fails."""
+    with ref:
+        ref_out, ref_s = _real_run(scene, net, ref)
+        ref_rmse = _wald_rmse(scene, net, ref)
+    res: dict[str, Any] = {"fp32": {"backend": ref_backend, "s_per_mpx": round(ref_s, 3), "wald_rmse": round(ref_rmse, 3), "passed": True}}
+    for key, backend, precision, make in candidates:
+        try:
+            runner = make()
+        except Exception as err:  # noqa: BLE001 - a mode that cannot run here just fails the gate
+            res[key] = {"backend": backend, "precision": precision, "passed": False, "error": str(err)}
+            continue
+        with runner:
+            res[key] = {"backend": backend, "precision": precision, **score(scene, net, runner, ref_out, ref_rmse)}
+    return res
+
+
+def _wald_rmse(scene: Any, net: str, runner: Any) -> float:
+    """The Wald RMSE of ``runner`` on ``scene`` (what ``s2sr evaluate`` reports as the model's)."""
+    from ..train.evaluate import wald_metrics
+
+    return float(wald_metrics(scene, net, runner)["model"]["rmse"])
+
+
+def _fastest_passing(modes: Mapping[str, Any]) -> str:
+    """The key of the fastest mode that passed (the fp32 reference always does)."""
+    return min((v["s_per_mpx"], k) for k, v in modes.items() if v.get("passed") and "s_per_mpx" in v)[1]
+
+
 def _real_run(scene: Any, net: str, runner: Any) -> tuple[np.ndarray, float]:
     from ..sr import ArraySource, super_resolve
 
@@ -117,7 +176,6 @@ def _real_run(scene: Any, net: str, runner: Any) -> tuple[np.ndarray, float]:
 def measure(onnx: Mapping[str, Path], manifests: Mapping[str, dict[str, Any]], modes: list[str], scene_path: Path | None = None) -> dict[str, Any]:
     """Run the gate for ``modes`` (OpenVINO precisions) on every net; see the module docstring."""
     from ..train.data import load_scene
-    from ..train.evaluate import wald_metrics
     from .onnxrt import OnnxRunner
     from .openvino import OpenVinoRunner
 
@@ -127,26 +185,14 @@ def measure(onnx: Mapping[str, Path], manifests: Mapping[str, dict[str, Any]], m
     for net, path in onnx.items():
         man = manifests[net]
         t0 = time.perf_counter()
-        with OnnxRunner(path, man, "cpu") as ref:
-            ref_out, ref_s = _real_run(scene, net, ref)
-            ref_rmse = float(wald_metrics(scene, net, ref)["model"]["rmse"])
-        res: dict[str, Any] = {"fp32": {"backend": "onnxruntime-cpu", "s_per_mpx": round(ref_s, 3), "wald_rmse": round(ref_rmse, 3), "passed": True}}
-        for mode in ["fp32", *modes]:
-            key = f"openvino-{mode}"
-            try:
-                runner = OpenVinoRunner(path, man, mode)
-            except Exception as err:  # noqa: BLE001 - a mode that cannot run here just fails the gate
-                res[key] = {"backend": "openvino-cpu", "precision": mode, "passed": False, "error": str(err)}
-                continue
-            with runner:
-                res[key] = {"backend": "openvino-cpu", "precision": mode, **score(scene, net, runner, ref_out, ref_rmse)}
+        candidates = [(f"openvino-{m}", "openvino-cpu", m, lambda m=m, path=path, man=man: OpenVinoRunner(path, man, m)) for m in ["fp32", *modes]]
+        nets[net] = _score_modes(scene, net, OnnxRunner(path, man, "cpu"), "onnxruntime-cpu", candidates)
         log.info("precision gate for %s measured in %.0f s", net, time.perf_counter() - t0)
-        nets[net] = res
     return {
         "format": GATE_FORMAT,
         "measured": datetime.now(UTC).isoformat(timespec="seconds"),
         "scene": str(scene_path),
-        "tolerance": {"max_wald_rmse_worsening": MAX_RMSE_WORSENING, "max_mean_abs_dn": MAX_MEAN_DN, "max_p999_abs_dn": MAX_P999_DN},
+        "tolerance": _tolerance(),
         "nets": nets,
     }
 
@@ -154,10 +200,8 @@ def measure(onnx: Mapping[str, Path], manifests: Mapping[str, dict[str, Any]], m
 def score(scene: Any, net: str, runner: Any, ref_out: np.ndarray, ref_rmse: float) -> dict[str, Any]:
     """One mode against the fp32 reference on the gate scene: speed, |Δ| in DN at real scale,
     Wald RMSE and its change, and whether it passes the tolerance."""
-    from ..train.evaluate import wald_metrics
-
     out, s = _real_run(scene, net, runner)
-    rmse = float(wald_metrics(scene, net, runner)["model"]["rmse"])
+    rmse = _wald_rmse(scene, net, runner)
     d = np.abs(out - ref_out)
     change = (rmse - ref_rmse) / ref_rmse if ref_rmse else 0.0
     entry = {
@@ -178,77 +222,45 @@ def torch_gate(net: str, checkpoint_sha256: str | None, device: str, runner_fact
     """
     import torch
 
-    from ..fsutil import atomic_path
     from ..train.data import load_scene
-    from ..train.evaluate import wald_metrics
 
     dev_name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else _cpu_name()
     key = {"format": GATE_FORMAT, "backend": "torch", "device": dev_name, "torch": torch.__version__,
            "cuda": torch.version.cuda, "net": net, "checkpoint_sha256": checkpoint_sha256, "modes": list(modes)}
-    path = gate_path(key)
-    if path.exists() and not remeasure:
-        try:
-            cached = json.loads(path.read_text())
-            if cached.get("key") == key:
-                return cached  # type: ignore[no-any-return]
-        except (OSError, ValueError):
-            log.warning("ignoring an unreadable precision gate cache %s", path)
+    cached = None if remeasure else _read_cached(key)
+    if cached is not None:
+        return cached
     scene_path = gate_scene_path()
-    log.warning("measuring the %s precision gate for %s on %s (once, cached in %s)", "/".join(modes), net, dev_name, path)
+    log.warning("measuring the %s precision gate for %s on %s (once, cached in %s)", "/".join(modes), net, dev_name, gate_path(key))
     scene = load_scene(scene_path)
-    with runner_factory("fp32") as ref:
-        ref_out, ref_s = _real_run(scene, net, ref)
-        ref_rmse = float(wald_metrics(scene, net, ref)["model"]["rmse"])
-    res: dict[str, Any] = {"fp32": {"backend": "torch", "s_per_mpx": round(ref_s, 3), "wald_rmse": round(ref_rmse, 3), "passed": True}}
-    for mode in modes:
-        try:
-            runner = runner_factory(mode)
-        except Exception as err:  # noqa: BLE001 - a mode that cannot run here fails the gate
-            res[mode] = {"backend": "torch", "precision": mode, "passed": False, "error": str(err)}
-            continue
-        with runner:
-            res[mode] = {"backend": "torch", "precision": mode, **score(scene, net, runner, ref_out, ref_rmse)}
-    result = {
+    candidates = [(m, "torch", m, lambda m=m: runner_factory(m)) for m in modes]
+    res = _score_modes(scene, net, runner_factory("fp32"), "torch", candidates)
+    return _write_cached(key, {
         "format": GATE_FORMAT, "measured": datetime.now(UTC).isoformat(timespec="seconds"), "scene": str(scene_path),
-        "tolerance": {"max_wald_rmse_worsening": MAX_RMSE_WORSENING, "max_mean_abs_dn": MAX_MEAN_DN, "max_p999_abs_dn": MAX_P999_DN},
-        "modes": res, "key": key,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path, suffix=".json") as tmp:
-        Path(tmp).write_text(json.dumps(result, indent=1))
-    return result
+        "tolerance": _tolerance(), "modes": res,
+    })
 
 
 def torch_best(result: Mapping[str, Any]) -> str:
     """The fastest passing precision of a :func:`torch_gate` result (``fp32`` always passes)."""
-    passing = [(v["s_per_mpx"], k) for k, v in result["modes"].items() if v.get("passed") and "s_per_mpx" in v]
-    return min(passing)[1]
+    return _fastest_passing(result["modes"])
 
 
 def best_mode(result: Mapping[str, Any], net: str) -> tuple[str, str]:
     """``(backend, precision)`` of the fastest passing mode for ``net``: ``("onnxruntime", "fp32")``
     or ``("openvino", mode)``."""
-    modes = result["nets"][net]
-    passing = [(v["s_per_mpx"], k) for k, v in modes.items() if v.get("passed") and "s_per_mpx" in v]
-    _, best = min(passing)
+    best = _fastest_passing(result["nets"][net])
     if best == "fp32":
         return "onnxruntime", "fp32"
     return "openvino", best.removeprefix("openvino-")
 
 
-def load_cached(onnx: Mapping[str, Path], manifests: Mapping[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """The gate already measured for these models on this machine, or None (never measures)."""
-    key = machine_key(manifests)
-    path = gate_path(key)
-    if not path.exists():
-        return None
-    try:
-        cached = json.loads(path.read_text())
-    except (OSError, ValueError):
-        log.warning("ignoring an unreadable precision gate cache %s", path)
-        return None
-    if cached.get("key") == key and set(onnx) <= set(cached.get("nets", {})):
-        return cached  # type: ignore[no-any-return]
+def load_cached(onnx: Mapping[str, Path], manifests: Mapping[str, dict[str, Any]], key: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """The gate already measured for these models on this machine, or None (never measures).
+    ``key``: :func:`machine_key` of ``manifests``, when the caller has it."""
+    cached = _read_cached(key or machine_key(manifests))
+    if cached is not None and set(onnx) <= set(cached.get("nets", {})):
+        return cached
     return None
 
 
@@ -269,23 +281,19 @@ def fp32_kernels(onnx: Path, manifest: dict[str, Any]) -> str:
     three runs per backend, a few seconds once), cached beside the gate. Both backends run the same
     ONNX file in fp32; the gate and the tests check that their outputs agree (≤ 0.05 DN).
     """
-    from ..fsutil import atomic_path
     from ..sr import ArraySource, super_resolve
     from .onnxrt import OnnxRunner
     from .openvino import OpenVinoRunner
 
     net = manifest["net"]
-    cached = load_cached({net: onnx}, {net: manifest})
+    gate_key = machine_key({net: manifest})
+    cached = load_cached({net: onnx}, {net: manifest}, gate_key)
     if cached is not None:
         return fastest_fp32(cached, net)
-    key = {**machine_key({net: manifest}), "probe": "fp32-kernels"}
-    path = gate_path(key)
-    try:
-        doc = json.loads(path.read_text())
-        if doc.get("key") == key:
-            return str(doc["fastest"])
-    except (OSError, ValueError, KeyError):
-        pass
+    key = {**gate_key, "probe": "fp32-kernels"}
+    probe = _read_cached(key)
+    if probe is not None and probe.get("fastest") in ("onnxruntime", "openvino"):
+        return str(probe["fastest"])
     with np.load(Path(__file__).resolve().parent.parent / "data" / "verify_T33UUB_120.npz") as z:
         src = ArraySource(z["b10"], z["b20"], z["b60"])
     times: dict[str, float] = {}
@@ -299,29 +307,19 @@ def fp32_kernels(onnx: Path, manifest: dict[str, Any]) -> str:
             times[name] = best
     fastest = min(times, key=lambda k: times[k])
     log.info("fp32 kernels for %s on this machine: %s (probe: %s s per 120² crop; cached in %s)", net, fastest,
-             ", ".join(f"{k} {v:.3f}" for k, v in times.items()), path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path, suffix=".json") as tmp:
-        Path(tmp).write_text(json.dumps({"key": key, "seconds": times, "fastest": fastest}, indent=1))
+             ", ".join(f"{k} {v:.3f}" for k, v in times.items()), gate_path(key))
+    _write_cached(key, {"seconds": times, "fastest": fastest})
     return fastest
 
 
 def load_or_measure(onnx: Mapping[str, Path], manifests: Mapping[str, dict[str, Any]], *, remeasure: bool = False) -> dict[str, Any]:
     """The cached gate for these models on this machine, measured now if there is none."""
-    from ..fsutil import atomic_path
     from .openvino import supported_precisions
 
     key = machine_key(manifests)
-    path = gate_path(key)
-    if not remeasure:
-        cached = load_cached(onnx, manifests)
-        if cached is not None:
-            return cached
+    cached = None if remeasure else load_cached(onnx, manifests, key)
+    if cached is not None:
+        return cached
     modes = [m for m in supported_precisions() if m != "fp32"]
-    log.warning("measuring the precision gate on this machine (%s; once, cached in %s)", ", ".join(modes) or "fp32 only", path)
-    result = measure(onnx, manifests, modes)
-    result["key"] = key
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path, suffix=".json") as tmp:
-        Path(tmp).write_text(json.dumps(result, indent=1))
-    return result
+    log.warning("measuring the precision gate on this machine (%s; once, cached in %s)", ", ".join(modes) or "fp32 only", gate_path(key))
+    return _write_cached(key, measure(onnx, manifests, modes))
