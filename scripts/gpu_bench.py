@@ -2,8 +2,8 @@
 """DSen2 on a CUDA GPU through PyTorch: 10 m output Mpx/s per net and precision, and a full tile.
 
 Made for the lent GPU machines (stock PyTorch + CUDA image: no TensorRT, no
-onnxruntime-gpu, no rasterio, no safetensors): the shipped weights are read from their
-safetensors files by hand, input is real Sentinel-2 texture (the packaged 120² Malmö crop)
+onnxruntime-gpu, no rasterio): the shipped weights are loaded with the project's checkpoint
+reader (safetensors is on that image), input is real Sentinel-2 texture (the packaged 120² Malmö crop)
 tiled to the wanted size, and everything runs through the project's own tiling
 (:func:`s2sr_cloud.sr.super_resolve`, block streaming with I/O overlap) and its PyTorch
 runner (:class:`s2sr_cloud.infer.torch_gpu.TorchGpuRunner`). One printed line per figure:
@@ -19,9 +19,7 @@ runner (:class:`s2sr_cloud.infer.torch_gpu.TorchGpuRunner`). One printed line pe
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import struct
 import sys
 import time
 from pathlib import Path
@@ -34,38 +32,19 @@ sys.path.insert(0, str(ROOT))
 from s2sr_cloud.sr import ArraySource, super_resolve  # noqa: E402
 
 SIZES = {"full": (2040, 10980), "small": (120, 240)}
-_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": None}
-
-
-def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """Tensors of a safetensors file (8-byte header length, JSON header, raw little-endian data)."""
-    raw = path.read_bytes()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + n])
-    header.pop("__metadata__", None)
-    base = 8 + n
-    out = {}
-    for name, meta in header.items():
-        a, b = meta["data_offsets"]
-        out[name] = np.frombuffer(raw[base + a : base + b], dtype=_DTYPES[meta["dtype"]]).reshape(meta["shape"]).copy()
-    return out
 
 
 def load_model(net: str):  # type: ignore[no-untyped-def]
-    import torch
-
+    """The shipped weights of ``net`` (random weights, said so, when the file is absent: speed only)."""
+    from s2sr_cloud.nets.checkpoint import load_checkpoint
     from s2sr_cloud.nets.model import build_net
+    from s2sr_cloud.weights import default_checkpoint
 
-    model = build_net(net)
-    path = ROOT / "s2sr_cloud" / "weights" / f"{net}_dsen2.safetensors"
-    if path.exists():
-        state = {k: torch.from_numpy(v) for k, v in read_safetensors(path).items()}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing:
-            print(f"# {path.name}: {len(missing)} tensors missing, using random weights for them", flush=True)
-    else:
-        print(f"# {path.name} not found: random weights (speed only)", flush=True)
-    return model
+    path = default_checkpoint(net)
+    if path is None:
+        print(f"# no {net} weights found: random weights (speed only)", flush=True)
+        return build_net(net)
+    return load_checkpoint(path, net=net).model
 
 
 def scene(size: int) -> ArraySource:

@@ -49,10 +49,11 @@ def available() -> bool:
     return True
 
 
-def cpu_capabilities() -> list[str]:
-    """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of the CPU (``BF16``, ``INT8``, ``FP16`` …)."""
-    ov = import_openvino()
-    return [str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+def cpu_capabilities(core: Any = None) -> list[str]:
+    """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of the CPU (``BF16``, ``INT8``, ``FP16`` …), from
+    ``core`` (an ``openvino.Core``) or a new one."""
+    core = core or import_openvino().Core()
+    return [str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
 
 
 def supported_precisions() -> list[str]:
@@ -78,14 +79,13 @@ class OpenVinoRunner(RunnerBase):
             raise BackendUnavailable(f"OpenVINO runs fp32, bf16 or int8, not {precision!r}")
         ov = import_openvino()
         self._core = ov.Core()
-        caps = [str(c) for c in self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
-        if precision == "bf16" and "BF16" not in caps:
+        if precision == "bf16" and "BF16" not in cpu_capabilities(self._core):
             raise BackendUnavailable("this CPU has no native bf16 (AVX512_BF16/AMX); use --precision fp32 or int8")
         path = Path(onnx_path)
         if precision == "int8":
-            from .quant import quantized_onnx
+            from .quant import quantized_model
 
-            path = quantized_onnx(onnx_path, manifest)
+            path = quantized_model(onnx_path, manifest)
         try:
             self._model = self._core.read_model(str(path))
         except Exception as err:  # openvino raises untyped RuntimeErrors

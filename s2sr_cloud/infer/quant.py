@@ -86,7 +86,7 @@ def int8_path(manifest: dict[str, Any]) -> Path:
     return cache_dir() / "int8" / f"{manifest['name']}-{str(manifest['onnx_sha256'])[:16]}-ov{ver}-q{QUANT_VERSION}.xml"
 
 
-def quantized_onnx(onnx_path: str | os.PathLike[str], manifest: dict[str, Any]) -> Path:
+def quantized_model(onnx_path: str | os.PathLike[str], manifest: dict[str, Any]) -> Path:
     """The int8 OpenVINO IR of ``onnx_path`` (built on first use, cached by the ONNX sha256)."""
     out = int8_path(manifest)
     if out.exists() and out.with_suffix(".bin").exists():
