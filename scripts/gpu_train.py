@@ -39,12 +39,11 @@ def probe_seconds_per_step(cfg: TrainConfig, device: str, n: int = 12) -> float:
     import torch
 
     from s2sr_cloud.nets import build_net
-    from s2sr_cloud.train.data import PatchSampler, find_scenes, load_scene, make_pairs
+    from s2sr_cloud.train.data import PatchSampler, find_scenes, load_pairs
 
     model = build_net(cfg.net, cfg.variant).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-6)
-    pairs = [q for p in find_scenes(cfg.data, cfg.exclude) for q in make_pairs(load_scene(p), cfg.net, cfg.phases)]
-    sampler = PatchSampler(pairs, cfg.patch, np.random.default_rng(123), cfg.gain_jitter, cfg.context)
+    sampler = PatchSampler(load_pairs(find_scenes(cfg.data, cfg.exclude), cfg.net, cfg.phases), cfg.patch, np.random.default_rng(123), cfg.gain_jitter, cfg.context)
     for _ in range(4):  # warm-up: cuDNN autotuning, allocator
         _step(model, opt, sampler.batch(cfg.batch), 1e-6, device, cfg.context)
     t0 = time.perf_counter()

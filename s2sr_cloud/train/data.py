@@ -215,6 +215,11 @@ def make_pairs(scene: Scene, net: str, phases: bool = False) -> list[Pair]:
     return pairs
 
 
+def load_pairs(paths: Iterable[Path], net: str, phases: bool = False) -> list[Pair]:
+    """The Wald pairs of every scene in ``paths`` (:func:`make_pairs`), as training uses them."""
+    return [q for p in paths for q in make_pairs(load_scene(p), net, phases)]
+
+
 class PatchSampler:
     """Random valid patches with flips/rotations, reproducible from a seeded generator.
 

@@ -29,7 +29,7 @@ import torch
 from ..bands import net_spec
 from ..errors import InputError
 from ..nets import build_net, load_checkpoint, save_checkpoint
-from .data import PatchSampler, find_scenes, load_scene, make_pairs, sha256_of
+from .data import PatchSampler, find_scenes, load_pairs, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ def train(cfg: TrainConfig, on_step: StepFn | None = None, log_every: int = 50) 
     paths = find_scenes(cfg.data, cfg.exclude)
     files = _data_provenance(paths)
     sampler = PatchSampler(
-        [q for p in paths for q in make_pairs(load_scene(p), cfg.net, cfg.phases)], cfg.patch, rng, cfg.gain_jitter, cfg.context
+        load_pairs(paths, cfg.net, cfg.phases), cfg.patch, rng, cfg.gain_jitter, cfg.context
     )
     log.info("training %s/%s on %d scenes (%s), steps %d..%d", cfg.net, cfg.variant, len(sampler.pairs), device, start, cfg.steps)
     t0 = time.monotonic()
