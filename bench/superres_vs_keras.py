@@ -10,11 +10,13 @@ timing (they are cached per machine; ``--cold`` times them too).
 One line per figure:
 
     keras_ref seconds=S rss_mb=M
-    s2sr precision=P backends=... seconds=S ratio=R rss_mb=M
+    s2sr precision=P hybrid=on|off backends=... seconds=S ratio=R rss_mb=M
 
 ``ratio`` = Keras prediction seconds (model build excluded) / whole s2sr process seconds
 (> 1: faster than the reference); ``cpu_ratio`` = the same with CPU seconds (user + system)
-of each whole process, which a loaded machine distorts less than wall time. The load
+of each whole process, which a loaded machine distorts less than wall time. ``hybrid``:
+the default output (with the guided-regression blend, ``s2sr_cloud.guided``) or the nets
+alone (``--no-hybrid``), both with the default back-projection. The load
 average is printed before and after: these machines are shared.
 """
 
@@ -58,6 +60,8 @@ def main() -> None:
     ap.add_argument("--keras-python", default="/tmp/keras-ref/bin/python")
     ap.add_argument("--precisions", default="fp32,bf16,int8,auto")
     ap.add_argument("--device", default="auto", help="as `s2sr superres --device` (default: its default)")
+    ap.add_argument("--hybrid", choices=("on", "off", "both"), default="both",
+                    help="time the default output (on), the nets alone (off, `--no-hybrid`), or both")
     ap.add_argument("--cold", action="store_true", help="do not prepare the gate / int8 model first")
     ap.add_argument("--no-keras", action="store_true")
     args = ap.parse_args()
@@ -80,13 +84,15 @@ def main() -> None:
         print(f"keras_ref seconds={keras_predict:.1f} process_seconds={secs:.1f} cpu_seconds={keras_cpu:.1f} rss_mb={rss:.0f}  "
               f"({last.strip()}; cpu_seconds include model build and TF start-up)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        for i, p in enumerate(precisions):  # a precision may be listed twice (first run vs cached choices)
-            out_npz = Path(tmp) / f"out-{i}-{p}.npz"
-            secs, cpu, rss, _ = run([s2sr, "superres", str(args.scene), "-o", str(out_npz), "--device", args.device, "--precision", p])
+        hybrids = ("on", "off") if args.hybrid == "both" else (args.hybrid,)
+        for i, (p, h) in enumerate((p, h) for p in precisions for h in hybrids):  # a precision may be listed twice
+            out_npz = Path(tmp) / f"out-{i}-{p}-{h}.npz"
+            secs, cpu, rss, _ = run([s2sr, "superres", str(args.scene), "-o", str(out_npz), "--device", args.device,
+                                     "--precision", p, "--hybrid" if h == "on" else "--no-hybrid"])
             with np.load(out_npz) as z:
                 backends = ",".join(f"{b}/{q}" for b, q in zip(z["backends"], z["precisions"], strict=True))
             ratio = f" ratio={keras_predict / secs:.2f} cpu_ratio={keras_cpu / cpu:.2f}" if not args.no_keras else ""
-            print(f"s2sr precision={p} backends={backends} seconds={secs:.1f} cpu_seconds={cpu:.1f}{ratio} rss_mb={rss:.0f}", flush=True)
+            print(f"s2sr precision={p} hybrid={h} backends={backends} seconds={secs:.1f} cpu_seconds={cpu:.1f}{ratio} rss_mb={rss:.0f}", flush=True)
     print(f"load average after: {load()}")
 
 

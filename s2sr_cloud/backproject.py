@@ -191,15 +191,18 @@ def super_resolve_consistent(
     *,
     window: Window | None = None,
     iterations: int = ITERATIONS,
+    hybrid: bool = True,
     qa: ConsistencyQA | None = None,
     **kwargs: Any,
 ) -> dict[str, np.ndarray]:
-    """:func:`~s2sr_cloud.sr.super_resolve` followed by :func:`project`, seamless across windows.
+    """:func:`~s2sr_cloud.sr.super_resolve` followed by the post-steps, seamless across windows.
 
-    ``iterations < 0`` turns the projection off (plain :func:`super_resolve`). ``qa``
-    accumulates the real-scale consistency of the returned window.
+    The post-steps (:func:`finish`): with ``hybrid``, the blend with the local guided
+    regression (:mod:`s2sr_cloud.guided`), then ``iterations`` back-projection iterations
+    (:func:`project`; ``< 0``: none). With neither, this is plain :func:`super_resolve`.
+    ``qa`` accumulates the real-scale consistency of the returned window.
     """
-    if iterations < 0:
+    if iterations < 0 and not hybrid:
         out = super_resolve(source, runners, window=window, **kwargs)
         if qa is not None:
             _add_qa(qa, source, out, window or Window(0, 0, *source.shape10))
@@ -208,17 +211,59 @@ def super_resolve_consistent(
     win = window or Window(0, 0, *shape10)
     if any(v % 6 for v in (win.row, win.col, win.height, win.width)):
         raise ValueError(f"window {win} is not on the 60 m grid (multiples of 6 px); cannot back-project")
-    margin = max(margin10(net_spec(n).factor, iterations) for n in runners)
-    ext = _expand(win, margin, shape10)
+    ext = _expand(win, post_margin10(runners, iterations, hybrid), shape10)
     out = super_resolve(source, runners, window=ext, **kwargs)
     r, c = win.row - ext.row, win.col - ext.col
+    b10 = source.read(10, (ext.row, ext.row + ext.height), (ext.col, ext.col + ext.width)) if hybrid else None
     for name, sr in out.items():
         s = net_spec(name).factor
         lr = _read_lr(source, s, ext)
-        out[name] = np.ascontiguousarray(project(sr, lr, s, iterations)[:, r : r + win.height, c : c + win.width])
+        b20 = _read_lr(source, 2, ext) if hybrid and s == 6 else None
+        done = finish(name, sr, lr, iterations=iterations, hybrid=hybrid, b10=b10, b20=b20)
+        out[name] = np.ascontiguousarray(done[:, r : r + win.height, c : c + win.width])
     if qa is not None:
         _add_qa(qa, source, out, win)
     return out
+
+
+def post_margin10(runners: Any, iterations: int, hybrid: bool) -> int:
+    """10 m pixels a window is extended by so that its post-stepped values are exact."""
+    from .guided import config, margin10 as guided_margin10
+
+    margins = [0]
+    for n in runners:
+        s = net_spec(n).factor
+        m = margin10(s, iterations) if iterations >= 0 else 0
+        if hybrid:
+            m += guided_margin10(s, config(n).radius)
+        margins.append(m)
+    return max(margins)
+
+
+def finish(
+    net: str,
+    sr: np.ndarray,
+    lr: np.ndarray,
+    *,
+    iterations: int = ITERATIONS,
+    hybrid: bool = True,
+    b10: np.ndarray | None = None,
+    b20: np.ndarray | None = None,
+) -> np.ndarray:
+    """The product's post-steps on one net's raw output ``sr`` (C, H, W) over a whole window:
+    the hybrid blend (needs the window's 10 m bands ``b10`` and, for the 60 m net, its 20 m
+    bands ``b20``), then the back-projection of ``lr``."""
+    from .guided import blend, config, guides
+
+    s = net_spec(net).factor
+    out = sr
+    if hybrid:
+        if b10 is None:
+            raise ValueError("the hybrid post-step needs the 10 m bands")
+        out = blend(out, guides(net, b10, b20), lr, s, config(net))
+    if iterations >= 0:
+        out = project(out, lr, s, iterations)
+    return out if out is not sr else sr.astype(np.float32, copy=True)
 
 
 def _read_lr(source: SceneSource, factor: int, win: Window) -> np.ndarray:

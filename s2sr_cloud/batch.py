@@ -177,7 +177,7 @@ class ItemOutcome:
             if r.grid is not None:
                 d.update(shape=list(r.grid.shape), crs=r.grid.crs)
             d.update(bands=list(r.bands), backend=r.backend, models={k: v.get("name") for k, v in r.model.items()},
-                     backproject=r.backproject, consistency_rmse=dict(r.consistency_rmse),
+                     backproject=r.backproject, hybrid=r.hybrid, consistency_rmse=dict(r.consistency_rmse),
                      consistency_rmse_max=r.consistency_rmse_max)
         if self.status == "failed":
             d.update(error=str(self.error), error_type=type(self.error).__name__, exit_code=self.exit_code)
@@ -225,9 +225,11 @@ def raise_for_failures(outcomes: Sequence[ItemOutcome]) -> None:
 
 
 # --------------------------------------------------------------------------- records
-def done_before(item_id: str, path: Path, models: Mapping[str, Mapping[str, Any]], backproject: int | None = None) -> bool:
+def done_before(item_id: str, path: Path, models: Mapping[str, Mapping[str, Any]], backproject: int | None = None,
+                hybrid: bool | None = None) -> bool:
     """Whether ``path`` and its ``.s2sr.json`` record exist and were made from ``item_id`` with ``models``
-    (and, when given, the same ``backproject`` iterations; records without it were raw nets: -1)."""
+    (and, when given, the same ``backproject`` iterations and ``hybrid`` post-step; records without
+    them were raw nets: -1, no hybrid)."""
     import json
 
     from .publish.record import record_path
@@ -240,6 +242,8 @@ def done_before(item_id: str, path: Path, models: Mapping[str, Mapping[str, Any]
     except (OSError, ValueError):
         return False
     if backproject is not None and int(doc.get("backproject", -1)) != backproject:
+        return False
+    if hybrid is not None and bool(doc.get("hybrid", False)) != hybrid:
         return False
     return doc.get("source_item", {}).get("id") == item_id and same_model(doc.get("models") or {}, models)
 
@@ -556,7 +560,7 @@ def _run_here(
     out: list[ItemOutcome] = []
     for item in items:
         path = output_path(item, params)
-        if not params.overwrite and done_before(item.id, path, infos, params.backproject):
+        if not params.overwrite and done_before(item.id, path, infos, params.backproject, params.hybrid):
             o = ItemOutcome(item.id, "skipped", path)
         else:
             try:
@@ -683,7 +687,7 @@ def _run_cluster(
     part_workers: dict[str, list[str]] = {}
     for key, item in zip(keys, items, strict=True):
         path = output_path(item, params)
-        if infos and done_before(item.id, path, infos, params.backproject):
+        if infos and done_before(item.id, path, infos, params.backproject, params.hybrid):
             tally.finish(key, ItemOutcome(item.id, "skipped", path))
             continue
         try:

@@ -73,17 +73,26 @@ def margin10(factor: int, radius: int) -> int:
 
 
 def _box(x: np.ndarray, r: int) -> np.ndarray:
-    """Mean over the ``(2r+1)²`` window of the last two axes, edges mirrored (float64)."""
-    k = 2 * r + 1
+    """Mean over the ``(2r+1)²`` window of the last two axes, edges mirrored like NumPy's
+    ``pad(mode="symmetric")`` (float64; shifted in-place sums: cheap for the small radii used)."""
     out = np.asarray(x, dtype=np.float64)
-    for axis in (-2, -1):
-        pad = [(0, 0)] * out.ndim
-        pad[axis] = (r + 1, r)
-        c = np.cumsum(np.pad(out, pad, mode="symmetric"), axis=axis)
+    for axis in (out.ndim - 2, out.ndim - 1):
         n = out.shape[axis]
-        hi = np.take(c, np.arange(k, k + n), axis=axis)
-        lo = np.take(c, np.arange(0, n), axis=axis)
-        out = (hi - lo) / k
+        if r >= n:
+            raise ValueError(f"window radius {r} needs more than {n} pixels")
+        acc = out.copy()
+
+        def sl(a: int | None, b: int | None, step: int | None = None) -> tuple[slice, ...]:
+            idx = [slice(None)] * out.ndim
+            idx[axis] = slice(a, b, step)
+            return tuple(idx)
+
+        for d in range(1, r + 1):
+            acc[sl(d, None)] += out[sl(None, n - d)]  # left neighbours
+            acc[sl(None, n - d)] += out[sl(d, None)]  # right neighbours
+            acc[sl(None, d)] += out[sl(None, d)][sl(None, None, -1)]  # mirrored past the start
+            acc[sl(n - d, None)] += out[sl(n - d, None)][sl(None, None, -1)]  # and past the end
+        out = acc / (2 * r + 1)
     return out
 
 
@@ -102,6 +111,26 @@ def guides(net: str, b10: np.ndarray, b20: np.ndarray | None = None) -> np.ndarr
     return np.concatenate([f, up], axis=0)
 
 
+def _solve_spd(cov: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Solve ``cov · a = rhs`` per pixel for symmetric positive-definite ``cov`` (C, C, …) and
+    ``rhs`` (C, B, …): a Cholesky factorisation written over whole planes (C is at most 10
+    here, so a few hundred vectorised operations beat one small LAPACK call per pixel)."""
+    c = cov.shape[0]
+    low = np.zeros_like(cov)
+    for j in range(c):
+        d = cov[j, j] - sum((low[j, k] ** 2 for k in range(j)), np.zeros_like(cov[j, j]))
+        low[j, j] = np.sqrt(d)
+        for i in range(j + 1, c):
+            low[i, j] = (cov[i, j] - sum((low[i, k] * low[j, k] for k in range(j)), np.zeros_like(d))) / low[j, j]
+    z = np.empty_like(rhs)
+    for i in range(c):
+        z[i] = (rhs[i] - sum((low[i, k] * z[k] for k in range(i)), np.zeros_like(rhs[i]))) / low[i, i]
+    a = np.empty_like(rhs)
+    for i in reversed(range(c)):
+        a[i] = (z[i] - sum((low[k, i] * a[k] for k in range(i + 1, c)), np.zeros_like(rhs[i]))) / low[i, i]
+    return a
+
+
 def regression(feat: np.ndarray, lr: np.ndarray, factor: int, cfg: GuidedConfig) -> tuple[np.ndarray, np.ndarray]:
     """Local ridge regression of ``lr`` (B, h, w) on the guides ``feat`` (C, h·s, w·s).
 
@@ -110,37 +139,50 @@ def regression(feat: np.ndarray, lr: np.ndarray, factor: int, cfg: GuidedConfig)
     """
     from .backproject import comparable, degrade, upsample
 
-    c = feat.shape[0]
+    c, nb = feat.shape[0], lr.shape[0]
     h, w = lr.shape[1:]
     if feat.shape[1:] != (h * factor, w * factor):
         raise ValueError(f"guides {feat.shape[1:]} are not {factor} x lr {lr.shape[1:]}")
     hr_nodata = np.any(feat == NODATA, axis=0)
-    wgt = comparable(hr_nodata, lr, factor).astype(np.float64)
-    x = degrade(feat, factor).astype(np.float64) * wgt
-    y = lr.astype(np.float64) * wgt
+    keep = comparable(hr_nodata, lr, factor)
     r = cfg.radius
-    s0 = _box(wgt, r)
+    x = degrade(feat, factor).astype(np.float64)
+    y = lr.astype(np.float64)
+    # centred on the block's means (the fit is shift-invariant; smaller moments, less cancellation)
+    x0 = x[:, keep].mean(axis=1) if keep.any() else np.zeros(c)
+    y0 = y[:, keep].mean(axis=1) if keep.any() else np.zeros(nb)
+    x -= x0[:, None, None]
+    y -= y0[:, None, None]
+    full = bool(keep.all())
+    if not full:  # weighted sums: pixels off the mask count zero
+        x *= keep
+        y *= keep
+    s0 = _box(keep.astype(np.float64), r)
     ok = s0 > 1e-9
-    inv = np.where(ok, 1.0 / np.where(ok, s0, 1.0), 0.0)
+    inv = 1.0 if full else np.where(ok, 1.0 / np.where(ok, s0, 1.0), 0.0)
     mx = _box(x, r) * inv
     my = _box(y, r) * inv
-    iu = np.triu_indices(c)
-    cross = _box(np.stack([x[i] * x[j] for i, j in zip(*iu)]), r) * inv  # x, y are 0 off the mask: weighted sums
-    cov = np.empty((h, w, c, c))
-    for k, (i, j) in enumerate(zip(*iu)):
-        cov[..., i, j] = cov[..., j, i] = cross[k] - mx[i] * mx[j]
-    cov[..., np.arange(c), np.arange(c)] += cfg.ridge
+    cov = np.empty((c, c, h, w))
+    for i in range(c):
+        for j in range(i, c):
+            cov[i, j] = _box(x[i] * x[j], r) * inv - mx[i] * mx[j]
+            cov[j, i] = cov[i, j]
+        cov[i, i] += cfg.ridge
     xy = np.stack([_box(x[i] * y, r) * inv - mx[i] * my for i in range(c)])  # (C, B, h, w)
-    a = np.linalg.solve(cov, np.moveaxis(xy, (0, 1), (-2, -1)))  # (h, w, C, B)
-    a = np.moveaxis(a, (-2, -1), (0, 1))  # (C, B, h, w)
-    b = my - np.einsum("cbhw,chw->bhw", a, mx)
-    q = ok.astype(np.float64)
-    sq = _box(q, r)
-    good = sq > 1e-9
-    qinv = np.where(good, 1.0 / np.where(good, sq, 1.0), 0.0)
-    a = _box(a * q, r) * qinv
-    b = _box(b * q, r) * qinv
-    valid = upsample(good.astype(np.float32)[None], factor)[0] > 1.0 - 1e-6
+    a = _solve_spd(cov, xy)
+    b = (my + y0[:, None, None]) - np.einsum("cbhw,chw->bhw", a, mx + x0[:, None, None])
+    if full:
+        good = np.ones((h, w), bool)
+        a = _box(a, r)
+        b = _box(b, r)
+    else:
+        q = ok.astype(np.float64)
+        sq = _box(q, r)
+        good = sq > 1e-9
+        qinv = np.where(good, 1.0 / np.where(good, sq, 1.0), 0.0)
+        a = _box(a * q, r) * qinv
+        b = _box(b * q, r) * qinv
+    valid = np.ones(hr_nodata.shape, bool) if full else upsample(good.astype(np.float32)[None], factor)[0] > 1.0 - 1e-6
     pred = upsample(b.astype(np.float32), factor)
     for i in range(c):
         pred += upsample(a[i].astype(np.float32), factor) * feat[i]

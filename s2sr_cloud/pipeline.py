@@ -59,7 +59,10 @@ class RunParams:
     overwrite: bool = False
     """Replace existing outputs."""
     backproject: int = ITERATIONS
-    """Back-projection iterations of the consistency post-step (-1: the raw nets)."""
+    """Back-projection iterations of the consistency post-step (-1: none)."""
+    hybrid: bool = True
+    """Blend the nets with the local guided regression before the back-projection
+    (:mod:`s2sr_cloud.guided`); False: the nets alone."""
     http: HttpParams = field(default_factory=HttpParams)
     """Network behaviour of the reads."""
 
@@ -102,7 +105,9 @@ class SceneResult:
     seconds: float
     """Wall time of the output."""
     backproject: int = ITERATIONS
-    """Back-projection iterations of the consistency post-step (-1: the raw nets)."""
+    """Back-projection iterations of the consistency post-step (-1: none)."""
+    hybrid: bool = True
+    """Whether the nets were blended with the local guided regression (:mod:`s2sr_cloud.guided`)."""
     consistency_rmse: dict[str, float] = field(default_factory=dict)
     """Per band, RMSE (DN) between the output degraded back (Wald operator) and the observed
     20 m / 60 m band: the per-output QA figure (:class:`~s2sr_cloud.backproject.ConsistencyQA`)."""
@@ -171,6 +176,7 @@ def _description(band: str, sr: bool) -> str:
 def cog_tags(
     runners: Mapping[str, Runner], *, source_item: str = "", source_collection: str = "", source_href: str = "",
     catalog: str = "", dn_convention: str = DN_CONVENTION, offsets: Iterable[int] = (0,), backproject: int = ITERATIONS,
+    hybrid: bool = True,
 ) -> dict[str, str]:
     """The COG tags every output carries (STAC items and local scenes: same keys).
 
@@ -191,7 +197,17 @@ def cog_tags(
         "S2SR_MODELS": ",".join(str(model_info(r).get("name", n)) for n, r in runners.items()),
         "S2SR_PRECISION": ",".join(f"{n}={model_info(r).get('precision', 'fp32')}" for n, r in runners.items()),
         "S2SR_BACKPROJECT": str(backproject),
+        "S2SR_HYBRID": _hybrid_tag(runners, hybrid),
     }
+
+
+def _hybrid_tag(runners: Mapping[str, Runner], hybrid: bool) -> str:
+    """``net=radius/ridge/weight`` of each net's guided-regression blend, or ``off``."""
+    if not hybrid:
+        return "off"
+    from .guided import config
+
+    return ",".join(f"{n}={c.radius}/{c.ridge:g}/{c.weight:g}" for n in runners for c in [config(n)])
 
 
 def qa_tags(consistency: Mapping[str, float]) -> dict[str, str]:
@@ -207,7 +223,8 @@ def _tags(item: pystac.Item, plan: ItemPlan, runners: Mapping[str, Runner], prof
           params: RunParams) -> dict[str, str]:
     return cog_tags(runners, source_item=item.id, source_collection=item.collection_id or "",
                     source_href=item.get_self_href() or "", catalog=profile.name,
-                    offsets=[a.offset_dn for a in plan.assets.values()], backproject=params.backproject)
+                    offsets=[a.offset_dn for a in plan.assets.values()], backproject=params.backproject,
+                    hybrid=params.hybrid)
 
 
 def band_layout(bands: Iterable[str]) -> dict[str, Any]:
@@ -277,7 +294,7 @@ def stream_item(
     sink = BandsSink(write, origin=(out.window.row, out.window.col), include_10m=params.include_10m)
     with PerThreadSource(factory) as source:
         run_blocks(source, runners, sink, window=window, block=params.block, tile=params.tile, batch=params.batch,
-                   iterations=params.backproject, qa=qa, on_progress=tick)
+                   iterations=params.backproject, hybrid=params.hybrid, qa=qa, on_progress=tick)
 
 
 def item_result(
@@ -294,7 +311,7 @@ def item_result(
             "offset_reason": plan.assets["B05"].offset_reason,
             "dn_scale": DN_SCALE, "dn_offset": 0, "nodata": 0, "convention": DN_CONVENTION,
         },
-        seconds=seconds, backproject=params.backproject, consistency_rmse=dict(consistency or {}),
+        seconds=seconds, backproject=params.backproject, hybrid=params.hybrid, consistency_rmse=dict(consistency or {}),
         source_href=item.get_self_href() or item.id,
     )
 

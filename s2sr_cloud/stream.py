@@ -175,6 +175,7 @@ def iter_super_resolved(
     on_progress: Callable[[int, int], None] | None = None,
     total_tiles: int = 0,
     iterations: int = -1,
+    hybrid: bool = False,
     qa: ConsistencyQA | None = None,
     **sr_kwargs: Any,
 ) -> Iterator[BlockResult]:
@@ -194,6 +195,8 @@ def iter_super_resolved(
         iterations: back-projection iterations of each block
             (:func:`~s2sr_cloud.backproject.super_resolve_consistent`; -1: the raw nets, the
             default here so this stays a drop-in for :func:`~s2sr_cloud.sr.stream_blocks`).
+        hybrid: blend each block with the local guided regression before the
+            back-projection (:mod:`s2sr_cloud.guided`; off by default here, like ``iterations``).
         qa: accumulates the real-scale consistency of every block, merged in block order
             in the consumer's thread (each block is measured into its own record first).
         **sr_kwargs: passed to :func:`~s2sr_cloud.sr.super_resolve` (``tile``,
@@ -206,7 +209,7 @@ def iter_super_resolved(
         raise ValueError(f"workers must be >= 1, got {workers}")
     locked = {n: r if isinstance(r, LockedRunner) else LockedRunner(r) for n, r in runners.items()}
     pool = _BlockPool(source, locked, workers, _Progress(total_tiles, on_progress),
-                      {**sr_kwargs, "iterations": iterations}, qa is not None)
+                      {**sr_kwargs, "iterations": iterations, "hybrid": hybrid}, qa is not None)
     try:
         for win, out, block_qa in pool.run(blocks, on_block):
             if qa is not None and block_qa is not None:
@@ -320,34 +323,35 @@ def stream_blocks_overlapped(
     on_progress: Callable[[int, int], None] | None = None,
     workers: int = 2,
     iterations: int = -1,
+    hybrid: bool = False,
     qa: ConsistencyQA | None = None,
 ) -> Iterator[BlockResult]:
     """Drop-in for :func:`~s2sr_cloud.sr.stream_blocks` with I/O overlapped (``workers`` ≥ 2).
 
     ``source`` must be thread-safe (wrap file-backed sources in :class:`PerThreadSource`).
     ``iterations`` ≥ 0 back-projects each block (then ``block`` and ``window`` must be on
-    the 60 m grid: multiples of 6 px); ``qa`` measures the consistency of the output.
+    the 60 m grid: multiples of 6 px), after the hybrid blend when ``hybrid``; ``qa`` measures
+    the consistency of the output.
     """
     from .sr import plan_blocks, runner_tiling
 
     tile, batch = runner_tiling(runners, tile, batch)
     blocks, total = plan_blocks(window or Window(0, 0, *source.shape10), block, tile, len(runners))
-    if iterations >= 0:
-        total = _tiles_with_margin(blocks, source.shape10, runners, tile, iterations)
+    if iterations >= 0 or hybrid:
+        total = _tiles_with_margin(blocks, source.shape10, runners, tile, iterations, hybrid)
     yield from iter_super_resolved(
         source, runners, blocks, workers=workers, on_progress=on_progress, total_tiles=total, tile=tile, batch=batch,
-        iterations=iterations, qa=qa,
+        iterations=iterations, hybrid=hybrid, qa=qa,
     )
 
 
 def _tiles_with_margin(blocks: Iterable[Window], shape10: tuple[int, int], runners: Mapping[str, Runner],
-                       tile: int, iterations: int) -> int:
-    """Tiles run for ``blocks`` when each is super-resolved with the back-projection margin."""
-    from .backproject import _expand, margin10
-    from .bands import net_spec
+                       tile: int, iterations: int, hybrid: bool = False) -> int:
+    """Tiles run for ``blocks`` when each is super-resolved with the post-steps' margin."""
+    from .backproject import _expand, post_margin10
     from .sr import count_tiles
 
-    margin = max(margin10(net_spec(n).factor, iterations) for n in runners)
+    margin = post_margin10(runners, iterations, hybrid)
     return sum(count_tiles(_expand(b, margin, shape10), tile) for b in blocks) * len(runners)
 
 
@@ -416,6 +420,7 @@ def run_blocks(
     tile: int | None = None,
     batch: int | None = None,
     iterations: int = ITERATIONS,
+    hybrid: bool = True,
     qa: ConsistencyQA | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
@@ -425,14 +430,15 @@ def run_blocks(
     Local scenes (``.npz`` arrays, band folders) and STAC items all go through here; only
     the source and the sink differ. ``block`` is rounded to the 60 m grid
     (:func:`aligned_block`); ``window`` (default: the scene) must be on it. Memory is
-    bounded by ``workers`` blocks. ``iterations`` back-projection steps per block
-    (:data:`~s2sr_cloud.backproject.ITERATIONS` by default, -1: the raw nets); ``qa``
+    bounded by ``workers`` blocks. ``hybrid``: the guided-regression blend per block
+    (:mod:`s2sr_cloud.guided`, on by default), then ``iterations`` back-projection steps
+    (:data:`~s2sr_cloud.backproject.ITERATIONS` by default, -1: none); ``qa``
     accumulates the output's real-scale consistency block by block. ``workers`` (default:
     :func:`block_workers`) blocks are prepared on the host at once.
     """
     workers = block_workers(runners) if workers is None else workers
     for win, out in stream_blocks_overlapped(
         source, runners, block=aligned_block(block), tile=tile, batch=batch, window=window,
-        on_progress=on_progress, workers=workers, iterations=iterations, qa=qa,
+        on_progress=on_progress, workers=workers, iterations=iterations, hybrid=hybrid, qa=qa,
     ):
         sink.write_block(win, out, source)

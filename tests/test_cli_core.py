@@ -169,9 +169,17 @@ def test_superres_backproject_option_and_qa_tags(tmp_path):
         with rasterio.open(out) as d:
             tags = d.tags()
         assert tags["S2SR_BACKPROJECT"] == n and tags["S2SR_CATALOG"] == "local" and tags["S2SR_BACKENDS"]
+        assert tags["S2SR_HYBRID"] == "net20=1/30/0.4,net60=1/300/0.6"  # on by default
         figures[n] = json.loads(tags["S2SR_CONSISTENCY_RMSE"])
     assert figures["2"]["B01"] < 1 and figures["2"]["B09"] < 1 and max(figures["2"].values()) < 10, figures
     assert all(figures["-1"][b] > figures["2"][b] for b in figures["2"])
+    out = tmp_path / "nets.tif"  # --no-hybrid: the nets alone (then the back-projection)
+    r = runner.invoke(app, ["superres", str(DATA / "T18SVG_crop240"), "--out", str(out), "--block", "120",
+                            "--device", "cpu", "--no-hybrid"])
+    assert r.exit_code == 0, r.output
+    with rasterio.open(out) as d, rasterio.open(tmp_path / "bp2.tif") as h:
+        assert d.tags()["S2SR_HYBRID"] == "off" and d.tags()["S2SR_BACKPROJECT"] == "2"
+        assert np.abs(d.read().astype(int) - h.read().astype(int)).mean() > 1  # the hybrid step changes the output
     r = runner.invoke(app, ["superres", str(DATA / "T18SVG_crop240"), "--out", str(tmp_path / "x.tif"), "--backproject", "-2"])
     assert r.exit_code == 2 and not (tmp_path / "x.tif").exists()
 
@@ -190,5 +198,5 @@ def test_superres_npz_goes_through_the_same_loop(tmp_path, random_models, malmo_
     for k in ("b20", "b60"):
         assert np.abs(outs[0][k].astype(int) - outs[1][k].astype(int)).max() <= 1
     qa = json.loads(str(outs[1]["consistency_rmse"]))
-    assert int(outs[1]["backproject"]) == 2 and set(qa) == {"B01", "B05", "B06", "B07", "B8A", "B09", "B11", "B12"}
+    assert int(outs[1]["backproject"]) == 2 and bool(outs[1]["hybrid"]) and set(qa) == {"B01", "B05", "B06", "B07", "B8A", "B09", "B11", "B12"}
     assert all(v >= 0 for v in qa.values())  # random nets: the figures' size is the shipped nets' test above

@@ -44,10 +44,15 @@ def shipped_runners() -> dict:
 
 
 @needs_weights
-def test_shipped_weights_beat_bicubic_by_40_percent_on_heldout_malmo(malmo: Scene, shipped_runners: dict) -> None:
+def test_shipped_model_reaches_035_of_bicubic_on_heldout_malmo(malmo: Scene, shipped_runners: dict) -> None:
+    """The product (nets + hybrid + back-projection) reaches the ≤ 0.35 × bicubic RMSE target
+    on Malmö (never used in training or in any choice); the nets with the back-projection
+    alone stay within 0.40 ×."""
     for net, runner in shipped_runners.items():
         doc = wald_metrics(malmo, net, runner)
-        assert doc["model"]["rmse"] <= 0.6 * doc["bicubic"]["rmse"], (net, doc["model"]["rmse"], doc["bicubic"]["rmse"])
+        bic = doc["bicubic"]["rmse"]
+        assert doc["model"]["rmse"] <= 0.35 * bic, (net, doc["model"]["rmse"], bic)
+        assert doc["no_hybrid"]["rmse"] <= 0.40 * bic, (net, doc["no_hybrid"]["rmse"], bic)
 
 
 @needs_weights
@@ -107,13 +112,13 @@ def test_finetune_from_shipped_checkpoint_lowers_rmse_on_a_new_scene(tmp_path: P
     sc = _crop(malmo, crop, 216, 216)
     p = tmp_path / "new_scene.npz"
     np.savez(p, b10=sc.b10, b20=sc.b20, b60=sc.b60)
-    before = wald_metrics(sc, net, TorchRunner(load_checkpoint(SHIPPED[net]).model))["model"]["rmse"]
+    before = wald_metrics(sc, net, TorchRunner(load_checkpoint(SHIPPED[net]).model), hybrid=False)["model"]["rmse"]
     out = tmp_path / "ft"
     r = CliRunner().invoke(app, ["train", "--net", net[3:], "--from", str(SHIPPED[net]), "--data", str(p), "--out", str(out),
                                  "--lr", "1e-4", "--warmup", "1", "--seed", "0", "--device", "cpu", *args])
     assert r.exit_code == 0, r.output
     ck = load_checkpoint(out / f"{net}_dsen2.safetensors", net=net)
-    after = wald_metrics(sc, net, TorchRunner(ck.model))["model"]["rmse"]
+    after = wald_metrics(sc, net, TorchRunner(ck.model), hybrid=False)["model"]["rmse"]
     assert after < 0.98 * before, (before, after)
     assert ck.meta["provenance"]["init_from_sha256"] == load_checkpoint(SHIPPED[net]).sha256
 

@@ -69,7 +69,9 @@ def test_search_then_process_reads_little_and_writes_a_georeferenced_cog(
     item = pystac.Item.from_dict(_va(cog_server.prefix()))
     prefix = item.assets["red"].href.split("/")[3]
     events = []
-    res = process_item(item, runners, prof, RunParams(out_dir=tmp_path, bbox=BBOX, block=60, http=FAST),
+    # the nets and the back-projection only: the hybrid step's wider margin (54 px) would read most of
+    # this small sample COG around the small bbox (its seamlessness is tested in test_guided)
+    res = process_item(item, runners, prof, RunParams(out_dir=tmp_path, bbox=BBOX, block=60, http=FAST, hybrid=False),
                        on_progress=events.append)
     assert isinstance(res, ItemResult) and res.path == tmp_path / f"{VA_ID}-s2sr.tif"
     assert res.bands == SR_BANDS and res.backend == "torch-cpu" and res.item.id == VA_ID
@@ -227,22 +229,26 @@ def test_streaming_memory_is_bounded_by_the_block(tmp_path) -> None:
     item = pystac.Item.from_dict(_va(str(SAMPLE)))
     runners = {n: _ResidualRunner(n) for n in ("net20", "net60")}
     peaks = {}
-    for it in (-1, 2):  # the raw nets, then with the back-projection post-step
+    # the raw nets, the back-projection post-step, then the default (hybrid + back-projection)
+    for it, hybrid in ((-1, False), (2, False), (2, True)):
         tracemalloc.start()
         try:
             res = process_item(item, runners, resolve_catalog("sample"),
-                               RunParams(out_dir=tmp_path / str(it), block=90, backproject=it))
-            _, peaks[it] = tracemalloc.get_traced_memory()
+                               RunParams(out_dir=tmp_path / f"{it}{hybrid}", block=90, backproject=it, hybrid=hybrid))
+            _, peaks[it, hybrid] = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
         assert res.grid.shape == (540, 540)
     block_stack = 12 * (90 + 2 * 14) ** 2 * 4  # float32 inputs of one block and its halo
     whole = 12 * 540 * 540 * 4
     # two blocks in flight (reading block k+1 while block k is inferred)
-    assert peaks[-1] < 16 * block_stack < whole, (peaks[-1], block_stack)
+    assert peaks[-1, False] < 16 * block_stack < whole, (peaks[-1, False], block_stack)
     # the post-step super-resolves each block with a 30 px margin (60 m bands, 2 iterations)
     margin_stack = 12 * (90 + 2 * 30 + 2 * 14) ** 2 * 4
-    assert peaks[2] < 12 * margin_stack, (peaks[2], margin_stack)
+    assert peaks[2, False] < 12 * margin_stack, (peaks[2, False], margin_stack)
+    # the hybrid step adds 24 px (60 m net, radius 1) and its float64 moments, still per block
+    hybrid_stack = 12 * (90 + 2 * 54 + 2 * 14) ** 2 * 4
+    assert peaks[2, True] < 12 * hybrid_stack < 3 * whole, (peaks[2, True], hybrid_stack)
 
 
 def test_block_reads_retry_inside_worker_threads(cog_server: RangeServer, runners: dict, tmp_path) -> None:
@@ -319,7 +325,8 @@ def test_record_and_item_carry_the_consistency_qa(cog_server: RangeServer, tmp_p
     item.add_link(pystac.Link("canonical", f"https://stac.example/items/{VA_ID}"))  # for derived_from
     prof = resolve_catalog("sample")
     res = {it: process_item(item, shipped, prof, RunParams(out_dir=tmp_path / str(it), bbox=BBOX, backproject=it,
-                                                            http=FAST)) for it in (2, -1)}
+                                                            hybrid=it >= 0, http=FAST)) for it in (2, -1)}
+    assert res[2].hybrid and not res[-1].hybrid
     on, off = res[2].consistency_rmse, res[-1].consistency_rmse
     assert set(on) == set(off) == set(SR_BANDS) and res[2].backproject == 2 and res[-1].backproject == -1
     assert on["B01"] < 1 and on["B09"] < 1, on
@@ -328,15 +335,17 @@ def test_record_and_item_carry_the_consistency_qa(cog_server: RangeServer, tmp_p
     with rasterio.open(res[2].path) as ds:
         tags = ds.tags()
     assert json.loads(tags["S2SR_CONSISTENCY_RMSE"]) == on and tags["S2SR_BACKPROJECT"] == "2"
+    assert tags["S2SR_HYBRID"] == "net20=1/30/0.4,net60=1/300/0.6"
     assert float(tags["S2SR_CONSISTENCY_RMSE_MAX"]) == res[2].consistency_rmse_max
     docs = []
     for it, r in res.items():
         rec = json.loads(save_record(r.scene()).read_text())
-        assert rec["consistency_rmse"] == r.consistency_rmse and rec["backproject"] == it
+        assert rec["consistency_rmse"] == r.consistency_rmse and rec["backproject"] == it and rec["hybrid"] == (it >= 0)
         back = load_scene(r.path)  # `s2sr publish` later: the figures come back from the record
         assert back.consistency_rmse == r.consistency_rmse and back.backproject == it
         props = build_item(back, [], "c").properties
         assert props["s2sr:consistency_rmse"] == r.consistency_rmse and props["s2sr:backproject"] == it
+        assert props["s2sr:hybrid"] == (it >= 0) and back.hybrid == (it >= 0)
         assert props["s2sr:consistency_rmse_max"] == max(r.consistency_rmse.values())
         docs.append({"properties": props, "assets": {}})
     assert summaries_of(docs)["s2sr:consistency_rmse_max"] == {

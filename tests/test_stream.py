@@ -47,9 +47,10 @@ def test_blocks_with_the_post_step_equal_the_whole_image(crop, shipped, whole, b
     got, want = qa.result(), ref_qa.result()
     # the 60 m bands are exact up to rounding; for the 20 m bands the 2 px the blur reaches past a
     # block edge are mirrored instead (ConsistencyQA), which weighs in at these small blocks
-    # (up to +81 %, 1.3 DN, here with the current weights; a few per mille at the default 1536 px blocks)
+    # (up to +100 %, 2.3 DN, here with the current weights and the hybrid step; a few per mille at
+    # the default 1536 px blocks)
     assert [got["B01"], got["B09"]] == pytest.approx([want["B01"], want["B09"]], abs=0.05)
-    assert got == pytest.approx(want, rel=0.6, abs=1.5)
+    assert got == pytest.approx(want, rel=1.0, abs=2.5)
     assert got["B01"] < 1 and got["B09"] < 1 and max(got[b] for b in ("B05", "B06", "B07", "B8A", "B11", "B12")) < 10
 
 

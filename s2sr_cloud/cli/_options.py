@@ -41,4 +41,9 @@ Overwrite = Annotated[bool, typer.Option(help="Replace existing outputs.")]
 Backproject = Annotated[int, typer.Option(
     "--backproject", min=-1, metavar="N",
     help="Consistency post-step: N back-projection iterations of the observed 20/60 m bands' residual "
-    "(then one exact block step); -1: the raw nets. The figure is recorded per output (QA).")]
+    "(then one exact block step); -1: none. The figure is recorded per output (QA).")]
+Hybrid = Annotated[bool, typer.Option(
+    "--hybrid/--no-hybrid",
+    help="Blend the nets with a local guided regression of the 20/60 m bands on the finer bands, before the "
+    "back-projection (lower RMSE than the nets alone on held-out scenes; see the model card); "
+    "--no-hybrid: the nets alone.")]

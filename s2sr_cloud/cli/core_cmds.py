@@ -14,6 +14,7 @@ from ..options import Variant as VariantChoice
 from ._app import app
 from ._options import (
     Backproject,
+    Hybrid,
     Batch,
     Block,
     BuildEngine,
@@ -77,6 +78,7 @@ def superres(
     build_engine: BuildEngine = False,
     overwrite: Overwrite = False,
     backproject: Backproject = ITERATIONS,
+    hybrid: Hybrid = True,
     adapt: Annotated[
         int,
         typer.Option(
@@ -104,7 +106,7 @@ def superres(
     backends = ", ".join(f"{k}: {r.backend}" for k, r in runners.items())
     with progress_task(f"super-resolving ({backends})") as update:
         res = superres_scene(input, out, runners, tile=tile, block=block, batch=batch, overwrite=overwrite,
-                             backproject=backproject, on_progress=update)
+                             backproject=backproject, hybrid=hybrid, on_progress=update)
     worst = res.consistency_rmse_max
     success(f"wrote {out}" + (f" (consistency RMSE ≤ {worst:.2f} DN)" if worst is not None else ""))
 

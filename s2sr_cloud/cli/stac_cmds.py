@@ -13,6 +13,7 @@ from ..backproject import ITERATIONS
 from ._app import app
 from ._options import (
     Backproject,
+    Hybrid,
     Batch,
     Block,
     BuildEngine,
@@ -102,6 +103,7 @@ def search(
     batch: Batch = None,
     overwrite: Overwrite = False,
     backproject: Backproject = ITERATIONS,
+    hybrid: Hybrid = True,
     publish: PublishTo = None,
     s3_endpoint: S3Endpoint = None,
     assets_to: AssetsTo = None,
@@ -146,7 +148,7 @@ def search(
         area = box or geometry_bbox(geom or {})
         run_batch(items, profile, RunParams(out_dir=out, bbox=area, include_10m=include_10m, tile=tile,
                                             block=block, batch=batch, overwrite=overwrite,
-                                            backproject=backproject),
+                                            backproject=backproject, hybrid=hybrid),
                   checkpoint=checkpoint, onnx=onnx, device=device, precision=precision, build_engine=build_engine,
                   workers=workers, scheduler=scheduler, as_json=as_json,
                   publish=publish, s3_endpoint=s3_endpoint, assets_to=assets_to)
@@ -170,6 +172,7 @@ def run_item(
     batch: Batch = None,
     overwrite: Overwrite = False,
     backproject: Backproject = ITERATIONS,
+    hybrid: Hybrid = True,
     publish: PublishTo = None,
     s3_endpoint: S3Endpoint = None,
     assets_to: AssetsTo = None,
@@ -192,7 +195,8 @@ def run_item(
         if asset_map:
             profile = replace(profile, asset_keys=parse_asset_map(asset_map), collection_keys={})
     params = RunParams(out_dir=out, bbox=parse_bbox(bbox) if bbox else None, include_10m=include_10m,
-                       tile=tile, block=block, batch=batch, overwrite=overwrite, backproject=backproject)
+                       tile=tile, block=block, batch=batch, overwrite=overwrite, backproject=backproject,
+                       hybrid=hybrid)
     plan_item(it, profile, params)  # bbox, bands and credentials are checked before the models load
     run_batch([it], profile, params, checkpoint=checkpoint, onnx=onnx, device=device, precision=precision,
               build_engine=build_engine, workers=workers, scheduler=scheduler, as_json=as_json,

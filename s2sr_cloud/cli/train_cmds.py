@@ -141,13 +141,14 @@ def _print_table(doc: dict) -> None:  # type: ignore[type-arg]
     for net in ("net20", "net60"):
         if net not in doc:
             continue
-        for method in ("model", "net_only", "bicubic"):
+        for method in ("model", "no_hybrid", "net_only", "bicubic"):
             if method not in doc[net]:
                 continue
             m = doc[net][method]
             cons = doc[net].get("consistency", {}).get(method, {}).get("rmse")
             sam_v = "-" if m["sam"] is None else f"{m['sam']:.3f}"
-            label = {"model": "s2sr" if "net_only" in doc[net] else "net", "net_only": "net only"}.get(method, method)
+            label = {"model": "s2sr" if "net_only" in doc[net] else "net", "net_only": "net only",
+                     "no_hybrid": "net + back-projection"}.get(method, method)
             table.add_row(
                 net, label, f"{m['rmse']:.2f}", f"{m['sre']:.2f}", sam_v, f"{m['uiq']:.4f}", f"{m['psnr']:.2f}",
                 "-" if cons is None else f"{cons:.2f}",
@@ -163,7 +164,7 @@ def _print_summary(sets: list[dict]) -> None:  # type: ignore[type-arg]
     from ._console import out_console
 
     table = Table(title="Summary: mean over the scenes of each --scene (RMSE in DN, Wald protocol)")
-    for col in ("scenes", "net", "n", "RMSE s2sr", "RMSE net only", "RMSE bicubic", "ratio vs bicubic", "real-scale s2sr", "real-scale bicubic"):
+    for col in ("scenes", "net", "n", "RMSE s2sr", "RMSE no hybrid", "RMSE net only", "RMSE bicubic", "ratio vs bicubic", "real-scale s2sr", "real-scale bicubic"):
         table.add_column(col, justify="left" if col in ("scenes", "net") else "right")
 
     def f(v: object) -> str:
@@ -175,7 +176,7 @@ def _print_summary(sets: list[dict]) -> None:  # type: ignore[type-arg]
             if m is None:
                 continue
             table.add_row(
-                Path(st["name"]).stem or st["name"], net, str(m["scenes"]), f(m.get("rmse_model")), f(m.get("rmse_net_only")), f(m.get("rmse_bicubic")),
+                Path(st["name"]).stem or st["name"], net, str(m["scenes"]), f(m.get("rmse_model")), f(m.get("rmse_no_hybrid")), f(m.get("rmse_net_only")), f(m.get("rmse_bicubic")),
                 "-" if m.get("rmse_ratio_vs_bicubic") is None else f"{m['rmse_ratio_vs_bicubic']:.3f}",
                 f(m.get("consistency_model")), f(m.get("consistency_bicubic")),
             )
@@ -205,8 +206,12 @@ def evaluate_cmd(
     ] = None,
     backproject: Annotated[
         int,
-        typer.Option("--backproject", min=-1, help="Back-projection iterations of the consistency post-step (as the product applies it); -1: the raw nets only."),
+        typer.Option("--backproject", min=-1, help="Back-projection iterations of the consistency post-step (as the product applies it); -1: none."),
     ] = 2,
+    hybrid: Annotated[
+        bool,
+        typer.Option("--hybrid/--no-hybrid", help="The guided-regression blend before the back-projection (as the product applies it); --no-hybrid: the nets alone."),
+    ] = True,
     adapt: Annotated[
         int,
         typer.Option("--adapt", min=0, help="Scene-adaptive refinement: fine-tune each net this many steps on the evaluation input's own Wald pairs first (needs torch)."),
@@ -257,7 +262,7 @@ def evaluate_cmd(
                 progress.update(task, description=f"evaluate {p.name}")
                 group.append(
                     evaluate_scene(
-                        load_scene(p), runners, real=real_scale, tile=tile, backproject=backproject, adapt=adapt_cfg,
+                        load_scene(p), runners, real=real_scale, tile=tile, backproject=backproject, hybrid=hybrid, adapt=adapt_cfg,
                         checkpoints=ckpts, on_tile=lambda d, t: progress.update(task, completed=d, total=t),
                     )
                 )

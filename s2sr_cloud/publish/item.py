@@ -76,7 +76,9 @@ class ProcessedScene:
     created: datetime | None = None
     """When the result was made (``created`` property); omitted when None."""
     backproject: int | None = None
-    """Back-projection iterations of the consistency post-step (-1: the raw nets; None: unknown)."""
+    """Back-projection iterations of the consistency post-step (-1: none; None: unknown)."""
+    hybrid: bool | None = None
+    """Whether the nets were blended with the local guided regression (None: unknown)."""
     consistency_rmse: Mapping[str, float] = field(default_factory=dict)
     """Per band, RMSE (DN) of the output degraded back against the observed band (empty: not measured)."""
 
@@ -213,6 +215,8 @@ def build_item(scene: ProcessedScene, assets: Sequence[LocalAsset], collection_i
     })
     if scene.backproject is not None:
         props["s2sr:backproject"] = scene.backproject
+    if scene.hybrid is not None:
+        props["s2sr:hybrid"] = scene.hybrid
     if scene.consistency_rmse:  # the per-output QA figure users filter on
         props["s2sr:consistency_rmse"] = {b: float(v) for b, v in scene.consistency_rmse.items()}
         props["s2sr:consistency_rmse_max"] = float(max(scene.consistency_rmse.values()))

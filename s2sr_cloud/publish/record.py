@@ -38,7 +38,7 @@ def scene_from_result(result: Any) -> ProcessedScene:
         bands=tuple(result.bands), models={k: dict(v) for k, v in result.model.items()},
         backend=result.backend, version=__version__, nodata=int(rad.get("nodata", 0)),
         dn_offset=int(rad.get("dn_offset", 0)), backproject=getattr(result, "backproject", None),
-        consistency_rmse=dict(getattr(result, "consistency_rmse", None) or {}),
+        hybrid=getattr(result, "hybrid", None), consistency_rmse=dict(getattr(result, "consistency_rmse", None) or {}),
     )
 
 
@@ -56,6 +56,8 @@ def save_record(scene: ProcessedScene) -> Path:
     }
     if scene.backproject is not None:
         doc["backproject"] = scene.backproject
+    if scene.hybrid is not None:
+        doc["hybrid"] = scene.hybrid
     if scene.consistency_rmse:
         doc["consistency_rmse"] = dict(scene.consistency_rmse)
     path = record_path(scene.cog)
@@ -78,7 +80,7 @@ def load_scene(path: Path) -> ProcessedScene:
     cog = rec_path.with_name(rec["cog"])
     source = pystac.Item.from_dict(rec["source_item"])
     return scene_from_cog(cog, source, models=rec["models"], backend=rec["backend"], version=rec["version"],
-                          dn_offset=int(rec.get("dn_offset", 0)), backproject=rec.get("backproject"),
+                          dn_offset=int(rec.get("dn_offset", 0)), backproject=rec.get("backproject"), hybrid=rec.get("hybrid"),
                           consistency_rmse=dict(rec.get("consistency_rmse") or {}))
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backproject import ITERATIONS, project
+from ..backproject import ITERATIONS, finish
 from ..bands import BANDS_20M, BANDS_60M, net_spec
 from ..metrics import all_metrics, bicubic_baseline, consistency
 from ..sr import ArraySource, ProgressFn, Runner, model_info, super_resolve
@@ -53,15 +53,18 @@ def wald_metrics(
     tile: int = 256,
     on_tile: ProgressFn | None = None,
     backproject: int = ITERATIONS,
+    hybrid: bool = True,
     adapt: AdaptConfig | None = None,
     adapt_from: str | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``runner`` and of bicubic upsampling for one net on the degraded scene.
 
-    ``model`` is what the product outputs (the net, then the back-projection post-step with
-    ``backproject`` iterations; ``< 0``: none); ``net_only`` is the net's raw output when a
-    post-step is applied. With ``adapt``, the net is first fine-tuned on the degraded scene
-    (the evaluation input) — never on the evaluation target.
+    ``model`` is what the product outputs (the net, then with ``hybrid`` the blend with the
+    local guided regression, then the back-projection post-step with ``backproject``
+    iterations; ``< 0``: none); ``net_only`` is the net's raw output when a post-step is
+    applied, ``no_hybrid`` the net with the back-projection alone (when both are on). With
+    ``adapt``, the net is first fine-tuned on the degraded scene (the evaluation input) —
+    never on the evaluation target.
     """
     spec = net_spec(net)
     ws = wald_scene(scene.b10, scene.b20, scene.b60, spec.name)
@@ -70,7 +73,8 @@ def wald_metrics(
     src = ArraySource(ws.b10, ws.b20, ws.b60)
     raw = super_resolve(src, {spec.name: runner}, tile=tile, on_tile=on_tile)[spec.name]
     lr = ws.b20 if spec.factor == 2 else ws.b60
-    sr = project(raw, lr, spec.factor, backproject) if backproject >= 0 else raw
+    post = {"iterations": backproject, "b10": ws.b10[:, : raw.shape[1], : raw.shape[2]], "b20": ws.b20}
+    sr = finish(spec.name, raw, lr, hybrid=hybrid, **post)
     bic = bicubic_baseline(lr, spec.factor, ws.target.shape[1:])
     bands = list(spec.outputs)
     model = all_metrics(ws.target, sr, bands)
@@ -81,12 +85,15 @@ def wald_metrics(
         "shape": list(ws.target.shape[1:]),
         "runner": model_info(runner),
         "backproject": backproject,
+        "hybrid": hybrid,
         "model": model,
         "bicubic": base,
         "rmse_reduction_vs_bicubic": round(1.0 - model["rmse"] / base["rmse"], 4) if base["rmse"] else None,
     }
-    if backproject >= 0:
+    if backproject >= 0 or hybrid:
         doc["net_only"] = all_metrics(ws.target, raw, bands)
+    if backproject >= 0 and hybrid:
+        doc["no_hybrid"] = all_metrics(ws.target, finish(spec.name, raw, lr, hybrid=False, **post), bands)
     if adapt_info is not None:
         doc["adapt"] = adapt_info
     return doc
@@ -99,6 +106,7 @@ def real_scale(
     tile: int = 256,
     on_tile: ProgressFn | None = None,
     backproject: int = ITERATIONS,
+    hybrid: bool = True,
 ) -> dict[str, Any]:
     """Real-scale consistency of each net (and of bicubic) on the scene at native resolution."""
     b10, b20, b60 = crop_to(scene.b10, scene.b20, scene.b60, 6)
@@ -110,12 +118,12 @@ def real_scale(
         lr = (b20 if spec.factor == 2 else b60).astype(np.float32)
         bands = list(BANDS_20M if spec.factor == 2 else BANDS_60M)
         bic = bicubic_baseline(lr, spec.factor, raw.shape[1:])
-        sr = project(raw, lr, spec.factor, backproject) if backproject >= 0 else raw
+        sr = finish(name, raw, lr, iterations=backproject, hybrid=hybrid, b10=b10, b20=b20)
         res[name] = {
             "model": consistency(sr, lr, spec.factor, bands),
             "bicubic": consistency(bic, lr, spec.factor, bands),
         }
-        if backproject >= 0:
+        if backproject >= 0 or hybrid:
             res[name]["net_only"] = consistency(raw, lr, spec.factor, bands)
     return res
 
@@ -128,6 +136,7 @@ def evaluate_scene(
     tile: int = 256,
     on_tile: ProgressFn | None = None,
     backproject: int = ITERATIONS,
+    hybrid: bool = True,
     adapt: AdaptConfig | None = None,
     checkpoints: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -145,13 +154,13 @@ def evaluate_scene(
         log.info("Wald evaluation of %s on %s", name, scene.name)
         try:
             doc[net_spec(name).name] = wald_metrics(
-                scene, name, runner, tile=tile, on_tile=on_tile, backproject=backproject, adapt=adapt, adapt_from=(checkpoints or {}).get(net_spec(name).name)
+                scene, name, runner, tile=tile, on_tile=on_tile, backproject=backproject, hybrid=hybrid, adapt=adapt, adapt_from=(checkpoints or {}).get(net_spec(name).name)
             )
         except InputError as err:
             doc.setdefault("skipped", {})[net_spec(name).name] = str(err)
     if real:
         log.info("real-scale consistency on %s", scene.name)
-        for name, entry in real_scale(scene, runners, tile=tile, on_tile=on_tile, backproject=backproject).items():
+        for name, entry in real_scale(scene, runners, tile=tile, on_tile=on_tile, backproject=backproject, hybrid=hybrid).items():
             if name in doc:
                 doc[name]["consistency"] = entry
     return doc
@@ -165,7 +174,7 @@ def summarize(docs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if not entries:
             continue
         s: dict[str, Any] = {"scenes": len(entries)}
-        for key in ("model", "net_only", "bicubic"):
+        for key in ("model", "net_only", "no_hybrid", "bicubic"):
             vals = [e[key]["rmse"] for e in entries if key in e]
             if vals:
                 s[f"rmse_{key}"] = round(float(np.mean(vals)), 2)
