@@ -228,7 +228,8 @@ def super_resolve_consistent(
 
 def post_margin10(runners: Any, iterations: int, hybrid: bool) -> int:
     """10 m pixels a window is extended by so that its post-stepped values are exact."""
-    from .guided import config, margin10 as guided_margin10
+    from .guided import config
+    from .guided import margin10 as guided_margin10
 
     margins = [0]
     for n in runners:

@@ -72,26 +72,28 @@ def margin10(factor: int, radius: int) -> int:
     return -(-m // 6) * 6
 
 
+def _along(ndim: int, axis: int, a: int | None, b: int | None, step: int | None = None) -> tuple[slice, ...]:
+    idx = [slice(None)] * ndim
+    idx[axis] = slice(a, b, step)
+    return tuple(idx)
+
+
 def _box(x: np.ndarray, r: int) -> np.ndarray:
     """Mean over the ``(2r+1)²`` window of the last two axes, edges mirrored like NumPy's
     ``pad(mode="symmetric")`` (float64; shifted in-place sums: cheap for the small radii used)."""
     out = np.asarray(x, dtype=np.float64)
-    for axis in (out.ndim - 2, out.ndim - 1):
+    nd = out.ndim
+    for axis in (nd - 2, nd - 1):
         n = out.shape[axis]
         if r >= n:
             raise ValueError(f"window radius {r} needs more than {n} pixels")
         acc = out.copy()
-
-        def sl(a: int | None, b: int | None, step: int | None = None) -> tuple[slice, ...]:
-            idx = [slice(None)] * out.ndim
-            idx[axis] = slice(a, b, step)
-            return tuple(idx)
-
+        rev = _along(nd, axis, None, None, -1)
         for d in range(1, r + 1):
-            acc[sl(d, None)] += out[sl(None, n - d)]  # left neighbours
-            acc[sl(None, n - d)] += out[sl(d, None)]  # right neighbours
-            acc[sl(None, d)] += out[sl(None, d)][sl(None, None, -1)]  # mirrored past the start
-            acc[sl(n - d, None)] += out[sl(n - d, None)][sl(None, None, -1)]  # and past the end
+            acc[_along(nd, axis, d, None)] += out[_along(nd, axis, None, n - d)]  # left neighbours
+            acc[_along(nd, axis, None, n - d)] += out[_along(nd, axis, d, None)]  # right neighbours
+            acc[_along(nd, axis, None, d)] += out[_along(nd, axis, None, d)][rev]  # mirrored past the start
+            acc[_along(nd, axis, n - d, None)] += out[_along(nd, axis, n - d, None)][rev]  # and past the end
         out = acc / (2 * r + 1)
     return out
 
