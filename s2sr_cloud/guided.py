@@ -80,8 +80,9 @@ def _along(ndim: int, axis: int, a: int | None, b: int | None, step: int | None 
 
 def _box(x: np.ndarray, r: int) -> np.ndarray:
     """Mean over the ``(2r+1)²`` window of the last two axes, edges mirrored like NumPy's
-    ``pad(mode="symmetric")`` (float64; shifted in-place sums: cheap for the small radii used)."""
-    out = np.asarray(x, dtype=np.float64)
+    ``pad(mode="symmetric")`` (float32 stays float32, anything else is float64; shifted
+    in-place sums: cheap for the small radii used)."""
+    out = np.asarray(x, dtype=np.float32 if np.asarray(x).dtype == np.float32 else np.float64)
     nd = out.ndim
     for axis in (nd - 2, nd - 1):
         n = out.shape[axis]
@@ -120,16 +121,27 @@ def _solve_spd(cov: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     c = cov.shape[0]
     low = np.zeros_like(cov)
     for j in range(c):
-        d = cov[j, j] - sum((low[j, k] ** 2 for k in range(j)), np.zeros_like(cov[j, j]))
+        d = cov[j, j].copy()
+        for k in range(j):
+            d -= low[j, k] * low[j, k]
         low[j, j] = np.sqrt(d)
         for i in range(j + 1, c):
-            low[i, j] = (cov[i, j] - sum((low[i, k] * low[j, k] for k in range(j)), np.zeros_like(d))) / low[j, j]
+            e = cov[i, j].copy()
+            for k in range(j):
+                e -= low[i, k] * low[j, k]
+            low[i, j] = e / low[j, j]
     z = np.empty_like(rhs)
     for i in range(c):
-        z[i] = (rhs[i] - sum((low[i, k] * z[k] for k in range(i)), np.zeros_like(rhs[i]))) / low[i, i]
+        e = rhs[i].copy()
+        for k in range(i):
+            e -= low[i, k] * z[k]
+        z[i] = e / low[i, i]
     a = np.empty_like(rhs)
     for i in reversed(range(c)):
-        a[i] = (z[i] - sum((low[k, i] * a[k] for k in range(i + 1, c)), np.zeros_like(rhs[i]))) / low[i, i]
+        e = z[i].copy()
+        for k in range(i + 1, c):
+            e -= low[k, i] * a[k]
+        a[i] = e / low[i, i]
     return a
 
 
@@ -171,23 +183,26 @@ def regression(feat: np.ndarray, lr: np.ndarray, factor: int, cfg: GuidedConfig)
             cov[j, i] = cov[i, j]
         cov[i, i] += cfg.ridge
     xy = np.stack([_box(x[i] * y, r) * inv - mx[i] * my for i in range(c)])  # (C, B, h, w)
-    a = _solve_spd(cov, xy)
-    b = (my + y0[:, None, None]) - np.einsum("cbhw,chw->bhw", a, mx + x0[:, None, None])
+    # the moments need float64 (sums of squares of DN); the ridge keeps the system well
+    # conditioned, so the solve and everything after it run in float32
+    a = _solve_spd(cov.astype(np.float32), xy.astype(np.float32))
+    del cov, xy
+    b = ((my + y0[:, None, None]) - np.einsum("cbhw,chw->bhw", a, mx + x0[:, None, None])).astype(np.float32)
     if full:
         good = np.ones((h, w), bool)
         a = _box(a, r)
         b = _box(b, r)
     else:
-        q = ok.astype(np.float64)
+        q = ok.astype(np.float32)
         sq = _box(q, r)
         good = sq > 1e-9
         qinv = np.where(good, 1.0 / np.where(good, sq, 1.0), 0.0)
         a = _box(a * q, r) * qinv
         b = _box(b * q, r) * qinv
     valid = np.ones(hr_nodata.shape, bool) if full else upsample(good.astype(np.float32)[None], factor)[0] > 1.0 - 1e-6
-    pred = upsample(b.astype(np.float32), factor)
+    pred = upsample(b, factor)
     for i in range(c):
-        pred += upsample(a[i].astype(np.float32), factor) * feat[i]
+        pred += upsample(a[i], factor) * feat[i]
     return pred, valid & ~hr_nodata
 
 
