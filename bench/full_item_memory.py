@@ -6,7 +6,10 @@ Earth Search item S2A_13TDE_20231008_0_L2A (tests/data/stac): one local COG per 
 its native resolution. The nets are a residual-only runner (no convolutions), so the run
 measures streaming (read → upsample → write) and memory, not compute.
 
-Usage: python bench/full_item_memory.py [--block 1536]
+Usage: python bench/full_item_memory.py [--block 1536] [--no-hybrid]
+
+The default post-steps run (hybrid guided-regression blend, then back-projection);
+``--no-hybrid`` leaves the first one out.
 """
 
 from __future__ import annotations
@@ -66,19 +69,21 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--block", type=int, default=1536)
+    ap.add_argument("--no-hybrid", action="store_true", help="without the hybrid post-step")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         item = pystac.Item.from_dict(build(tmp))
         runners = {n: ResidualRunner(n) for n in ("net20", "net60")}
         t0 = time.perf_counter()
-        res = process_item(item, runners, EARTH_SEARCH, RunParams(out_dir=tmp / "out", block=args.block))
+        res = process_item(item, runners, EARTH_SEARCH, RunParams(out_dir=tmp / "out", block=args.block,
+                                                                        hybrid=not args.no_hybrid))
         secs = time.perf_counter() - t0
         with rasterio.open(res.path) as ds:
             ovr = ds.overviews(1)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         h, w = res.grid.shape
-        print(json.dumps({"out_px": f"{w}x{h}", "block": args.block, "seconds": round(secs, 1),
+        print(json.dumps({"out_px": f"{w}x{h}", "block": args.block, "hybrid": not args.no_hybrid, "seconds": round(secs, 1),
                           "max_rss_mb": round(rss), "whole_item_float32_mb": round(12 * h * w * 4 / 2**20),
                           "overviews": ovr}))
 
