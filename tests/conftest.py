@@ -65,3 +65,19 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[n
 def malmo_npz() -> Path:
     """Real L1C crop of Malmö (600 x 600 px at 10 m), see tests/data/README.md."""
     return DATA / "S2A_MSIL1C_20170527_T33UUB.npz"
+
+
+@pytest.fixture(scope="session")
+def malmo(malmo_npz: Path):  # type: ignore[no-untyped-def]
+    """The Malmö crop as a training/evaluation ``Scene`` (b10, b20, b60 arrays)."""
+    from s2sr_cloud.train.data import load_npz
+
+    return load_npz(malmo_npz)
+
+
+@pytest.fixture(scope="session")
+def shipped():  # type: ignore[no-untyped-def]
+    """Both nets with the default weights on ONNX Runtime CPU."""
+    from s2sr_cloud.infer import load_runners
+
+    return load_runners(("net20", "net60"), device="cpu")

@@ -7,21 +7,9 @@ import numpy as np
 import pytest
 
 from s2sr_cloud.backproject import ConsistencyQA, project, super_resolve_consistent
-from s2sr_cloud.infer import load_runners
 from s2sr_cloud.metrics import consistency, rmse
 from s2sr_cloud.sr import ArraySource, Window, super_resolve
-from s2sr_cloud.train.data import load_npz
 from s2sr_cloud.train.wald import wald_scene
-
-
-@pytest.fixture(scope="module")
-def malmo(malmo_npz):
-    return load_npz(malmo_npz)
-
-
-@pytest.fixture(scope="module")
-def shipped():
-    return load_runners(("net20", "net60"), device="cpu")
 
 
 def test_tiled_windows_equal_the_whole_image(malmo, shipped) -> None:

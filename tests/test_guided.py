@@ -9,22 +9,11 @@ import pytest
 
 from s2sr_cloud import guided
 from s2sr_cloud.backproject import degrade, finish, super_resolve_consistent
-from s2sr_cloud.infer import load_runners
 from s2sr_cloud.sr import ArraySource, Window
-from s2sr_cloud.train.data import find_scenes, load_npz, load_scene
+from s2sr_cloud.train.data import find_scenes, load_scene
 from s2sr_cloud.train.evaluate import wald_metrics
 
 from .conftest import DATA
-
-
-@pytest.fixture(scope="module")
-def malmo(malmo_npz):
-    return load_npz(malmo_npz)
-
-
-@pytest.fixture(scope="module")
-def shipped():
-    return load_runners(("net20", "net60"), device="cpu")
 
 
 def test_box_mean_matches_a_direct_window_mean() -> None:

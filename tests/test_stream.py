@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from s2sr_cloud.backproject import ConsistencyQA, super_resolve_consistent
-from s2sr_cloud.infer import load_runners
 from s2sr_cloud.sr import ArraySource, Window, assemble_sr_bands, to_uint16
 from s2sr_cloud.stream import ArraySink, BandsSink, aligned_block, merge_qa, run_blocks
 
@@ -15,11 +14,6 @@ from s2sr_cloud.stream import ArraySink, BandsSink, aligned_block, merge_qa, run
 def crop(malmo_npz) -> ArraySource:
     with np.load(malmo_npz) as z:  # 216 x 180 px of real Malmö imagery
         return ArraySource(z["b10"][:, 60:276, 120:300], z["b20"][:, 30:138, 60:150], z["b60"][:, 10:46, 20:50])
-
-
-@pytest.fixture(scope="module")
-def shipped():
-    return load_runners(("net20", "net60"), device="cpu")
 
 
 @pytest.fixture(scope="module")
