@@ -86,8 +86,12 @@ def _box(x: np.ndarray, r: int) -> np.ndarray:
     nd = out.ndim
     for axis in (nd - 2, nd - 1):
         n = out.shape[axis]
-        if r >= n:
-            raise ValueError(f"window radius {r} needs more than {n} pixels")
+        if r >= n:  # tiny window (e.g. one 60 m pixel wide): reflect repeatedly, as pad does
+            pad = [(0, 0)] * nd
+            pad[axis] = (r, r)
+            p = np.pad(out, pad, mode="symmetric")
+            out = sum(p[_along(nd, axis, k, k + n)] for k in range(2 * r + 1)) / (2 * r + 1)
+            continue
         acc = out.copy()
         rev = _along(nd, axis, None, None, -1)
         for d in range(1, r + 1):

@@ -16,11 +16,13 @@ from s2sr_cloud.train.evaluate import wald_metrics
 from .conftest import DATA
 
 
-def test_box_mean_matches_a_direct_window_mean() -> None:
-    x = np.random.default_rng(1).normal(size=(2, 9, 7))
-    r = 2
+@pytest.mark.parametrize(("shape", "r"), [((2, 9, 7), 2), ((1, 1, 5), 1), ((1, 2, 3), 3)])
+def test_box_mean_matches_a_direct_window_mean(shape, r) -> None:
+    """Also for windows narrower than the radius (one 60 m pixel wide)."""
+    x = np.random.default_rng(1).normal(size=shape)
+    c, h, w = shape
     pad = np.pad(x, ((0, 0), (r, r), (r, r)), mode="symmetric")
-    direct = np.stack([[[pad[c, i : i + 2 * r + 1, j : j + 2 * r + 1].mean() for j in range(7)] for i in range(9)] for c in range(2)])
+    direct = np.stack([[[pad[k, i : i + 2 * r + 1, j : j + 2 * r + 1].mean() for j in range(w)] for i in range(h)] for k in range(c)])
     np.testing.assert_allclose(guided._box(x, r), direct, rtol=1e-12)
 
 
