@@ -24,7 +24,7 @@ at 10 m, as the pipeline's blocks and outputs do).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -215,19 +215,22 @@ def super_resolve_consistent(
     out = super_resolve(source, runners, window=ext, **kwargs)
     r, c = win.row - ext.row, win.col - ext.col
     b10 = source.read(10, (ext.row, ext.row + ext.height), (ext.col, ext.col + ext.width)) if hybrid else None
+    factors = {net_spec(n).factor for n in out}
+    if hybrid and 6 in factors:
+        factors.add(2)  # the 60 m net's guides include the 20 m bands
+    lows = {s: _read_lr(source, s, ext) for s in factors}  # each group read once, shared by the nets
     for name, sr in out.items():
         s = net_spec(name).factor
-        lr = _read_lr(source, s, ext)
-        b20 = _read_lr(source, 2, ext) if hybrid and s == 6 else None
-        done = finish(name, sr, lr, iterations=iterations, hybrid=hybrid, b10=b10, b20=b20)
+        done = finish(name, sr, lows[s], iterations=iterations, hybrid=hybrid, b10=b10, b20=lows.get(2))
         out[name] = np.ascontiguousarray(done[:, r : r + win.height, c : c + win.width])
     if qa is not None:
         _add_qa(qa, source, out, win)
     return out
 
 
-def post_margin10(runners: Any, iterations: int, hybrid: bool) -> int:
-    """10 m pixels a window is extended by so that its post-stepped values are exact."""
+def post_margin10(runners: Iterable[str], iterations: int, hybrid: bool) -> int:
+    """10 m pixels a window is extended by so that its post-stepped values are exact
+    (``runners``: the nets' names, e.g. a runners mapping)."""
     from .guided import config
     from .guided import margin10 as guided_margin10
 

@@ -106,7 +106,7 @@ def _box(x: np.ndarray, r: int) -> np.ndarray:
 def guides(net: str, b10: np.ndarray, b20: np.ndarray | None = None) -> np.ndarray:
     """The guides of ``net`` on the 10 m grid of ``b10`` (float32 DN, nodata 0): the 10 m
     bands, plus (60 m net) the 20 m bands bilinearly upsampled."""
-    from .backproject import upsample
+    from .backproject import _nearest, upsample
 
     f = b10.astype(np.float32, copy=False)
     if net_spec(net).factor == 2:
@@ -114,7 +114,7 @@ def guides(net: str, b10: np.ndarray, b20: np.ndarray | None = None) -> np.ndarr
     if b20 is None:
         raise ValueError("the 60 m net's guides need the 20 m bands")
     up = upsample(b20, 2)[:, : f.shape[1], : f.shape[2]]
-    up[:, np.repeat(np.repeat(np.any(b20 == NODATA, axis=0), 2, 0), 2, 1)[: f.shape[1], : f.shape[2]]] = NODATA
+    up[:, _nearest(np.any(b20 == NODATA, axis=0)[None], 2)[0, : f.shape[1], : f.shape[2]]] = NODATA
     return np.concatenate([f, up], axis=0)
 
 
