@@ -57,6 +57,7 @@ def main() -> None:
     from s2sr_cloud.bands import NETS
     from s2sr_cloud.catalog.presets import EARTH_SEARCH
     from s2sr_cloud.pipeline import RunParams, process_item
+    from s2sr_cloud.post import PostSteps
 
     class ResidualRunner:
         backend = "numpy-residual"
@@ -77,7 +78,7 @@ def main() -> None:
         runners = {n: ResidualRunner(n) for n in ("net20", "net60")}
         t0 = time.perf_counter()
         res = process_item(item, runners, EARTH_SEARCH, RunParams(out_dir=tmp / "out", block=args.block,
-                                                                        hybrid=not args.no_hybrid))
+                                                                        post=PostSteps(hybrid=not args.no_hybrid)))
         secs = time.perf_counter() - t0
         with rasterio.open(res.path) as ds:
             ovr = ds.overviews(1)

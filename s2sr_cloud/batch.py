@@ -37,7 +37,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import CatalogHTTPError, OutputExists, RasterReadError, S2SRError
-from .pipeline import ItemResult, ProgressEvent, RunParams, output_path, plan_item, process_item
+from .pipeline import (
+    ItemResult,
+    ProgressEvent,
+    RunParams,
+    output_path,
+    plan_item,
+    process_item,
+)
+from .post import PostSteps
 from .sr import Runner, model_info
 from .stream import aligned_block
 
@@ -225,11 +233,9 @@ def raise_for_failures(outcomes: Sequence[ItemOutcome]) -> None:
 
 
 # --------------------------------------------------------------------------- records
-def done_before(item_id: str, path: Path, models: Mapping[str, Mapping[str, Any]], backproject: int | None = None,
-                hybrid: bool | None = None) -> bool:
+def done_before(item_id: str, path: Path, models: Mapping[str, Mapping[str, Any]], post: PostSteps | None = None) -> bool:
     """Whether ``path`` and its ``.s2sr.json`` record exist and were made from ``item_id`` with ``models``
-    (and, when given, the same ``backproject`` iterations and ``hybrid`` post-step; records without
-    them were raw nets: -1, no hybrid)."""
+    (and, when given, the same post-steps: :meth:`~s2sr_cloud.post.PostSteps.matches`)."""
     import json
 
     from .publish.record import record_path
@@ -241,17 +247,15 @@ def done_before(item_id: str, path: Path, models: Mapping[str, Mapping[str, Any]
         doc = json.loads(rec.read_text())
     except (OSError, ValueError):
         return False
-    if backproject is not None and int(doc.get("backproject", -1)) != backproject:
-        return False
-    if hybrid is not None and bool(doc.get("hybrid", False)) != hybrid:
+    if post is not None and not post.matches(doc):
         return False
     return doc.get("source_item", {}).get("id") == item_id and same_model(doc.get("models") or {}, models)
 
 
 def _write_record(result: ItemResult) -> None:
-    from .publish.record import save_record
+    from .publish.record import save_record, scene_from_result
 
-    save_record(result.scene())
+    save_record(scene_from_result(result))
 
 
 # --------------------------------------------------------------------------- work units (run on workers)
@@ -344,9 +348,9 @@ def run_part_unit(unit: _Unit) -> _Done:
         import rasterio
         from rasterio.transform import Affine
 
-        from .backproject import ConsistencyQA
         from .fsutil import tmp_beside
         from .pipeline import output_bands, stream_item
+        from .post import ConsistencyQA
         from .sr import Window
 
         t0 = time.perf_counter()
@@ -388,11 +392,10 @@ def assemble_unit(unit: _Unit, parts: Sequence[_Done]) -> _Done:
         import rasterio
         from rasterio.windows import Window as RioWindow
 
-        from .backproject import ConsistencyQA
         from .io.cog import CogWriter
         from .pipeline import cog_layout, item_result, qa_tags
+        from .post import ConsistencyQA, merge_qa
         from .sr import Window
-        from .stream import merge_qa
 
         t0 = time.perf_counter()
         bad = [p for p in parts if p.error is not None]
@@ -560,7 +563,7 @@ def _run_here(
     out: list[ItemOutcome] = []
     for item in items:
         path = output_path(item, params)
-        if not params.overwrite and done_before(item.id, path, infos, params.backproject, params.hybrid):
+        if not params.overwrite and done_before(item.id, path, infos, params.post):
             o = ItemOutcome(item.id, "skipped", path)
         else:
             try:
@@ -687,7 +690,7 @@ def _run_cluster(
     part_workers: dict[str, list[str]] = {}
     for key, item in zip(keys, items, strict=True):
         path = output_path(item, params)
-        if infos and done_before(item.id, path, infos, params.backproject, params.hybrid):
+        if infos and done_before(item.id, path, infos, params.post):
             tally.finish(key, ItemOutcome(item.id, "skipped", path))
             continue
         try:

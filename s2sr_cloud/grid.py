@@ -9,17 +9,34 @@ windows of every band start and end on whole pixels.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import BBoxOutsideItem, CRSMismatch
-from .sr import Window
 
 Bounds = tuple[float, float, float, float]
 #: Output windows snap to multiples of this many 10 m pixels (one 60 m pixel).
 SNAP = 6
 _EPS = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A window of the 10 m grid: top-left ``row``, ``col`` and size ``height``, ``width``."""
+
+    row: int
+    col: int
+    height: int
+    width: int
+
+
+def iter_blocks(shape10: tuple[int, int], block: int) -> Iterator[Window]:
+    """Non-overlapping blocks of side ``block`` (a multiple of 6 is best) covering the grid."""
+    h, w = shape10
+    for r in range(0, h, block):
+        for c in range(0, w, block):
+            yield Window(r, c, min(block, h - r), min(block, w - c))
 
 
 @dataclass(frozen=True, slots=True)

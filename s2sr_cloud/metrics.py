@@ -25,7 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from .resample import block_mean, upsample_bicubic
+from .ops import (
+    WALD,
+    Degradation,
+    block_mean,
+    degrade,
+    dilate_by_blur,
+    upsample_bicubic,
+)
 
 #: Block side of the UIQ windows.
 UIQ_BLOCK = 32
@@ -107,26 +114,14 @@ def bicubic_baseline(lr: np.ndarray, factor: int, shape: tuple[int, int] | None 
     return upsample_bicubic(lr, factor, shape)
 
 
-def degrade_back(sr: np.ndarray, factor: int) -> np.ndarray:
-    """Wald degradation of a super-resolved (C, H, W) output to the input resolution."""
-    from .train.wald import degrade
+def degrade_back(sr: np.ndarray, factor: int, op: Degradation = WALD) -> np.ndarray:
+    """Degradation (Wald operator by default) of a super-resolved (C, H, W) output to the input
+    resolution, summed in float64."""
+    return degrade(np.asarray(sr, dtype=np.float64), factor, op).astype(np.float32)
 
-    return degrade(sr, factor)
 
-
-def dilate_by_blur(mask: np.ndarray, factor: int) -> np.ndarray:
-    """Grow ``mask`` by the radius of the degradation blur (nodata spreads that far)."""
-    from .train.wald import gaussian_kernel
-
-    r = len(gaussian_kernel(1.0 / factor)) // 2
-    if r == 0 or not mask.any():
-        return mask
-    p = np.pad(mask, r)
-    out = np.zeros_like(mask)
-    for dy in range(2 * r + 1):
-        for dx in range(2 * r + 1):
-            out |= p[dy : dy + mask.shape[0], dx : dx + mask.shape[1]]
-    return out
+__all__ = ["all_metrics", "bicubic_baseline", "consistency", "degrade_back", "dilate_by_blur", "psnr", "rmse",
+           "sam", "sre", "uiq"]
 
 
 def consistency(sr: np.ndarray, lr: np.ndarray, factor: int, bands: Sequence[str] | None = None) -> dict[str, Any]:

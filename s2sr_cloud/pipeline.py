@@ -20,18 +20,24 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import __version__
-from .backproject import ITERATIONS, ConsistencyQA
 from .bands import BANDS, BANDS_10M, SR_BANDS
 from .catalog.assets import NEEDED_BANDS, AssetRef, band_assets
-from .grid import ItemGrid, OutputGrid, grid_from_metadata, plan_output
+from .grid import (
+    ItemGrid,
+    OutputGrid,
+    Window,
+    grid_from_metadata,
+    iter_blocks,
+    plan_output,
+)
 from .io.env import HttpParams
-from .sr import Runner, Window, iter_blocks, model_info
+from .post import DEFAULT, ConsistencyQA, PostSteps
+from .sr import Runner, model_info
 
 if TYPE_CHECKING:
     import pystac
 
     from .catalog.presets import CatalogProfile
-    from .publish.item import ProcessedScene
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +64,8 @@ class RunParams:
     """Tiles per runner call."""
     overwrite: bool = False
     """Replace existing outputs."""
-    backproject: int = ITERATIONS
-    """Back-projection iterations of the consistency post-step (-1: none)."""
-    hybrid: bool = True
-    """Blend the nets with the local guided regression before the back-projection
-    (:mod:`s2sr_cloud.guided`); False: the nets alone."""
+    post: PostSteps = DEFAULT
+    """The post-steps after the nets (hybrid blend, back-projection; :class:`~s2sr_cloud.post.PostSteps`)."""
     http: HttpParams = field(default_factory=HttpParams)
     """Network behaviour of the reads."""
 
@@ -104,13 +107,11 @@ class SceneResult:
     """Offsets removed per band and the output DN convention."""
     seconds: float
     """Wall time of the output."""
-    backproject: int = ITERATIONS
-    """Back-projection iterations of the consistency post-step (-1: none)."""
-    hybrid: bool = True
-    """Whether the nets were blended with the local guided regression (:mod:`s2sr_cloud.guided`)."""
+    post: PostSteps = DEFAULT
+    """The post-steps the output was made with."""
     consistency_rmse: dict[str, float] = field(default_factory=dict)
     """Per band, RMSE (DN) between the output degraded back (Wald operator) and the observed
-    20 m / 60 m band: the per-output QA figure (:class:`~s2sr_cloud.backproject.ConsistencyQA`)."""
+    20 m / 60 m band: the per-output QA figure (:class:`~s2sr_cloud.post.ConsistencyQA`)."""
     source_href: str = ""
     """Where the input came from (the item's href or id, or the local file/folder)."""
 
@@ -119,11 +120,15 @@ class SceneResult:
         """The worst band's consistency RMSE (DN); None when not measured."""
         return max(self.consistency_rmse.values()) if self.consistency_rmse else None
 
-    def scene(self) -> ProcessedScene:
-        """The publishing view (:class:`~s2sr_cloud.publish.item.ProcessedScene`) of a STAC item's result."""
-        from .publish.record import scene_from_result
+    @property
+    def backproject(self) -> int:
+        """Back-projection iterations of the output (``post.backproject``)."""
+        return self.post.backproject
 
-        return scene_from_result(self)
+    @property
+    def hybrid(self) -> bool:
+        """Whether the hybrid blend ran (``post.hybrid``)."""
+        return self.post.hybrid
 
 
 #: The historical name of :class:`SceneResult` (``run`` / ``search --run`` results).
@@ -175,8 +180,7 @@ def _description(band: str, sr: bool) -> str:
 
 def cog_tags(
     runners: Mapping[str, Runner], *, source_item: str = "", source_collection: str = "", source_href: str = "",
-    catalog: str = "", dn_convention: str = DN_CONVENTION, offsets: Iterable[int] = (0,), backproject: int = ITERATIONS,
-    hybrid: bool = True,
+    catalog: str = "", dn_convention: str = DN_CONVENTION, offsets: Iterable[int] = (0,), post: PostSteps = DEFAULT,
 ) -> dict[str, str]:
     """The COG tags every output carries (STAC items and local scenes: same keys).
 
@@ -196,18 +200,8 @@ def cog_tags(
         "S2SR_BACKENDS": ",".join(f"{n}={r.backend}" for n, r in runners.items()),
         "S2SR_MODELS": ",".join(str(model_info(r).get("name", n)) for n, r in runners.items()),
         "S2SR_PRECISION": ",".join(f"{n}={model_info(r).get('precision', 'fp32')}" for n, r in runners.items()),
-        "S2SR_BACKPROJECT": str(backproject),
-        "S2SR_HYBRID": _hybrid_tag(runners, hybrid),
+        **post.tags(runners),
     }
-
-
-def _hybrid_tag(runners: Mapping[str, Runner], hybrid: bool) -> str:
-    """``net=radius/ridge/weight`` of each net's guided-regression blend, or ``off``."""
-    if not hybrid:
-        return "off"
-    from .guided import config
-
-    return ",".join(f"{n}={c.radius}/{c.ridge:g}/{c.weight:g}" for n in runners for c in [config(n)])
 
 
 def qa_tags(consistency: Mapping[str, float]) -> dict[str, str]:
@@ -223,8 +217,7 @@ def _tags(item: pystac.Item, plan: ItemPlan, runners: Mapping[str, Runner], prof
           params: RunParams) -> dict[str, str]:
     return cog_tags(runners, source_item=item.id, source_collection=item.collection_id or "",
                     source_href=item.get_self_href() or "", catalog=profile.name,
-                    offsets=[a.offset_dn for a in plan.assets.values()], backproject=params.backproject,
-                    hybrid=params.hybrid)
+                    offsets=[a.offset_dn for a in plan.assets.values()], post=params.post)
 
 
 def band_layout(bands: Iterable[str]) -> dict[str, Any]:
@@ -236,7 +229,9 @@ def band_layout(bands: Iterable[str]) -> dict[str, Any]:
 
 def output_path(item: pystac.Item, params: RunParams) -> Path:
     """The output COG of ``item`` under ``params.out_dir``."""
-    from .fsutil import safe_name  # a remote id never chooses the folder (`../x`, `/abs`)
+    from .fsutil import (
+        safe_name,  # a remote id never chooses the folder (`../x`, `/abs`)
+    )
 
     return Path(params.out_dir) / f"{safe_name(item.id)}-s2sr.tif"
 
@@ -294,7 +289,7 @@ def stream_item(
     sink = BandsSink(write, origin=(out.window.row, out.window.col), include_10m=params.include_10m)
     with PerThreadSource(factory) as source:
         run_blocks(source, runners, sink, window=window, block=params.block, tile=params.tile, batch=params.batch,
-                   iterations=params.backproject, hybrid=params.hybrid, qa=qa, on_progress=tick)
+                   post=params.post, qa=qa, on_progress=tick)
 
 
 def item_result(
@@ -311,7 +306,7 @@ def item_result(
             "offset_reason": plan.assets["B05"].offset_reason,
             "dn_scale": DN_SCALE, "dn_offset": 0, "nodata": 0, "convention": DN_CONVENTION,
         },
-        seconds=seconds, backproject=params.backproject, hybrid=params.hybrid, consistency_rmse=dict(consistency or {}),
+        seconds=seconds, post=params.post, consistency_rmse=dict(consistency or {}),
         source_href=item.get_self_href() or item.id,
     )
 
@@ -322,13 +317,12 @@ def process_item(
 ) -> SceneResult:
     """Super-resolve the requested area of one item into a 10 m COG, block by block."""
     from .io.cog import CogWriter
+    from .stream import aligned_block
 
     t0 = time.perf_counter()
     plan = plan_item(item, profile, params)
     out = plan.out
     path = output_path(item, params)
-    from .stream import aligned_block
-
     nblocks = len(list(iter_blocks(out.shape, aligned_block(params.block))))
     log.info("[%s] %d x %d px at 10 m in %d blocks -> %s", item.id, out.shape[1], out.shape[0], nblocks, path)
     writer = CogWriter(path, overwrite=params.overwrite, **cog_layout(item, plan, runners, profile, params))

@@ -33,7 +33,8 @@ from .bands import (
     NetSpec,
 )
 from .errors import ShapeMismatch
-from .resample import lr_range, upsample_at
+from .grid import Window, iter_blocks
+from .ops import lr_range, reflect_index, upsample_at
 
 log = logging.getLogger(__name__)
 
@@ -121,12 +122,6 @@ class ArraySource:
         return arr[:, rows[0] : rows[1], cols[0] : cols[1]].astype(np.float32)
 
 
-def reflect_index(idx: np.ndarray, n: int) -> np.ndarray:
-    """Map indices into ``[0, n)`` by symmetric reflection (NumPy ``pad`` mode ``symmetric``)."""
-    m = np.mod(idx, 2 * n)
-    return np.where(m >= n, 2 * n - 1 - m, m)
-
-
 #: Tile side (10 m pixels, halo excluded) and tiles per call when neither the caller nor the
 #: runner says: big enough that the recomputed halo stays small ((544 + 28)² / 544² ≈ 1.1).
 DEFAULT_TILE = 544
@@ -167,24 +162,6 @@ def tile_starts(n: int, tile: int) -> list[int]:
     starts = list(range(0, n - tile, tile))
     starts.append(n - tile)
     return starts
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """A window of the 10 m grid: top-left ``row``, ``col`` and size ``height``, ``width``."""
-
-    row: int
-    col: int
-    height: int
-    width: int
-
-
-def iter_blocks(shape10: tuple[int, int], block: int) -> Iterator[Window]:
-    """Non-overlapping blocks of side ``block`` (a multiple of 6 is best) covering the grid."""
-    h, w = shape10
-    for r in range(0, h, block):
-        for c in range(0, w, block):
-            yield Window(r, c, min(block, h - r), min(block, w - c))
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,8 +7,9 @@ backend-agnostic, so it lives outside :mod:`s2sr_cloud.infer` (which re-exports 
 
 :func:`run_blocks` is that loop: a source, runners and a :class:`BlockSink` (a COG, an
 in-memory array, a part file of a split item); every block is super-resolved with the
-back-projection post-step (:func:`~s2sr_cloud.backproject.super_resolve_consistent`) and
-measured into one :class:`~s2sr_cloud.backproject.ConsistencyQA` per output.
+post-steps (:func:`~s2sr_cloud.post.super_resolve_consistent`, one
+:class:`~s2sr_cloud.post.PostSteps`) and measured into one
+:class:`~s2sr_cloud.post.ConsistencyQA` per output.
 
 :func:`iter_super_resolved` runs :func:`~s2sr_cloud.sr.super_resolve` on a sequence of
 blocks with ``workers`` threads (2 = double buffering). Each runner is wrapped in a
@@ -30,14 +31,20 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from .backproject import ITERATIONS, ConsistencyQA, super_resolve_consistent
-from .sr import Runner, SceneSource, Window, assemble_sr_bands, to_uint16
+from .grid import Window
+from .post import DEFAULT, NONE, ConsistencyQA, PostSteps, super_resolve_consistent
+from .post.window import tiles_with_margin
+from .sinks import ArraySink, BandsSink, BlockSink
+from .sr import Runner, SceneSource, plan_blocks, runner_tiling
 
 log = logging.getLogger(__name__)
+
+__all__ = ["ArraySink", "BandsSink", "BlockSink", "LockedRunner", "PerThreadSource", "aligned_block",
+           "block_workers", "iter_super_resolved", "run_blocks", "stream_blocks_overlapped"]
 
 BlockResult = tuple[Window, dict[str, np.ndarray]]
 
@@ -174,8 +181,7 @@ def iter_super_resolved(
     on_block: Callable[[Window], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     total_tiles: int = 0,
-    iterations: int = -1,
-    hybrid: bool = False,
+    post: PostSteps = NONE,
     qa: ConsistencyQA | None = None,
     **sr_kwargs: Any,
 ) -> Iterator[BlockResult]:
@@ -192,11 +198,8 @@ def iter_super_resolved(
         on_progress: called as ``on_progress(done, total_tiles)`` with the tiles done
             over all blocks and nets (from the worker threads).
         total_tiles: the total passed to ``on_progress``.
-        iterations: back-projection iterations of each block
-            (:func:`~s2sr_cloud.backproject.super_resolve_consistent`; -1: the raw nets, the
-            default here so this stays a drop-in for :func:`~s2sr_cloud.sr.stream_blocks`).
-        hybrid: blend each block with the local guided regression before the
-            back-projection (:mod:`s2sr_cloud.guided`; off by default here, like ``iterations``).
+        post: the post-steps of each block (:func:`~s2sr_cloud.post.super_resolve_consistent`;
+            none by default here, so this stays a drop-in for :func:`~s2sr_cloud.sr.stream_blocks`).
         qa: accumulates the real-scale consistency of every block, merged in block order
             in the consumer's thread (each block is measured into its own record first).
         **sr_kwargs: passed to :func:`~s2sr_cloud.sr.super_resolve` (``tile``,
@@ -209,28 +212,17 @@ def iter_super_resolved(
         raise ValueError(f"workers must be >= 1, got {workers}")
     locked = {n: r if isinstance(r, LockedRunner) else LockedRunner(r) for n, r in runners.items()}
     pool = _BlockPool(source, locked, workers, _Progress(total_tiles, on_progress),
-                      {**sr_kwargs, "iterations": iterations, "hybrid": hybrid}, qa is not None)
+                      {**sr_kwargs, "post": post}, qa is not None)
     try:
         for win, out, block_qa in pool.run(blocks, on_block):
             if qa is not None and block_qa is not None:
-                merge_qa(qa, block_qa)
+                qa.merge(block_qa)
             yield win, out
     finally:
         pool.shutdown()
 
 
 _Measured = tuple[Window, dict[str, np.ndarray], ConsistencyQA | None]
-
-
-def merge_qa(into: ConsistencyQA, other: ConsistencyQA | Mapping[str, Mapping[str, float]]) -> ConsistencyQA:
-    """Add ``other``'s sums of squares and counts to ``into`` (blocks, or the row bands of a split
-    item: ``other`` may be a QA record or its ``{"sq": …, "n": …}`` dicts); returns ``into``."""
-    sq = other.sq if isinstance(other, ConsistencyQA) else other["sq"]
-    n = other.n if isinstance(other, ConsistencyQA) else other["n"]
-    for band, v in sq.items():
-        into.sq[band] = into.sq.get(band, 0.0) + float(v)
-        into.n[band] = into.n.get(band, 0) + int(n[band])
-    return into
 
 
 class _BlockPool:
@@ -322,37 +314,23 @@ def stream_blocks_overlapped(
     window: Window | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     workers: int = 2,
-    iterations: int = -1,
-    hybrid: bool = False,
+    post: PostSteps = NONE,
     qa: ConsistencyQA | None = None,
 ) -> Iterator[BlockResult]:
     """Drop-in for :func:`~s2sr_cloud.sr.stream_blocks` with I/O overlapped (``workers`` ≥ 2).
 
     ``source`` must be thread-safe (wrap file-backed sources in :class:`PerThreadSource`).
-    ``iterations`` ≥ 0 back-projects each block (then ``block`` and ``window`` must be on
-    the 60 m grid: multiples of 6 px), after the hybrid blend when ``hybrid``; ``qa`` measures
-    the consistency of the output.
+    With active ``post``-steps each block is post-stepped (then ``block`` and ``window`` must
+    be on the 60 m grid: multiples of 6 px); ``qa`` measures the consistency of the output.
     """
-    from .sr import plan_blocks, runner_tiling
-
     tile, batch = runner_tiling(runners, tile, batch)
     blocks, total = plan_blocks(window or Window(0, 0, *source.shape10), block, tile, len(runners))
-    if iterations >= 0 or hybrid:
-        total = _tiles_with_margin(blocks, source.shape10, runners, tile, iterations, hybrid)
+    if post.active:
+        total = tiles_with_margin(blocks, source.shape10, runners, tile, post)
     yield from iter_super_resolved(
         source, runners, blocks, workers=workers, on_progress=on_progress, total_tiles=total, tile=tile, batch=batch,
-        iterations=iterations, hybrid=hybrid, qa=qa,
+        post=post, qa=qa,
     )
-
-
-def _tiles_with_margin(blocks: Iterable[Window], shape10: tuple[int, int], runners: Mapping[str, Runner],
-                       tile: int, iterations: int, hybrid: bool = False) -> int:
-    """Tiles run for ``blocks`` when each is super-resolved with the post-steps' margin."""
-    from .backproject import _expand, post_margin10
-    from .sr import count_tiles
-
-    margin = post_margin10(runners, iterations, hybrid)
-    return sum(count_tiles(_expand(b, margin, shape10), tile) for b in blocks) * len(runners)
 
 
 # --------------------------------------------------------------------------- the one loop
@@ -368,48 +346,6 @@ def aligned_block(block: int) -> int:
     return max(6, int(block) - int(block) % 6)
 
 
-class BlockSink(Protocol):
-    """Where the one loop puts each block: a COG, an in-memory array, a part file…"""
-
-    def write_block(self, window: Window, out: dict[str, np.ndarray], source: SceneSource) -> None:
-        """``window`` in the source's 10 m grid; ``out`` ``{net: float32 (C, h, w) DN}``."""
-
-
-class BandsSink:
-    """Blocks → ``write(uint16 (count, h, w), window relative to origin)``: the 8 super-resolved
-    bands in :data:`~s2sr_cloud.bands.SR_BANDS` order, then the native 10 m bands if asked.
-
-    ``write`` is e.g. :meth:`s2sr_cloud.io.cog.CogWriter.write` or a part file's writer.
-    """
-
-    def __init__(self, write: Callable[[np.ndarray, Window], None], *, origin: tuple[int, int] = (0, 0),
-                 include_10m: bool = False) -> None:
-        self.write, self.origin, self.include_10m = write, origin, include_10m
-
-    def write_block(self, window: Window, out: dict[str, np.ndarray], source: SceneSource) -> None:
-        arr = assemble_sr_bands(out)
-        if self.include_10m:
-            b10 = source.read(10, (window.row, window.row + window.height), (window.col, window.col + window.width))
-            arr = np.concatenate([arr, b10], axis=0)
-        rel = Window(window.row - self.origin[0], window.col - self.origin[1], window.height, window.width)
-        self.write(to_uint16(arr), rel)
-
-
-class ArraySink:
-    """Blocks → one uint16 array per net over ``window`` (in memory: small scenes, ``.npz`` output)."""
-
-    def __init__(self, window: Window, runners: Mapping[str, Runner]) -> None:
-        from .bands import net_spec
-
-        self.window = window
-        self.arrays = {n: np.zeros((net_spec(n).out_channels, window.height, window.width), np.uint16) for n in runners}
-
-    def write_block(self, window: Window, out: dict[str, np.ndarray], source: SceneSource) -> None:
-        r, c = window.row - self.window.row, window.col - self.window.col
-        for n, a in out.items():
-            self.arrays[n][:, r : r + window.height, c : c + window.width] = to_uint16(a)
-
-
 def run_blocks(
     source: SceneSource,
     runners: Mapping[str, Runner],
@@ -419,26 +355,24 @@ def run_blocks(
     block: int = 1536,
     tile: int | None = None,
     batch: int | None = None,
-    iterations: int = ITERATIONS,
-    hybrid: bool = True,
+    post: PostSteps = DEFAULT,
     qa: ConsistencyQA | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
 ) -> None:
-    """The one streaming loop: source → blocks → runners (+ back-projection) → sink.
+    """The one streaming loop: source → blocks → runners (+ post-steps) → sink.
 
     Local scenes (``.npz`` arrays, band folders) and STAC items all go through here; only
     the source and the sink differ. ``block`` is rounded to the 60 m grid
     (:func:`aligned_block`); ``window`` (default: the scene) must be on it. Memory is
-    bounded by ``workers`` blocks. ``hybrid``: the guided-regression blend per block
-    (:mod:`s2sr_cloud.guided`, on by default), then ``iterations`` back-projection steps
-    (:data:`~s2sr_cloud.backproject.ITERATIONS` by default, -1: none); ``qa``
-    accumulates the output's real-scale consistency block by block. ``workers`` (default:
+    bounded by ``workers`` blocks. ``post``: the post-steps of every block (default: the
+    product's, hybrid blend then back-projection); ``qa`` accumulates the output's real-scale
+    consistency block by block. ``workers`` (default:
     :func:`block_workers`) blocks are prepared on the host at once.
     """
     workers = block_workers(runners) if workers is None else workers
     for win, out in stream_blocks_overlapped(
         source, runners, block=aligned_block(block), tile=tile, batch=batch, window=window,
-        on_progress=on_progress, workers=workers, iterations=iterations, hybrid=hybrid, qa=qa,
+        on_progress=on_progress, workers=workers, post=post, qa=qa,
     ):
         sink.write_block(win, out, source)

@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .backproject import ITERATIONS, ConsistencyQA
 from .bands import SR_BANDS, net_spec
 from .dn import CheckedSource, check_dn
 from .errors import InputError
 from .fsutil import atomic_path, check_output
-from .sr import ArraySource, ProgressFn, Runner, Window, model_info
+from .grid import Window
+from .post import DEFAULT, ConsistencyQA, PostSteps
+from .sr import ArraySource, ProgressFn, Runner, model_info
 
 if TYPE_CHECKING:
     from .pipeline import SceneResult
@@ -54,14 +55,14 @@ LOCAL_DN_CONVENTION = "DN = 10000 x reflectance of the input (same convention as
 
 
 def _local_result(out: Path, inp: Path, runners: Mapping[str, Runner], bands: tuple[str, ...], grid: Any,
-                  iterations: int, hybrid: bool, qa: ConsistencyQA, seconds: float) -> SceneResult:
+                  post: PostSteps, qa: ConsistencyQA, seconds: float) -> SceneResult:
     from .pipeline import DN_SCALE, SceneResult
 
     return SceneResult(
         item=None, path=out, grid=grid, bands=bands, model={n: model_info(r) for n, r in runners.items()},
         backend=next(iter(runners.values())).backend, catalog="local",
         radiometry={"dn_scale": DN_SCALE, "dn_offset": 0, "nodata": 0, "convention": LOCAL_DN_CONVENTION},
-        seconds=seconds, backproject=iterations, hybrid=hybrid, consistency_rmse=qa.result(), source_href=str(inp.resolve()),
+        seconds=seconds, post=post, consistency_rmse=qa.result(), source_href=str(inp.resolve()),
     )
 
 
@@ -74,15 +75,14 @@ def superres_npz(
     block: int = 1536,
     batch: int | None = None,
     overwrite: bool = False,
-    backproject: int = ITERATIONS,
-    hybrid: bool = True,
+    post: PostSteps = DEFAULT,
     on_progress: ProgressFn | None = None,
 ) -> SceneResult:
     """``.npz`` in → ``.npz`` out with ``b20`` (6, H, W) and ``b60`` (2, H, W) on the 10 m grid.
 
     The scene goes through the one streaming loop (:func:`~s2sr_cloud.stream.run_blocks`)
     into an in-memory sink; the consistency figures are stored as ``consistency_rmse``
-    (JSON), ``backproject`` and ``hybrid`` beside the bands.
+    (JSON), ``backproject`` and ``hybrid`` (the post-steps) beside the bands.
     """
     from .stream import ArraySink, run_blocks
 
@@ -94,15 +94,15 @@ def superres_npz(
     src = load_npz(inp)
     sink = ArraySink(Window(0, 0, *src.shape10), runners)
     qa = ConsistencyQA()
-    run_blocks(src, runners, sink, block=block, tile=tile, batch=batch, iterations=backproject, hybrid=hybrid, qa=qa,
+    run_blocks(src, runners, sink, block=block, tile=tile, batch=batch, post=post, qa=qa,
                on_progress=on_progress)
     with atomic_path(out, suffix=".npz") as tmp:
         arrays = {{"net20": "b20", "net60": "b60"}[n]: a for n, a in sink.arrays.items()}
         np.savez_compressed(tmp, **arrays, backends=np.array([r.backend for r in runners.values()]),
                             precisions=np.array([str(model_info(r).get("precision", "fp32")) for r in runners.values()]),
-                            backproject=np.array(backproject), hybrid=np.array(hybrid), consistency_rmse=np.array(json.dumps(qa.result())))
+                            backproject=np.array(post.backproject), hybrid=np.array(post.hybrid), consistency_rmse=np.array(json.dumps(qa.result())))
     bands = tuple(b for n in runners for b in net_spec(n).outputs)
-    return _local_result(out, inp, runners, bands, None, backproject, hybrid, qa, time.perf_counter() - t0)
+    return _local_result(out, inp, runners, bands, None, post, qa, time.perf_counter() - t0)
 
 
 def superres_geotiff(
@@ -114,8 +114,7 @@ def superres_geotiff(
     block: int = 1536,
     batch: int | None = None,
     overwrite: bool = False,
-    backproject: int = ITERATIONS,
-    hybrid: bool = True,
+    post: PostSteps = DEFAULT,
     on_progress: ProgressFn | None = None,
 ) -> SceneResult:
     """Folder of per-band GeoTIFFs → one 10 m COG of the 8 super-resolved bands, by blocks.
@@ -140,14 +139,14 @@ def superres_geotiff(
     with PerThreadSource(lambda: CheckedSource(BandFilesSource(files), folder.name)) as src:
         h, w = src.shape10
         tags = cog_tags(runners, source_item=folder.name, source_href=str(folder.resolve()), catalog="local",
-                        dn_convention=LOCAL_DN_CONVENTION, backproject=backproject, hybrid=hybrid)
+                        dn_convention=LOCAL_DN_CONVENTION, post=post)
         qa = ConsistencyQA()
         with CogWriter(out, width=w, height=h, count=len(SR_BANDS), crs=crs, transform=transform, nodata=0,
                        tags=tags, overwrite=overwrite, **band_layout(SR_BANDS)) as writer:
             run_blocks(src, runners, BandsSink(writer.write), block=block, tile=tile, batch=batch,
-                       iterations=backproject, hybrid=hybrid, qa=qa, on_progress=on_progress)
+                       post=post, qa=qa, on_progress=on_progress)
             writer.tags.update(qa_tags(qa.result()))
-    return _local_result(out, folder, runners, SR_BANDS, _grid(crs, transform, h, w), backproject, hybrid, qa,
+    return _local_result(out, folder, runners, SR_BANDS, _grid(crs, transform, h, w), post, qa,
                          time.perf_counter() - t0)
 
 

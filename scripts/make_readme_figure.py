@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from s2sr_cloud.backproject import super_resolve_consistent
+from s2sr_cloud.post import super_resolve_consistent
 from s2sr_cloud.infer import load_runners
 from s2sr_cloud.sr import ArraySource, Window
 

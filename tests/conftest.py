@@ -70,7 +70,7 @@ def malmo_npz() -> Path:
 @pytest.fixture(scope="session")
 def malmo(malmo_npz: Path):  # type: ignore[no-untyped-def]
     """The Malmö crop as a training/evaluation ``Scene`` (b10, b20, b60 arrays)."""
-    from s2sr_cloud.train.data import load_npz
+    from s2sr_cloud.scenes import load_npz
 
     return load_npz(malmo_npz)
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from s2sr_cloud.backproject import ConsistencyQA, project, super_resolve_consistent
 from s2sr_cloud.metrics import consistency, rmse
+from s2sr_cloud.post import NONE, ConsistencyQA, project, super_resolve_consistent
 from s2sr_cloud.sr import ArraySource, Window, super_resolve
-from s2sr_cloud.train.wald import wald_scene
+from s2sr_cloud.wald import wald_scene
 
 
 def test_tiled_windows_equal_the_whole_image(malmo, shipped) -> None:
@@ -72,9 +72,9 @@ def test_consistency_qa_accumulates_over_windows(malmo, shipped) -> None:
     b10, b20, b60 = malmo.b10[:, :216, :216], malmo.b20[:, :108, :108], malmo.b60[:, :36, :36]
     src = ArraySource(b10, b20, b60)
     whole_qa, tiled_qa = ConsistencyQA(), ConsistencyQA()
-    whole = super_resolve_consistent(src, shipped, iterations=-1, qa=whole_qa)
+    whole = super_resolve_consistent(src, shipped, post=NONE, qa=whole_qa)
     for r in (0, 108):
-        super_resolve_consistent(src, shipped, iterations=-1, qa=tiled_qa, window=Window(r, 0, 108, 216))
+        super_resolve_consistent(src, shipped, post=NONE, qa=tiled_qa, window=Window(r, 0, 108, 216))
     # equal up to the 20 m blur's 2 px at window seams (mirrored there instead of the neighbour)
     assert whole_qa.result() == pytest.approx(tiled_qa.result(), rel=0.01)
     ref = consistency(whole["net60"], b60, 6, ["B01", "B09"])["per_band"]
@@ -85,11 +85,14 @@ def test_consistency_qa_accumulates_over_windows(malmo, shipped) -> None:
 @pytest.mark.parametrize("factor", [2, 6])
 @pytest.mark.parametrize("shape", [(72, 60), (75, 63)])
 def test_fast_operators_equal_the_reference_ones(factor: int, shape: tuple[int, int]) -> None:
-    """The streaming loop's fused float32 degrade/upsample equal the training (reference) ones."""
-    from s2sr_cloud.backproject import degrade, upsample
-    from s2sr_cloud.resample import upsample as upsample_ref
-    from s2sr_cloud.train.wald import degrade as degrade_ref
+    """The fused one-pass degrade equals blur-then-block-mean (the reference's definition), and the
+    phase-wise bilinear upsampling equals the index-wise one the nets' input uses."""
+    from s2sr_cloud.ops import block_mean, degrade, gaussian_blur, upsample, upsample_at
 
     x = np.random.default_rng(1).uniform(0, 6000, (3, *shape)).astype(np.float32)
-    np.testing.assert_allclose(degrade(x, factor), degrade_ref(x, factor), atol=2e-3)
-    np.testing.assert_allclose(upsample(x, factor), upsample_ref(x, factor), atol=1e-3)
+    ref = block_mean(gaussian_blur(x, 1.0 / factor), factor)
+    np.testing.assert_allclose(degrade(x, factor), ref, atol=2e-3)
+    np.testing.assert_allclose(degrade(x.astype(np.float64), factor), ref, atol=2e-3)
+    rows, cols = np.arange(shape[0] // factor * factor), np.arange(shape[1] // factor * factor)
+    lr = x[:, : shape[0] // factor, : shape[1] // factor]
+    np.testing.assert_array_equal(upsample(lr, factor), upsample_at(lr, factor, rows, cols))

@@ -137,7 +137,7 @@ def test_band_folder_reads_as_stored_and_checks_grids(tmp_path):
     import rasterio
 
     from s2sr_cloud.io.bandfiles import BandFilesSource, find_band_files
-    from s2sr_cloud.train.data import load_tif_folder
+    from s2sr_cloud.scenes import load_tif_folder
 
     folder = DATA / "T18SVG_crop240"
     scene = load_tif_folder(folder)

@@ -19,10 +19,11 @@ from s2sr_cloud.weights import default_checkpoint
 
 torch = pytest.importorskip("torch")
 
+from s2sr_cloud.evaluation import evaluate_scene, wald_metrics  # noqa: E402
 from s2sr_cloud.nets import load_checkpoint  # noqa: E402
 from s2sr_cloud.nets.model import TorchRunner  # noqa: E402
-from s2sr_cloud.train.data import Scene, load_scene  # noqa: E402
-from s2sr_cloud.train.evaluate import evaluate_scene, wald_metrics  # noqa: E402
+from s2sr_cloud.post import PostSteps  # noqa: E402
+from s2sr_cloud.scenes import Scene, load_scene  # noqa: E402
 
 SHIPPED = {n: default_checkpoint(n) for n in ("net20", "net60")}
 needs_weights = pytest.mark.skipif(None in SHIPPED.values(), reason="shipped weights not present")
@@ -112,20 +113,20 @@ def test_finetune_from_shipped_checkpoint_lowers_rmse_on_a_new_scene(tmp_path: P
     sc = _crop(malmo, crop, 216, 216)
     p = tmp_path / "new_scene.npz"
     np.savez(p, b10=sc.b10, b20=sc.b20, b60=sc.b60)
-    before = wald_metrics(sc, net, TorchRunner(load_checkpoint(SHIPPED[net]).model), hybrid=False)["model"]["rmse"]
+    before = wald_metrics(sc, net, TorchRunner(load_checkpoint(SHIPPED[net]).model), post=PostSteps(hybrid=False))["model"]["rmse"]
     out = tmp_path / "ft"
     r = CliRunner().invoke(app, ["train", "--net", net[3:], "--from", str(SHIPPED[net]), "--data", str(p), "--out", str(out),
                                  "--lr", "1e-4", "--warmup", "1", "--seed", "0", "--device", "cpu", *args])
     assert r.exit_code == 0, r.output
     ck = load_checkpoint(out / f"{net}_dsen2.safetensors", net=net)
-    after = wald_metrics(sc, net, TorchRunner(ck.model), hybrid=False)["model"]["rmse"]
+    after = wald_metrics(sc, net, TorchRunner(ck.model), post=PostSteps(hybrid=False))["model"]["rmse"]
     assert after < 0.98 * before, (before, after)
     assert ck.meta["provenance"]["init_from_sha256"] == load_checkpoint(SHIPPED[net]).sha256
 
 
 def test_evaluate_output_consistency_of_an_existing_output(tmp_path: Path, malmo: Scene) -> None:
     """``--output`` checks any super-resolved output: an exact one scores ~0, a bad one does not."""
-    from s2sr_cloud.train.wald import degrade
+    from s2sr_cloud.ops import degrade
 
     sc = _crop(malmo, 72)
     p = tmp_path / "scene.npz"

@@ -7,11 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from s2sr_cloud import guided
-from s2sr_cloud.backproject import degrade, finish, super_resolve_consistent
+from s2sr_cloud.post import guided
+from s2sr_cloud.evaluation import wald_metrics
+from s2sr_cloud.ops import degrade
+from s2sr_cloud.post import PostSteps, super_resolve_consistent
+from s2sr_cloud.scenes import find_scenes, load_scene
 from s2sr_cloud.sr import ArraySource, Window
-from s2sr_cloud.train.data import find_scenes, load_scene
-from s2sr_cloud.train.evaluate import wald_metrics
 
 from .conftest import DATA
 
@@ -48,15 +49,15 @@ def test_windows_equal_the_whole_image(malmo, shipped, iterations) -> None:
     """Blocks that do not divide the image give the whole-image hybrid result (with and
     without the back-projection after it)."""
     src = ArraySource(malmo.b10[:, :288, :216], malmo.b20[:, :144, :108], malmo.b60[:, :48, :36])
-    whole = super_resolve_consistent(src, shipped, iterations=iterations, hybrid=True)
-    plain = super_resolve_consistent(src, shipped, iterations=iterations, hybrid=False)
+    whole = super_resolve_consistent(src, shipped, post=PostSteps(iterations, True))
+    plain = super_resolve_consistent(src, shipped, post=PostSteps(iterations, False))
     for name in whole:
         assert np.abs(whole[name] - plain[name]).mean() > 1.0  # the step does something
         tiled = np.zeros_like(whole[name])
         for r in range(0, 288, 96):
             for c in range(0, 216, 72):
                 tiled[:, r : r + 96, c : c + 72] = super_resolve_consistent(
-                    src, shipped, window=Window(r, c, 96, 72), iterations=iterations, hybrid=True)[name]
+                    src, shipped, window=Window(r, c, 96, 72), post=PostSteps(iterations, True))[name]
         np.testing.assert_allclose(tiled, whole[name], rtol=1e-5, atol=0.02)
 
 
@@ -64,9 +65,9 @@ def test_a_margin_smaller_than_the_reach_makes_seams(malmo, shipped, monkeypatch
     """The margin is needed: with one LR pixel too few, windows no longer match the whole image."""
     src = ArraySource(malmo.b10[:, :288, :216], malmo.b20[:, :144, :108], malmo.b60[:, :48, :36])
     runners = {"net60": shipped["net60"]}
-    whole = super_resolve_consistent(src, runners, iterations=-1, hybrid=True)["net60"]
+    whole = super_resolve_consistent(src, runners, post=PostSteps(-1, True))["net60"]
     monkeypatch.setattr(guided, "margin_lr", lambda radius: 2 * radius)
-    part = super_resolve_consistent(src, runners, window=Window(96, 72, 96, 72), iterations=-1, hybrid=True)["net60"]
+    part = super_resolve_consistent(src, runners, window=Window(96, 72, 96, 72), post=PostSteps(-1, True))["net60"]
     assert np.abs(part - whole[:, 96:192, 72:144]).max() > 0.5
 
 
@@ -79,13 +80,13 @@ def test_nodata_stays_nodata_and_does_not_spread(malmo) -> None:
     hole10[:, 60:90, 60:90] = 0
     net_hole = net.copy()
     net_hole[:, 60:90, 60:90] = 0
-    ref = finish("net60", net, b60, iterations=-1, b10=b10, b20=b20)
-    out = finish("net60", net_hole, b60, iterations=-1, b10=hole10, b20=b20)
+    ref = PostSteps(-1, True).finish("net60", net, b60, b10=b10, b20=b20)
+    out = PostSteps(-1, True).finish("net60", net_hole, b60, b10=hole10, b20=b20)
     assert np.isfinite(out).all() and (out[:, 60:90, 60:90] == 0).all()
     far = guided.margin10(6, guided.config("net60").radius) + 6
     np.testing.assert_allclose(out[:, 90 + far :, :], ref[:, 90 + far :, :], rtol=1e-5)
     # an all-nodata window gives nodata, not NaN
-    empty = finish("net60", np.zeros_like(net), b60, iterations=2, b10=np.zeros_like(b10), b20=b20)
+    empty = PostSteps(2, True).finish("net60", np.zeros_like(net), b60, b10=np.zeros_like(b10), b20=b20)
     assert (empty == 0).all()
 
 
@@ -95,7 +96,7 @@ def test_hybrid_beats_the_nets_alone_on_the_held_out_l2a_patches(shipped, net) -
     the defaults were chosen on): lower mean RMSE with the hybrid step than without."""
     with_h, without = [], []
     for p in find_scenes([DATA / "l2a_heldout"]):
-        doc = wald_metrics(load_scene(p), net, shipped[net], hybrid=True)
+        doc = wald_metrics(load_scene(p), net, shipped[net], post=PostSteps(2, True))
         with_h.append(doc["model"]["rmse"])
         without.append(doc["no_hybrid"]["rmse"])
     assert np.mean(with_h) < 0.97 * np.mean(without), (np.mean(with_h), np.mean(without))
@@ -121,7 +122,12 @@ def test_an_output_made_without_the_hybrid_step_is_not_taken_as_done(tmp_path) -
     from s2sr_cloud.publish.record import record_path
 
     record_path(cog).write_text(json.dumps(rec))  # an older record: no "hybrid" key (made without it)
-    assert done_before("x", cog, models, 2, False)
-    assert not done_before("x", cog, models, 2, True)
+    assert done_before("x", cog, models, PostSteps(2, False))
+    assert not done_before("x", cog, models, PostSteps(2, True))
     record_path(cog).write_text(json.dumps({**rec, "hybrid": True}))
-    assert done_before("x", cog, models, 2, True) and not done_before("x", cog, models, 2, False)
+    assert done_before("x", cog, models, PostSteps(2, True)) and not done_before("x", cog, models, PostSteps(2, False))
+    # a record of today's post-steps matches them only while the configuration is the same
+    record_path(cog).write_text(json.dumps({**rec, **PostSteps().record()}))
+    assert done_before("x", cog, models, PostSteps())
+    other = PostSteps(guided=(("net20", guided.GuidedConfig(2, 30.0, 0.4)), ("net60", guided.config("net60"))))
+    assert not done_before("x", cog, models, other)

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from s2sr_cloud import metrics
-from s2sr_cloud.resample import block_mean
-from s2sr_cloud.train.wald import degrade, gaussian_blur, gaussian_kernel
+from s2sr_cloud.ops import block_mean, degrade, gaussian_blur, gaussian_kernel
 
 
 def _img(seed: int = 0, shape: tuple[int, int, int] = (3, 40, 40)) -> np.ndarray:

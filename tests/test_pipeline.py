@@ -29,6 +29,8 @@ from s2sr_cloud.errors import (
 from s2sr_cloud.io.env import HttpParams
 from s2sr_cloud.io.read import ItemSource
 from s2sr_cloud.pipeline import ItemResult, RunParams, plan_item, process_item
+from s2sr_cloud.post import PostSteps
+from s2sr_cloud.publish.record import scene_from_result
 
 from ._fx_stac import SAMPLE, STAC_DATA, RangeServer, hybrid_item, sample_items
 
@@ -71,7 +73,7 @@ def test_search_then_process_reads_little_and_writes_a_georeferenced_cog(
     events = []
     # the nets and the back-projection only: the hybrid step's wider margin (54 px) would read most of
     # this small sample COG around the small bbox (its seamlessness is tested in test_guided)
-    res = process_item(item, runners, prof, RunParams(out_dir=tmp_path, bbox=BBOX, block=60, http=FAST, hybrid=False),
+    res = process_item(item, runners, prof, RunParams(out_dir=tmp_path, bbox=BBOX, block=60, http=FAST, post=PostSteps(hybrid=False)),
                        on_progress=events.append)
     assert isinstance(res, ItemResult) and res.path == tmp_path / f"{VA_ID}-s2sr.tif"
     assert res.bands == SR_BANDS and res.backend == "torch-cpu" and res.item.id == VA_ID
@@ -234,7 +236,7 @@ def test_streaming_memory_is_bounded_by_the_block(tmp_path) -> None:
         tracemalloc.start()
         try:
             res = process_item(item, runners, resolve_catalog("sample"),
-                               RunParams(out_dir=tmp_path / f"{it}{hybrid}", block=90, backproject=it, hybrid=hybrid))
+                               RunParams(out_dir=tmp_path / f"{it}{hybrid}", block=90, post=PostSteps(it, hybrid)))
             _, peaks[it, hybrid] = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
@@ -324,8 +326,8 @@ def test_record_and_item_carry_the_consistency_qa(cog_server: RangeServer, tmp_p
     item = pystac.Item.from_dict(_va(cog_server.prefix()))
     item.add_link(pystac.Link("canonical", f"https://stac.example/items/{VA_ID}"))  # for derived_from
     prof = resolve_catalog("sample")
-    res = {it: process_item(item, shipped, prof, RunParams(out_dir=tmp_path / str(it), bbox=BBOX, backproject=it,
-                                                            hybrid=it >= 0, http=FAST)) for it in (2, -1)}
+    res = {it: process_item(item, shipped, prof, RunParams(out_dir=tmp_path / str(it), bbox=BBOX,
+                                                            post=PostSteps(it, it >= 0), http=FAST)) for it in (2, -1)}
     assert res[2].hybrid and not res[-1].hybrid
     on, off = res[2].consistency_rmse, res[-1].consistency_rmse
     assert set(on) == set(off) == set(SR_BANDS) and res[2].backproject == 2 and res[-1].backproject == -1
@@ -339,7 +341,7 @@ def test_record_and_item_carry_the_consistency_qa(cog_server: RangeServer, tmp_p
     assert float(tags["S2SR_CONSISTENCY_RMSE_MAX"]) == res[2].consistency_rmse_max
     docs = []
     for it, r in res.items():
-        rec = json.loads(save_record(r.scene()).read_text())
+        rec = json.loads(save_record(scene_from_result(r)).read_text())
         assert rec["consistency_rmse"] == r.consistency_rmse and rec["backproject"] == it and rec["hybrid"] == (it >= 0)
         back = load_scene(r.path)  # `s2sr publish` later: the figures come back from the record
         assert back.consistency_rmse == r.consistency_rmse and back.backproject == it

@@ -54,7 +54,7 @@ def sr_cog(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import rasterio
 
     from s2sr_cloud.io.cog import CogWriter
-    from s2sr_cloud.resample import upsample
+    from s2sr_cloud.ops import upsample
 
     stem = "S2A_MSIL2A_20170613T101031_87_48"
     with rasterio.open(PATCH / f"{stem}_B02.tif") as ref:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from s2sr_cloud.resample import block_mean, lr_range, upsample, upsample_at, upsample_bicubic
+from s2sr_cloud.ops import block_mean, lr_range, upsample, upsample_at, upsample_bicubic
 
 
 @pytest.mark.parametrize("factor", [2, 6])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from s2sr_cloud.backproject import ConsistencyQA, super_resolve_consistent
+from s2sr_cloud.post import NONE, ConsistencyQA, merge_qa, super_resolve_consistent
 from s2sr_cloud.sr import ArraySource, Window, assemble_sr_bands, to_uint16
-from s2sr_cloud.stream import ArraySink, BandsSink, aligned_block, merge_qa, run_blocks
+from s2sr_cloud.stream import ArraySink, BandsSink, aligned_block, run_blocks
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_raw_nets_are_less_consistent_and_sinks_agree(crop, shipped) -> None:
     run_blocks(crop, shipped, arrays, block=108, qa=on)
     got: dict[tuple[int, int], np.ndarray] = {}
     run_blocks(crop, shipped, BandsSink(lambda a, w: got.__setitem__((w.row, w.col), a), origin=(0, 0)),
-               block=108, iterations=-1, qa=off)
+               block=108, post=NONE, qa=off)
     assert all(off.result()[b] > 2 * on.result()[b] for b in on.result())
     # the COG sink gets the same blocks, the 8 bands in SR_BANDS order as uint16
     assert sorted(got) == [(0, 0), (0, 108), (108, 0), (108, 108)]

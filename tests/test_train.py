@@ -8,15 +8,10 @@ import numpy as np
 import pytest
 
 from s2sr_cloud.bands import NETS, SCALE
+from s2sr_cloud.scenes import Scene, find_scenes, load_scene
 from s2sr_cloud.sr import ArraySource, super_resolve
-from s2sr_cloud.train.data import (
-    PatchSampler,
-    Scene,
-    find_scenes,
-    load_scene,
-    make_pair,
-)
-from s2sr_cloud.train.wald import net_input, wald_scene
+from s2sr_cloud.train.data import PatchSampler, make_pair, net_input
+from s2sr_cloud.wald import wald_scene
 
 torch = pytest.importorskip("torch")
 
@@ -167,8 +162,8 @@ def test_train_cli_writes_checkpoints(tmp_path: Path) -> None:
 
 
 def test_scene_from_any_scene_source(malmo) -> None:
+    from s2sr_cloud.scenes import scene_from_source
     from s2sr_cloud.sr import Window
-    from s2sr_cloud.train.data import scene_from_source
 
     src = ArraySource(malmo.b10, malmo.b20, malmo.b60)
     sc = scene_from_source("win", src, Window(60, 120, 120, 240))
@@ -239,7 +234,7 @@ def test_phase_shifts_give_every_wald_phase_with_aligned_targets(malmo) -> None:
 def test_wald_crop_keeps_the_area_every_band_covers(malmo) -> None:
     """A scene whose 20/60 m arrays are a pixel short (10 m side not a multiple of 6, like the
     up42 mock: 444 × 456 px with 221 × 227 and 73 × 75) is cropped to what all groups cover."""
-    from s2sr_cloud.train.wald import crop_to
+    from s2sr_cloud.wald import crop_to
 
     b10, b20, b60 = malmo.b10[:, :444, :456], malmo.b20[:, :221, :227], malmo.b60[:, :73, :75]
     c10, c20, c60 = crop_to(b10, b20, b60, 6)

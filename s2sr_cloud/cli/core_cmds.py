@@ -8,18 +8,18 @@ from typing import Annotated
 
 import typer
 
-from ..backproject import ITERATIONS
 from ..options import Net as NetChoice
 from ..options import Variant as VariantChoice
+from ..post.backproject import ITERATIONS
 from ._app import app
 from ._options import (
     Backproject,
-    Hybrid,
     Batch,
     Block,
     BuildEngine,
     Checkpoint,
     Device,
+    Hybrid,
     Onnx,
     Overwrite,
     Precision,
@@ -50,8 +50,8 @@ def _adapted_runners(scene_path: Path, runners: dict, ckpts: dict[str, Path], st
     from ..errors import require
 
     require("torch", "train")
+    from ..scenes import load_scene
     from ..train.adapt import AdaptConfig, adapt_runner
-    from ..train.data import load_scene
     from ._console import progress_task
 
     scene = load_scene(scene_path)
@@ -92,6 +92,7 @@ def superres(
 ) -> None:
     """Super-resolve a local scene: B1 B5 B6 B7 B8A B9 B11 B12 to 10 m."""
     from ..infer import load_runners
+    from ..post import PostSteps
     from ..superres_local import superres_scene
     from ._console import progress_task, success
 
@@ -106,7 +107,7 @@ def superres(
     backends = ", ".join(f"{k}: {r.backend}" for k, r in runners.items())
     with progress_task(f"super-resolving ({backends})") as update:
         res = superres_scene(input, out, runners, tile=tile, block=block, batch=batch, overwrite=overwrite,
-                             backproject=backproject, hybrid=hybrid, on_progress=update)
+                             post=PostSteps(backproject, hybrid), on_progress=update)
     worst = res.consistency_rmse_max
     success(f"wrote {out}" + (f" (consistency RMSE ≤ {worst:.2f} DN)" if worst is not None else ""))
 

@@ -9,22 +9,22 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..backproject import ITERATIONS
+from ..post.backproject import ITERATIONS
 from ._app import app
+from ._batch import JsonResults, Scheduler, Workers, run_batch
 from ._options import (
     Backproject,
-    Hybrid,
     Batch,
     Block,
     BuildEngine,
     Checkpoint,
     Device,
+    Hybrid,
     Onnx,
     Overwrite,
     Precision,
     Tile,
 )
-from ._batch import JsonResults, Scheduler, Workers, run_batch
 from .publish_cmds import AssetsTo, PublishTo, S3Endpoint
 
 if TYPE_CHECKING:
@@ -121,6 +121,7 @@ def search(
     )
     from ..errors import CatalogError
     from ..pipeline import RunParams
+    from ..post import PostSteps
     from ._console import err_console, out_console
 
     geom = _intersects(intersects)
@@ -148,7 +149,7 @@ def search(
         area = box or geometry_bbox(geom or {})
         run_batch(items, profile, RunParams(out_dir=out, bbox=area, include_10m=include_10m, tile=tile,
                                             block=block, batch=batch, overwrite=overwrite,
-                                            backproject=backproject, hybrid=hybrid),
+                                            post=PostSteps(backproject, hybrid)),
                   checkpoint=checkpoint, onnx=onnx, device=device, precision=precision, build_engine=build_engine,
                   workers=workers, scheduler=scheduler, as_json=as_json,
                   publish=publish, s3_endpoint=s3_endpoint, assets_to=assets_to)
@@ -186,6 +187,7 @@ def run_item(
     from ..catalog.presets import parse_asset_map, profile_for_item, resolve_catalog
     from ..catalog.search import load_item, parse_bbox
     from ..pipeline import RunParams, plan_item
+    from ..post import PostSteps
 
     it = load_item(item)
     if catalog:
@@ -195,8 +197,8 @@ def run_item(
         if asset_map:
             profile = replace(profile, asset_keys=parse_asset_map(asset_map), collection_keys={})
     params = RunParams(out_dir=out, bbox=parse_bbox(bbox) if bbox else None, include_10m=include_10m,
-                       tile=tile, block=block, batch=batch, overwrite=overwrite, backproject=backproject,
-                       hybrid=hybrid)
+                       tile=tile, block=block, batch=batch, overwrite=overwrite,
+                       post=PostSteps(backproject, hybrid))
     plan_item(it, profile, params)  # bbox, bands and credentials are checked before the models load
     run_batch([it], profile, params, checkpoint=checkpoint, onnx=onnx, device=device, precision=precision,
               build_engine=build_engine, workers=workers, scheduler=scheduler, as_json=as_json,

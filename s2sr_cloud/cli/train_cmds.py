@@ -224,10 +224,10 @@ def evaluate_cmd(
     the product outputs (net + back-projection), "net only" the raw nets.
     """
     from ..errors import InputError
+    from ..evaluation import evaluate_scene, output_consistency, summarize
     from ..infer import load_runners
-    from ..train.adapt import AdaptConfig
-    from ..train.data import find_scenes, load_scene
-    from ..train.evaluate import evaluate_scene, output_consistency, summarize
+    from ..post import PostSteps
+    from ..scenes import find_scenes, load_scene
     from ._console import make_progress, out_console
 
     nets = {"all": ("net20", "net60"), "20": ("net20",), "60": ("net60",)}.get(net.removeprefix("net"))
@@ -251,7 +251,13 @@ def evaluate_cmd(
     ckpts, onnxs = _net_files(checkpoint, "checkpoint"), _net_files(onnx, "onnx")
     dev = device or ("torch" if ckpts and not onnxs else "auto")
     runners = load_runners(nets, onnx=onnxs, checkpoint=ckpts, device=dev)
-    adapt_cfg = AdaptConfig(steps=adapt, lr=adapt_lr) if adapt else None
+    adapter = None
+    if adapt:
+        from ..train.adapt import AdaptConfig
+        from ..train.adapt import adapter as make_adapter
+
+        adapter = make_adapter(AdaptConfig(steps=adapt, lr=adapt_lr), {k: str(v) for k, v in ckpts.items()})
+    post = PostSteps(backproject, hybrid)
     sets = [(str(p), find_scenes([p])) for p in scene]
     docs: list[list[dict]] = []  # type: ignore[type-arg]
     with make_progress(transient=True) as progress:
@@ -262,8 +268,8 @@ def evaluate_cmd(
                 progress.update(task, description=f"evaluate {p.name}")
                 group.append(
                     evaluate_scene(
-                        load_scene(p), runners, real=real_scale, tile=tile, backproject=backproject, hybrid=hybrid, adapt=adapt_cfg,
-                        checkpoints=ckpts, on_tile=lambda d, t: progress.update(task, completed=d, total=t),
+                        load_scene(p), runners, real=real_scale, tile=tile, post=post, adapt=adapter,
+                        on_tile=lambda d, t: progress.update(task, completed=d, total=t),
                     )
                 )
             docs.append(group)

@@ -153,7 +153,7 @@ def _score_modes(scene: Any, net: str, ref: Any, ref_backend: str, candidates: l
 
 def _wald_rmse(scene: Any, net: str, runner: Any) -> float:
     """The Wald RMSE of ``runner`` on ``scene`` (what ``s2sr evaluate`` reports as the model's)."""
-    from ..train.evaluate import wald_metrics
+    from ..evaluation import wald_metrics
 
     return float(wald_metrics(scene, net, runner)["model"]["rmse"])
 
@@ -175,7 +175,7 @@ def _real_run(scene: Any, net: str, runner: Any) -> tuple[np.ndarray, float]:
 
 def measure(onnx: Mapping[str, Path], manifests: Mapping[str, dict[str, Any]], modes: list[str], scene_path: Path | None = None) -> dict[str, Any]:
     """Run the gate for ``modes`` (OpenVINO precisions) on every net; see the module docstring."""
-    from ..train.data import load_scene
+    from ..scenes import load_scene
     from .onnxrt import OnnxRunner
     from .openvino import OpenVinoRunner
 
@@ -222,7 +222,7 @@ def torch_gate(net: str, checkpoint_sha256: str | None, device: str, runner_fact
     """
     import torch
 
-    from ..train.data import load_scene
+    from ..scenes import load_scene
 
     dev_name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else _cpu_name()
     key = {"format": GATE_FORMAT, "backend": "torch", "device": dev_name, "torch": torch.__version__,

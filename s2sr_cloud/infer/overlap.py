@@ -9,8 +9,8 @@ from ..stream import (  # noqa: F401
     BlockResult,
     LockedRunner,
     PerThreadSource,
+    _BlockPool,
     _Progress,
     iter_super_resolved,
-    _BlockPool,
     stream_blocks_overlapped,
 )

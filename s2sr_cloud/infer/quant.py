@@ -71,7 +71,7 @@ def calibration_inputs(net: str, halo: int, scene: Any | None = None, *, tile: i
 
 def _sample_scene() -> Any:
     """The packaged L1C sample scene (Virginia, real DN) as a training :class:`Scene`."""
-    from ..train.data import load_scene
+    from ..scenes import load_scene
 
     root = Path(__file__).resolve().parent.parent / "sample" / "sentinel-2-l1c"
     folders = sorted(p for p in root.iterdir() if p.is_dir())

@@ -134,7 +134,7 @@ class TorchGpuRunner(RunnerBase):
         (C_out, h, w) DN, not yet clipped or masked.
         """
         from ..bands import SCALE
-        from ..resample import _axis
+        from ..ops.resample import _axis
 
         torch = self._torch
         dev = self.device

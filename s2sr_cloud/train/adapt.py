@@ -9,7 +9,7 @@ level.
 Honesty rule for measuring it: adaptation only ever sees the scene the product would get
 as *input*. In a Wald evaluation that input is the already degraded scene, so the
 adaptation pairs are degraded twice and never contain the evaluation target
-(:func:`s2sr_cloud.train.evaluate.wald_metrics` does this).
+(:func:`s2sr_cloud.evaluation.wald_metrics` with :func:`adapter` does this).
 
 Needs PyTorch (the ``train`` extra).
 """
@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ..bands import net_spec
 from ..errors import InputError
-from .data import Pair, PatchSampler, Scene, make_pair
+from ..scenes import Scene
+from .data import Pair, PatchSampler, make_pair
 
 log = logging.getLogger(__name__)
 
@@ -109,3 +111,22 @@ def _adapt(scene: Scene, net: str, ckpt: str, pair: Pair, cfg: AdaptConfig, on_s
     runner = TorchRunner(model, device, name=f"{spec.name}_adapted", checkpoint_sha256=loaded.sha256)
     runner.model_info["adapted"] = {"steps": cfg.steps, "lr": cfg.lr, "batch": cfg.batch, "patch": patch, "seed": cfg.seed}
     return runner
+
+
+def adapter(cfg: AdaptConfig, checkpoints: Mapping[str, str] | None = None) -> Callable[[Scene, str, Any], tuple[Any, dict[str, Any] | None]]:
+    """The :data:`s2sr_cloud.evaluation.Adapter` of ``cfg``: each net fine-tuned from
+    ``checkpoints[net]`` (default: the shipped weights) on the evaluation input; a scene too
+    small to adapt on keeps the runner as is (logged)."""
+
+    def adapt(scene: Scene, net: str, runner: Any) -> tuple[Any, dict[str, Any] | None]:
+        if cfg.steps <= 0:
+            return runner, None
+        t0 = time.monotonic()
+        try:
+            tuned = adapt_runner(scene, net, (checkpoints or {}).get(net_spec(net).name), cfg)
+        except InputError as err:
+            log.warning("no adaptation of %s on %s: %s", net, scene.name, err)
+            return runner, {"steps": 0, "skipped": str(err)}
+        return tuned, {"steps": cfg.steps, "lr": cfg.lr, "seconds": round(time.monotonic() - t0, 1)}
+
+    return adapt

@@ -29,7 +29,8 @@ import torch
 from ..bands import net_spec
 from ..errors import InputError
 from ..nets import build_net, load_checkpoint, save_checkpoint
-from .data import PatchSampler, find_scenes, load_pairs, sha256_of
+from ..scenes import find_scenes, sha256_of
+from .data import PatchSampler, load_pairs
 
 log = logging.getLogger(__name__)
 

@@ -7,33 +7,28 @@ on the observation itself and applies it at 10 m:
 
 1. guides ``f``: the 10 m bands (20 m net), or the 10 m bands plus the bilinearly
    upsampled 20 m bands (60 m net), on the 10 m grid;
-2. ``F = D(f)``: the guides degraded to the LR grid with the Wald operator (the same ``D``
-   as the back-projection);
+2. ``F = D(f)``: the guides degraded to the LR grid with the degradation operator (the
+   Wald operator by default, the same ``D`` as the back-projection);
 3. per LR pixel, a ridge regression ``lr ≈ a·F + b`` over the ``(2r+1)²`` LR pixels around
    it (weighted: nodata pixels do not count), the coefficients then averaged over the same
    window (as a guided filter does) and bilinearly upsampled to 10 m;
 4. ``pred = a·f + b`` at 10 m, and the output ``(1 - w)·net + w·pred``.
 
-The back-projection (:mod:`s2sr_cloud.backproject`) runs after the blend, so the output
-stays consistent with the observation. The nets are data-bound here (few real 60 m
-target pixels to learn from: ``docs/model-card.md``), and their errors and the
-regression's differ enough that the blend beats both on the held-out decision scenes;
-``radius``, ``ridge`` and ``weight`` of :data:`DEFAULTS` were chosen there (Wald protocol),
-never on the test scene.
-
-Tiling stays seamless: the value at a 10 m pixel depends on the inputs within
-:func:`margin_lr` LR pixels, so windows are processed with that margin (clamped at the
-true image border, where the whole-image computation mirrors and clamps the same way) and
+Written against the array API (:mod:`s2sr_cloud.ops`): NumPy on the host, CuPy or torch on
+a GPU, one implementation. Tiling stays seamless: the value at a 10 m pixel depends on the
+inputs within :func:`margin_lr` LR pixels, so windows are processed with that margin and
 cropped, like the back-projection does.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
-
-from .bands import NODATA, net_spec
+from ..bands import NODATA, net_spec
+from ..ops import WALD, Degradation, degrade, namespace, nearest, upsample
+from ..ops.xp import device_of, pad_axis
+from .qa import comparable
 
 
 @dataclass(frozen=True)
@@ -45,7 +40,7 @@ class GuidedConfig:
     weight: float
 
 
-#: Chosen on the held-out decision scenes (Havel and the L2A held-out set, Wald protocol):
+#: Chosen on the validation scenes (Havel and the L2A validation patches, Wald protocol):
 #: the lowest mean ratio of output RMSE to bicubic RMSE over radius 1–6, ridge 10–3000 DN²
 #: and weight 0–1 (the grid and its figures: ``docs/model-card.md``).
 DEFAULTS: dict[str, GuidedConfig] = {
@@ -72,152 +67,161 @@ def margin10(factor: int, radius: int) -> int:
     return -(-m // 6) * 6
 
 
-def _along(ndim: int, axis: int, a: int | None, b: int | None, step: int | None = None) -> tuple[slice, ...]:
+def _along(ndim: int, axis: int, a: int | None, b: int | None) -> tuple[slice, ...]:
     idx = [slice(None)] * ndim
-    idx[axis] = slice(a, b, step)
+    idx[axis] = slice(a, b)
     return tuple(idx)
 
 
-def _box(x: np.ndarray, r: int) -> np.ndarray:
+def _box(x: Any, r: int) -> Any:
     """Mean over the ``(2r+1)²`` window of the last two axes, edges mirrored like NumPy's
     ``pad(mode="symmetric")`` (float32 stays float32, anything else is float64; shifted
     in-place sums: cheap for the small radii used)."""
-    out = np.asarray(x, dtype=np.float32 if np.asarray(x).dtype == np.float32 else np.float64)
+    xp = namespace(x)
+    out = xp.astype(x, xp.float32 if x.dtype == xp.float32 else xp.float64, copy=True)
     nd = out.ndim
     for axis in (nd - 2, nd - 1):
         n = out.shape[axis]
         if r >= n:  # tiny window (e.g. one 60 m pixel wide): reflect repeatedly, as pad does
-            pad = [(0, 0)] * nd
-            pad[axis] = (r, r)
-            p = np.pad(out, pad, mode="symmetric")
-            out = sum(p[_along(nd, axis, k, k + n)] for k in range(2 * r + 1)) / (2 * r + 1)
+            p = pad_axis(out, r, r, axis)
+            acc = p[_along(nd, axis, 0, n)]
+            for k in range(1, 2 * r + 1):
+                acc = acc + p[_along(nd, axis, k, k + n)]
+            out = acc / (2 * r + 1)
             continue
-        acc = out.copy()
-        rev = _along(nd, axis, None, None, -1)
+        acc = xp.asarray(out, copy=True)
         for d in range(1, r + 1):
             acc[_along(nd, axis, d, None)] += out[_along(nd, axis, None, n - d)]  # left neighbours
             acc[_along(nd, axis, None, n - d)] += out[_along(nd, axis, d, None)]  # right neighbours
-            acc[_along(nd, axis, None, d)] += out[_along(nd, axis, None, d)][rev]  # mirrored past the start
-            acc[_along(nd, axis, n - d, None)] += out[_along(nd, axis, n - d, None)][rev]  # and past the end
+            acc[_along(nd, axis, None, d)] += xp.flip(out[_along(nd, axis, None, d)], axis=axis)  # mirrored past the start
+            acc[_along(nd, axis, n - d, None)] += xp.flip(out[_along(nd, axis, n - d, None)], axis=axis)  # and the end
         out = acc / (2 * r + 1)
     return out
 
 
-def guides(net: str, b10: np.ndarray, b20: np.ndarray | None = None) -> np.ndarray:
+def guides(net: str, b10: Any, b20: Any | None = None) -> Any:
     """The guides of ``net`` on the 10 m grid of ``b10`` (float32 DN, nodata 0): the 10 m
     bands, plus (60 m net) the 20 m bands bilinearly upsampled."""
-    from .backproject import _nearest, upsample
-
-    f = b10.astype(np.float32, copy=False)
+    xp = namespace(b10)
+    f = xp.astype(b10, xp.float32, copy=False)
     if net_spec(net).factor == 2:
         return f
     if b20 is None:
         raise ValueError("the 60 m net's guides need the 20 m bands")
-    up = upsample(b20, 2)[:, : f.shape[1], : f.shape[2]]
-    up[:, _nearest(np.any(b20 == NODATA, axis=0)[None], 2)[0, : f.shape[1], : f.shape[2]]] = NODATA
-    return np.concatenate([f, up], axis=0)
+    h, w = f.shape[1:]
+    up = upsample(b20, 2)[:, :h, :w]
+    bad = nearest(xp.any(b20 == NODATA, axis=0), 2)[:h, :w]
+    up = xp.where(bad, xp.zeros_like(up), up)
+    return xp.concat([f, up], axis=0)
 
 
-def _solve_spd(cov: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+def _solve_spd(cov: Any, rhs: Any) -> Any:
     """Solve ``cov · a = rhs`` per pixel for symmetric positive-definite ``cov`` (C, C, …) and
     ``rhs`` (C, B, …): a Cholesky factorisation written over whole planes (C is at most 10
     here, so a few hundred vectorised operations beat one small LAPACK call per pixel)."""
+    xp = namespace(cov, rhs)
     c = cov.shape[0]
-    low = np.zeros_like(cov)
+    low = xp.zeros_like(cov)
     for j in range(c):
-        d = cov[j, j].copy()
+        d = xp.asarray(cov[j, j], copy=True)
         for k in range(j):
             d -= low[j, k] * low[j, k]
-        low[j, j] = np.sqrt(d)
+        low[j, j] = xp.sqrt(d)
         for i in range(j + 1, c):
-            e = cov[i, j].copy()
+            e = xp.asarray(cov[i, j], copy=True)
             for k in range(j):
                 e -= low[i, k] * low[j, k]
             low[i, j] = e / low[j, j]
-    z = np.empty_like(rhs)
+    z = xp.empty_like(rhs)
     for i in range(c):
-        e = rhs[i].copy()
+        e = xp.asarray(rhs[i], copy=True)
         for k in range(i):
             e -= low[i, k] * z[k]
         z[i] = e / low[i, i]
-    a = np.empty_like(rhs)
+    a = xp.empty_like(rhs)
     for i in reversed(range(c)):
-        e = z[i].copy()
+        e = xp.asarray(z[i], copy=True)
         for k in range(i + 1, c):
             e -= low[k, i] * a[k]
         a[i] = e / low[i, i]
     return a
 
 
-def regression(feat: np.ndarray, lr: np.ndarray, factor: int, cfg: GuidedConfig) -> tuple[np.ndarray, np.ndarray]:
+def regression(feat: Any, lr: Any, factor: int, cfg: GuidedConfig, op: Degradation = WALD) -> tuple[Any, Any]:
     """Local ridge regression of ``lr`` (B, h, w) on the guides ``feat`` (C, h·s, w·s).
 
     Returns the prediction (B, h·s, w·s) float32 and a boolean mask of the 10 m pixels where
     it is defined (every LR coefficient it interpolates was fitted on valid pixels).
     """
-    from .backproject import comparable, degrade, upsample
-
+    xp = namespace(feat, lr)
+    f64, f32 = xp.float64, xp.float32
     c, nb = feat.shape[0], lr.shape[0]
     h, w = lr.shape[1:]
-    if feat.shape[1:] != (h * factor, w * factor):
-        raise ValueError(f"guides {feat.shape[1:]} are not {factor} x lr {lr.shape[1:]}")
-    hr_nodata = np.any(feat == NODATA, axis=0)
-    keep = comparable(hr_nodata, lr, factor)
+    if tuple(feat.shape[1:]) != (h * factor, w * factor):
+        raise ValueError(f"guides {tuple(feat.shape[1:])} are not {factor} x lr {tuple(lr.shape[1:])}")
+    hr_nodata = xp.any(feat == NODATA, axis=0)
+    keep = comparable(hr_nodata, lr, factor, op)
     r = cfg.radius
-    x = degrade(feat, factor).astype(np.float64)
-    y = lr.astype(np.float64)
+    x = xp.astype(degrade(feat, factor, op), f64)
+    y = xp.astype(lr, f64)
     # centred on the block's means (the fit is shift-invariant; smaller moments, less cancellation)
-    x0 = x[:, keep].mean(axis=1) if keep.any() else np.zeros(c)
-    y0 = y[:, keep].mean(axis=1) if keep.any() else np.zeros(nb)
-    x -= x0[:, None, None]
-    y -= y0[:, None, None]
-    full = bool(keep.all())
+    some = bool(xp.any(keep))
+    x0 = xp.mean(x[:, keep], axis=1) if some else xp.zeros(c, dtype=f64, device=device_of(x))
+    y0 = xp.mean(y[:, keep], axis=1) if some else xp.zeros(nb, dtype=f64, device=device_of(x))
+    x = x - x0[:, None, None]
+    y = y - y0[:, None, None]
+    full = bool(xp.all(keep))
+    kf = xp.astype(keep, f64)
     if not full:  # weighted sums: pixels off the mask count zero
-        x *= keep
-        y *= keep
-    s0 = _box(keep.astype(np.float64), r)
+        x = x * kf
+        y = y * kf
+    s0 = _box(kf, r)
     ok = s0 > 1e-9
-    inv = 1.0 if full else np.where(ok, 1.0 / np.where(ok, s0, 1.0), 0.0)
+    inv = 1.0 if full else xp.where(ok, 1.0 / xp.where(ok, s0, xp.ones_like(s0)), xp.zeros_like(s0))
     mx = _box(x, r) * inv
     my = _box(y, r) * inv
-    cov = np.empty((c, c, h, w))
+    cov = xp.empty((c, c, h, w), dtype=f64, device=device_of(x))
     for i in range(c):
         for j in range(i, c):
             cov[i, j] = _box(x[i] * x[j], r) * inv - mx[i] * mx[j]
             cov[j, i] = cov[i, j]
         cov[i, i] += cfg.ridge
-    xy = np.stack([_box(x[i] * y, r) * inv - mx[i] * my for i in range(c)])  # (C, B, h, w)
+    xy = xp.stack([_box(x[i] * y, r) * inv - mx[i] * my for i in range(c)])  # (C, B, h, w)
     # the moments need float64 (sums of squares of DN); the ridge keeps the system well
     # conditioned, so the solve and everything after it run in float32
-    a = _solve_spd(cov.astype(np.float32), xy.astype(np.float32))
+    a = _solve_spd(xp.astype(cov, f32), xp.astype(xy, f32))
     del cov, xy
-    b = ((my + y0[:, None, None]) - np.einsum("cbhw,chw->bhw", a, mx + x0[:, None, None])).astype(np.float32)
+    m = mx + x0[:, None, None]
+    b = xp.astype((my + y0[:, None, None]) - xp.sum(a * m[:, None], axis=0), f32)
     if full:
-        good = np.ones((h, w), bool)
+        good = xp.ones((h, w), dtype=xp.bool, device=device_of(x))
         a = _box(a, r)
         b = _box(b, r)
     else:
-        q = ok.astype(np.float32)
+        q = xp.astype(ok, f32)
         sq = _box(q, r)
         good = sq > 1e-9
-        qinv = np.where(good, 1.0 / np.where(good, sq, 1.0), 0.0)
+        qinv = xp.where(good, 1.0 / xp.where(good, sq, xp.ones_like(sq)), xp.zeros_like(sq))
         a = _box(a * q, r) * qinv
         b = _box(b * q, r) * qinv
-    valid = np.ones(hr_nodata.shape, bool) if full else upsample(good.astype(np.float32)[None], factor)[0] > 1.0 - 1e-6
+    if full:
+        valid = xp.ones(hr_nodata.shape, dtype=xp.bool, device=device_of(x))
+    else:
+        valid = upsample(xp.astype(good, f32)[None], factor)[0] > 1.0 - 1e-6
     pred = upsample(b, factor)
     for i in range(c):
         pred += upsample(a[i], factor) * feat[i]
     return pred, valid & ~hr_nodata
 
 
-def blend(sr: np.ndarray, feat: np.ndarray, lr: np.ndarray, factor: int, cfg: GuidedConfig) -> np.ndarray:
+def blend(sr: Any, feat: Any, lr: Any, factor: int, cfg: GuidedConfig, op: Degradation = WALD) -> Any:
     """``(1 - w)·sr + w·pred`` where the regression is defined (the net elsewhere); nodata
     pixels of ``sr`` stay nodata. Returns a new float32 array."""
-    out = sr.astype(np.float32, copy=True)
+    xp = namespace(sr)
+    out = xp.astype(sr, xp.float32, copy=True)
     if cfg.weight <= 0:
         return out
-    pred, valid = regression(feat, lr, factor, cfg)
-    valid &= ~np.any(out == NODATA, axis=0)
-    mixed = (1.0 - cfg.weight) * out + cfg.weight * np.clip(pred, 1.0, 65535.0)
-    out[:, valid] = mixed[:, valid]
-    return out
+    pred, valid = regression(feat, lr, factor, cfg, op)
+    valid = valid & ~xp.any(out == NODATA, axis=0)
+    mixed = (1.0 - cfg.weight) * out + cfg.weight * xp.clip(pred, 1.0, 65535.0)
+    return xp.where(valid, mixed, out)

@@ -1,48 +1,36 @@
 """Wald-protocol evaluation of runners on a scene, and the real-scale consistency check.
 
-For each net the scene is degraded by the net's factor (:mod:`.wald`), the degraded
-bands are super-resolved through :func:`s2sr_cloud.sr.super_resolve` (the same tiled
-code path as production), and the output is compared with the original bands; bicubic
-upsampling of the degraded bands is the baseline. The real-scale check runs the nets on
-the scene itself and compares the output, degraded back, with the input bands.
+For each net the scene is degraded by the net's factor (:mod:`s2sr_cloud.wald`, with the
+degradation protocol asked for: the Wald operator by default), the degraded bands are
+super-resolved through :func:`s2sr_cloud.sr.super_resolve` (the same tiled code path as
+production) and post-stepped (:class:`~s2sr_cloud.post.PostSteps`), and the output is compared
+with the original bands; bicubic upsampling of the degraded bands is the baseline. The
+real-scale check runs the nets on the scene itself and compares the output, degraded back,
+with the input bands.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..backproject import ITERATIONS, finish
-from ..bands import BANDS_20M, BANDS_60M, net_spec
-from ..metrics import all_metrics, bicubic_baseline, consistency
-from ..sr import ArraySource, ProgressFn, Runner, model_info, super_resolve
-from .adapt import AdaptConfig
-from .data import Scene
+from .bands import BANDS_20M, BANDS_60M, net_spec
+from .metrics import all_metrics, bicubic_baseline, consistency
+from .ops import WALD, Degradation
+from .post import DEFAULT, PostSteps
+from .scenes import Scene
+from .sr import ArraySource, ProgressFn, Runner, model_info, super_resolve
 from .wald import crop_to, wald_scene
 
 log = logging.getLogger(__name__)
 
-
-def _adapted(scene: Scene, net: str, runner: Runner, adapt: AdaptConfig | None, ckpt: str | None) -> tuple[Runner, dict[str, Any] | None]:
-    """A net fine-tuned from ``ckpt`` (default: shipped weights) on ``scene`` (the input the
-    product would get), or ``runner`` as is."""
-    if adapt is None or adapt.steps <= 0:
-        return runner, None
-    from ..errors import InputError
-    from .adapt import adapt_runner
-
-    t0 = time.monotonic()
-    try:
-        tuned = adapt_runner(scene, net, ckpt, adapt)
-    except InputError as err:
-        log.warning("no adaptation of %s on %s: %s", net, scene.name, err)
-        return runner, {"steps": 0, "skipped": str(err)}
-    return tuned, {"steps": adapt.steps, "lr": adapt.lr, "seconds": round(time.monotonic() - t0, 1)}
+#: ``adapt(scene, net, runner) -> (runner, info)``: an optional scene-adaptive refinement
+#: (:mod:`s2sr_cloud.train.adapt` builds one), given only the evaluation *input*.
+Adapter = Callable[[Scene, str, Runner], tuple[Runner, dict[str, Any] | None]]
 
 
 def wald_metrics(
@@ -52,29 +40,28 @@ def wald_metrics(
     *,
     tile: int = 256,
     on_tile: ProgressFn | None = None,
-    backproject: int = ITERATIONS,
-    hybrid: bool = True,
-    adapt: AdaptConfig | None = None,
-    adapt_from: str | None = None,
+    post: PostSteps = DEFAULT,
+    protocol: Degradation = WALD,
+    adapt: Adapter | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``runner`` and of bicubic upsampling for one net on the degraded scene.
 
-    ``model`` is what the product outputs (the net, then with ``hybrid`` the blend with the
-    local guided regression, then the back-projection post-step with ``backproject``
-    iterations; ``< 0``: none); ``net_only`` is the net's raw output when a post-step is
-    applied, ``no_hybrid`` the net with the back-projection alone (when both are on). With
-    ``adapt``, the net is first fine-tuned on the degraded scene (the evaluation input) —
-    never on the evaluation target.
+    ``model`` is what the product outputs (the net, then ``post``); ``net_only`` is the net's
+    raw output when a post-step is applied, ``no_hybrid`` the net with the back-projection alone
+    (when both are on). ``protocol`` is how the input is degraded. With ``adapt``, the net is
+    first fine-tuned on the degraded scene (the evaluation input) — never on the target.
     """
     spec = net_spec(net)
-    ws = wald_scene(scene.b10, scene.b20, scene.b60, spec.name)
-    degraded = Scene(f"{scene.name}/{spec.factor}", ws.b10, ws.b20, ws.b60)
-    runner, adapt_info = _adapted(degraded, spec.name, runner, adapt, adapt_from)
+    ws = wald_scene(scene.b10, scene.b20, scene.b60, spec.name, protocol)
+    adapt_info = None
+    if adapt is not None:
+        degraded = Scene(f"{scene.name}/{spec.factor}", ws.b10, ws.b20, ws.b60)
+        runner, adapt_info = adapt(degraded, spec.name, runner)
     src = ArraySource(ws.b10, ws.b20, ws.b60)
     raw = super_resolve(src, {spec.name: runner}, tile=tile, on_tile=on_tile)[spec.name]
     lr = ws.b20 if spec.factor == 2 else ws.b60
-    post = {"iterations": backproject, "b10": ws.b10[:, : raw.shape[1], : raw.shape[2]], "b20": ws.b20}
-    sr = finish(spec.name, raw, lr, hybrid=hybrid, **post)
+    b10, b20 = ws.b10[:, : raw.shape[1], : raw.shape[2]], ws.b20
+    sr = post.finish(spec.name, raw, lr, b10=b10, b20=b20)
     bic = bicubic_baseline(lr, spec.factor, ws.target.shape[1:])
     bands = list(spec.outputs)
     model = all_metrics(ws.target, sr, bands)
@@ -83,17 +70,18 @@ def wald_metrics(
         "factor": spec.factor,
         "bands": bands,
         "shape": list(ws.target.shape[1:]),
+        "protocol": protocol.name,
         "runner": model_info(runner),
-        "backproject": backproject,
-        "hybrid": hybrid,
+        **post.record(),
         "model": model,
         "bicubic": base,
         "rmse_reduction_vs_bicubic": round(1.0 - model["rmse"] / base["rmse"], 4) if base["rmse"] else None,
     }
-    if backproject >= 0 or hybrid:
+    if post.active:
         doc["net_only"] = all_metrics(ws.target, raw, bands)
-    if backproject >= 0 and hybrid:
-        doc["no_hybrid"] = all_metrics(ws.target, finish(spec.name, raw, lr, hybrid=False, **post), bands)
+    if post.backproject >= 0 and post.hybrid:
+        no_hybrid = PostSteps(post.backproject, False, post.guided, post.operator)
+        doc["no_hybrid"] = all_metrics(ws.target, no_hybrid.finish(spec.name, raw, lr, b10=b10, b20=b20), bands)
     if adapt_info is not None:
         doc["adapt"] = adapt_info
     return doc
@@ -105,8 +93,7 @@ def real_scale(
     *,
     tile: int = 256,
     on_tile: ProgressFn | None = None,
-    backproject: int = ITERATIONS,
-    hybrid: bool = True,
+    post: PostSteps = DEFAULT,
 ) -> dict[str, Any]:
     """Real-scale consistency of each net (and of bicubic) on the scene at native resolution."""
     b10, b20, b60 = crop_to(scene.b10, scene.b20, scene.b60, 6)
@@ -118,12 +105,12 @@ def real_scale(
         lr = (b20 if spec.factor == 2 else b60).astype(np.float32)
         bands = list(BANDS_20M if spec.factor == 2 else BANDS_60M)
         bic = bicubic_baseline(lr, spec.factor, raw.shape[1:])
-        sr = finish(name, raw, lr, iterations=backproject, hybrid=hybrid, b10=b10, b20=b20)
+        sr = post.finish(name, raw, lr, b10=b10, b20=b20)
         res[name] = {
             "model": consistency(sr, lr, spec.factor, bands),
             "bicubic": consistency(bic, lr, spec.factor, bands),
         }
-        if backproject >= 0 or hybrid:
+        if post.active:
             res[name]["net_only"] = consistency(raw, lr, spec.factor, bands)
     return res
 
@@ -135,32 +122,31 @@ def evaluate_scene(
     real: bool = True,
     tile: int = 256,
     on_tile: ProgressFn | None = None,
-    backproject: int = ITERATIONS,
-    hybrid: bool = True,
-    adapt: AdaptConfig | None = None,
-    checkpoints: Mapping[str, str] | None = None,
+    post: PostSteps = DEFAULT,
+    protocol: Degradation = WALD,
+    adapt: Adapter | None = None,
 ) -> dict[str, Any]:
     """The ``s2sr evaluate`` document: ``{"net20": {...}, "net60": {...}, "scene": …}``.
 
     Each net entry holds ``model`` and ``bicubic`` metrics (means over bands plus
-    ``per_band``), ``net_only`` (the raw net, when the back-projection post-step is on) and,
-    with ``real``, ``consistency`` (real-scale RMSE in DN). Scenes too small for a net (the
-    60 m net needs 36 px at 10 m) leave that net out, with a ``skipped`` reason.
+    ``per_band``), ``net_only`` (the raw net, when a post-step is on) and, with ``real``,
+    ``consistency`` (real-scale RMSE in DN). Scenes too small for a net (the 60 m net needs
+    36 px at 10 m) leave that net out, with a ``skipped`` reason.
     """
-    from ..errors import InputError
+    from .errors import InputError
 
-    doc: dict[str, Any] = {"scene": {"name": scene.name, "files": [str(f) for f in scene.files], "shape10": list(scene.b10.shape[1:])}}
+    doc: dict[str, Any] = {"scene": {"name": scene.name, "files": [str(f) for f in scene.files],
+                                     "shape10": list(scene.b10.shape[1:])}, "protocol": protocol.name}
     for name, runner in runners.items():
-        log.info("Wald evaluation of %s on %s", name, scene.name)
+        log.info("%s evaluation of %s on %s", protocol.name, name, scene.name)
         try:
-            doc[net_spec(name).name] = wald_metrics(
-                scene, name, runner, tile=tile, on_tile=on_tile, backproject=backproject, hybrid=hybrid, adapt=adapt, adapt_from=(checkpoints or {}).get(net_spec(name).name)
-            )
+            doc[net_spec(name).name] = wald_metrics(scene, name, runner, tile=tile, on_tile=on_tile, post=post,
+                                                    protocol=protocol, adapt=adapt)
         except InputError as err:
             doc.setdefault("skipped", {})[net_spec(name).name] = str(err)
     if real:
         log.info("real-scale consistency on %s", scene.name)
-        for name, entry in real_scale(scene, runners, tile=tile, on_tile=on_tile, backproject=backproject, hybrid=hybrid).items():
+        for name, entry in real_scale(scene, runners, tile=tile, on_tile=on_tile, post=post).items():
             if name in doc:
                 doc[name]["consistency"] = entry
     return doc
@@ -191,8 +177,8 @@ def summarize(docs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def read_sr_output(path: Path) -> dict[str, np.ndarray]:
     """A super-resolved output of ``s2sr superres``: ``.npz`` (``b20``/``b60`` on the 10 m
     grid) or a GeoTIFF/COG with the 8 bands in :data:`~s2sr_cloud.bands.SR_BANDS` order."""
-    from ..bands import SR_BANDS
-    from ..errors import InputError
+    from .bands import SR_BANDS
+    from .errors import InputError
 
     if path.suffix == ".npz":
         with np.load(path) as z:
@@ -204,7 +190,7 @@ def read_sr_output(path: Path) -> dict[str, np.ndarray]:
             arr = ds.read().astype(np.float32)
     except Exception as err:  # rasterio raises several types for unreadable files
         raise InputError(f"cannot read super-resolved output {path}: {err}") from err
-    if arr.shape[0] != len(SR_BANDS):
+    if arr.shape[0] < len(SR_BANDS):
         raise InputError(f"{path} has {arr.shape[0]} bands; expected the {len(SR_BANDS)} bands {', '.join(SR_BANDS)}")
     idx = {b: i for i, b in enumerate(SR_BANDS)}
     return {"net20": arr[[idx[b] for b in BANDS_20M]], "net60": arr[[idx[b] for b in BANDS_60M]]}
@@ -212,7 +198,7 @@ def read_sr_output(path: Path) -> dict[str, np.ndarray]:
 
 def output_consistency(scene: Scene, path: Path) -> dict[str, Any]:
     """Real-scale consistency of an existing output against the scene's input bands."""
-    from ..errors import ShapeMismatch
+    from .errors import ShapeMismatch
 
     out: dict[str, Any] = {}
     for name, sr in read_sr_output(path).items():

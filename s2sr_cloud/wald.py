@@ -1,16 +1,11 @@
-"""Wald-protocol degradation and the training pairs built from it (pure NumPy).
+"""Wald-protocol scenes (pure NumPy): a real scene degraded by a net's factor.
 
 DSen2 is self-supervised: every band of a real scene is degraded by the net's
-super-resolution factor ``s`` (2 for the 20 m net, 6 for the 60 m net), the net gets the
-degraded bands as input and learns to restore the original low-resolution bands.
-
-The degradation follows the reference: a Gaussian blur with ``sigma = 1/s`` (in pixels of
-the band being degraded), then the mean over ``s × s`` blocks. The blur is separable with
-a kernel truncated at 4 sigma and symmetric ("reflect", half-sample) edges.
-
-The net input of a pair is built exactly as :func:`s2sr_cloud.sr.super_resolve` builds it
-at inference (10 m guides in reference order, LR bands bilinearly upsampled on the
-pixel-centre aligned grid, everything divided by ``SCALE``), only on the degraded grid.
+super-resolution factor ``s`` (2 for the 20 m net, 6 for the 60 m net); the net gets the
+degraded bands as input and must restore the original low-resolution bands. The degradation
+is the reference's Wald operator by default (:data:`s2sr_cloud.ops.WALD`), or any other
+protocol of :mod:`s2sr_cloud.ops.degrade` (antialiased bicubic, Gaussians, the Sentinel-2
+MTF per band), so training and evaluation share one definition.
 """
 
 from __future__ import annotations
@@ -19,42 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..bands import NET_INDEX_10M, NODATA, SCALE, net_spec
-from ..errors import ShapeMismatch
-from ..resample import block_mean, upsample
-
-
-def gaussian_kernel(sigma: float, truncate: float = 4.0) -> np.ndarray:
-    """Normalised 1-D Gaussian kernel of radius ``int(truncate*sigma + 0.5)``."""
-    radius = int(truncate * sigma + 0.5)
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-0.5 * (x / sigma) ** 2)
-    return k / k.sum()
-
-
-def gaussian_blur(x: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur of (C, H, W) over the last two axes, symmetric edges."""
-    k = gaussian_kernel(sigma)
-    r = len(k) // 2
-    out = x.astype(np.float64)
-    for axis in (1, 2):
-        pad = [(0, 0)] * 3
-        pad[axis] = (r, r)
-        p = np.pad(out, pad, mode="symmetric")
-        n = out.shape[axis]
-        acc = np.zeros_like(out)
-        for i, w in enumerate(k):
-            acc += w * np.take(p, np.arange(i, i + n), axis=axis)
-        out = acc
-    return out.astype(np.float32)
-
-
-def degrade(x: np.ndarray, factor: int) -> np.ndarray:
-    """Wald degradation of (C, H, W): Gaussian blur (sigma = 1/factor), then block mean.
-
-    H and W are cropped to multiples of ``factor``.
-    """
-    return block_mean(gaussian_blur(x, 1.0 / factor), factor)
+from .bands import BANDS_10M, BANDS_20M, BANDS_60M, NODATA, net_spec
+from .errors import ShapeMismatch
+from .ops import WALD, Degradation, degrade
 
 
 def crop_to(b10: np.ndarray, b20: np.ndarray, b60: np.ndarray, multiple: int) -> tuple[np.ndarray, ...]:
@@ -105,8 +67,13 @@ def _valid_on(arr: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.repeat(np.repeat(ok, f, axis=0), f, axis=1)[:h, :w]
 
 
-def wald_scene(b10: np.ndarray, b20: np.ndarray, b60: np.ndarray, net: str) -> WaldScene:
-    """Degrade a scene (uint16/float DN arrays in the ``.npz`` layout) for ``net``.
+def degrade_group(x: np.ndarray, factor: int, bands: tuple[str, ...], op: Degradation = WALD) -> np.ndarray:
+    """One band group degraded by ``factor`` with ``op`` (sums in float64, float32 result)."""
+    return degrade(np.asarray(x, dtype=np.float64), factor, op, bands).astype(np.float32)
+
+
+def wald_scene(b10: np.ndarray, b20: np.ndarray, b60: np.ndarray, net: str, op: Degradation = WALD) -> WaldScene:
+    """Degrade a scene (uint16/float DN arrays in the ``.npz`` layout) for ``net`` with ``op``.
 
     The 20 m net: every group degraded by 2; target = original 20 m bands.
     The 60 m net: every group degraded by 6; target = original 60 m bands.
@@ -123,20 +90,9 @@ def wald_scene(b10: np.ndarray, b20: np.ndarray, b60: np.ndarray, net: str) -> W
     return WaldScene(
         net=spec.name,
         factor=s,
-        b10=degrade(b10, s),
-        b20=degrade(b20, s),
-        b60=degrade(b60, s),
+        b10=degrade_group(b10, s, BANDS_10M, op),
+        b20=degrade_group(b20, s, BANDS_20M, op),
+        b60=degrade_group(b60, s, BANDS_60M, op),
         target=target,
         valid=valid,
     )
-
-
-def net_input(ws: WaldScene) -> np.ndarray:
-    """The scaled net input (C_in, h, w) on the target grid, as ``super_resolve`` builds it."""
-    spec = net_spec(ws.net)
-    h, w = ws.target.shape[1:]
-    parts = [ws.b10[list(NET_INDEX_10M)], upsample(ws.b20, 2, (h, w))]
-    if spec.name == "net60":
-        parts.append(upsample(ws.b60, 6, (h, w)))
-    x = np.concatenate(parts, axis=0).astype(np.float32)
-    return x / np.float32(SCALE)
