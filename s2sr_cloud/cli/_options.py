@@ -16,6 +16,7 @@ import typer
 from ..options import Device as _Device
 from ..options import Precision as _Precision
 from ..options import choices, parse_choice, parse_device
+from ..settings import ASSETS_TO_VAR, PUBLISH_VAR, S3_ENDPOINT_VAR
 
 # --- help panels: the order of the first command of each panel is the order in `s2sr --help` ---
 FIND = "Find and process"  # search, run, superres
@@ -144,3 +145,16 @@ Hybrid = Annotated[bool, typer.Option(
     help="Blend the nets with a local guided regression of the 20/60 m bands on the finer bands, before the "
     "back-projection (lower RMSE than the nets alone on held-out scenes; see the model card); "
     "--no-hybrid: the nets alone.")]
+
+
+# --- where outputs are published (``publish``, and ``--publish`` of ``run``/``search --run``) ------
+PUBLISH_TO_HELP = (
+    "Where to publish: a folder (static catalog, relative links), s3://bucket/prefix (static catalog on S3) "
+    "or the root URL of a STAC API with the Transactions extension."
+)
+PublishTo = Annotated[str | None, typer.Option("--publish", help=PUBLISH_TO_HELP + " Default: do not publish.",
+                                               envvar=PUBLISH_VAR)]
+S3Endpoint = Annotated[str | None, typer.Option(help="Endpoint URL of an S3-compatible store (MinIO, Ceph, …).",
+                                                envvar=S3_ENDPOINT_VAR)]
+AssetsTo = Annotated[str | None, typer.Option(help="With a STAC API: folder or s3://bucket/prefix for the COGs.",
+                                              envvar=ASSETS_TO_VAR)]

@@ -8,21 +8,12 @@ from typing import Annotated, Any
 
 import typer
 
-from ..settings import ASSETS_TO_VAR, PUBLISH_VAR, S3_ENDPOINT_VAR
-from ._options import PUBLISH
+from ..settings import PUBLISH_VAR
+from ._options import PUBLISH, AssetsTo, S3Endpoint
+from ._options import PUBLISH_TO_HELP as _TO_HELP
 
 app = typer.Typer()
 
-_TO_HELP = (
-    "Where to publish: a folder (static catalog, relative links), s3://bucket/prefix (static catalog on S3) "
-    "or the root URL of a STAC API with the Transactions extension."
-)
-PublishTo = Annotated[str | None, typer.Option("--publish", help=_TO_HELP + " Default: do not publish.",
-                                               envvar=PUBLISH_VAR)]
-S3Endpoint = Annotated[str | None, typer.Option(help="Endpoint URL of an S3-compatible store (MinIO, Ceph, …).",
-                                                envvar=S3_ENDPOINT_VAR)]
-AssetsTo = Annotated[str | None, typer.Option(help="With a STAC API: folder or s3://bucket/prefix for the COGs.",
-                                              envvar=ASSETS_TO_VAR)]
 CollectionId = Annotated[str, typer.Option("--collection-id", help="Collection of the published items.")]
 
 

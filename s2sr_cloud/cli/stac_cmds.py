@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..settings import CATALOG_VAR
-from . import _batch, publish_cmds
+from . import _batch, _options
 from ._batch import run_batch
 from ._options import (
     BACKPROJECT_DEFAULT,
@@ -49,9 +49,9 @@ Out = Annotated[Path, typer.Option("--out", "-o", metavar="DIR", rich_help_panel
 IncludeTen = Annotated[bool, typer.Option("--include-10m", rich_help_panel=O_OUTPUT,
                                           help="Also write the 4 native 10 m bands.")]
 AssetMap = Annotated[str | None, typer.Option(metavar="MAP", help=_ASSET_MAP_HELP)]
-PublishTo = in_panel(publish_cmds.PublishTo, O_PUBLISH, metavar="TARGET")
-S3Endpoint = in_panel(publish_cmds.S3Endpoint, O_PUBLISH, metavar="URL")
-AssetsTo = in_panel(publish_cmds.AssetsTo, O_PUBLISH, metavar="TARGET")
+PublishTo = in_panel(_options.PublishTo, O_PUBLISH, metavar="TARGET")
+S3Endpoint = in_panel(_options.S3Endpoint, O_PUBLISH, metavar="URL")
+AssetsTo = in_panel(_options.AssetsTo, O_PUBLISH, metavar="TARGET")
 Workers = in_panel(_batch.Workers, O_SCALE, metavar="N")
 Scheduler = in_panel(_batch.Scheduler, O_SCALE, metavar="URL")
 JsonResults = _batch.JsonResults
