@@ -41,8 +41,10 @@ LAYERS: dict[str, int] = {
     "infer.base": 0,  # the Runner protocol and ModelInfo
     # 1: reading and catalogs
     "io": 1, "catalog": 1, "dn": 1,
+    "wald": 1,  # Wald-protocol scenes (lead's new module, NumPy + leaves): placed by its imports
     # 2: the tiled core
     "sr": 2,
+    "sinks": 2,  # where the streaming loop puts blocks (lead's new module; imports sr)
     # 3: post-steps
     "post": 3, "metrics": 3,
     "backproject": 3, "guided": 3,  # post-steps until they move to post/
@@ -110,7 +112,7 @@ NOT_ENVIRONMENT = {
         "S2SR_VERSION", "S2SR_SOURCE_ITEM", "S2SR_SOURCE_COLLECTION", "S2SR_SOURCE_HREF",
         "S2SR_DN_CONVENTION", "S2SR_DN_SCALE", "S2SR_DN_OFFSET", "S2SR_BOA_OFFSET_REMOVED",
         "S2SR_BACKEND", "S2SR_BACKENDS", "S2SR_MODELS", "S2SR_PRECISION", "S2SR_BACKPROJECT",
-        "S2SR_HYBRID", "S2SR_CONSISTENCY_RMSE", "S2SR_CONSISTENCY_RMSE_MAX",
+        "S2SR_HYBRID", "S2SR_POST_OPERATOR", "S2SR_CONSISTENCY_RMSE", "S2SR_CONSISTENCY_RMSE_MAX",
     ), "COG tag"),
     # GDAL configuration options given to rasterio.Env (io/env.py, catalog/signing.py)
     **dict.fromkeys((
