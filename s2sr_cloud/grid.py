@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import BBoxOutsideItem, CRSMismatch
+from .errors import BBoxOutsideItem, CRSMismatch, ShapeMismatch
 
 Bounds = tuple[float, float, float, float]
 #: Output windows snap to multiples of this many 10 m pixels (one 60 m pixel).
@@ -37,6 +37,17 @@ def iter_blocks(shape10: tuple[int, int], block: int) -> Iterator[Window]:
     for r in range(0, h, block):
         for c in range(0, w, block):
             yield Window(r, c, min(block, h - r), min(block, w - c))
+
+
+def check_shapes(shape10: tuple[int, int], shape20: tuple[int, int], shape60: tuple[int, int]) -> None:
+    """Raise :class:`ShapeMismatch` unless 10 m = 2 × 20 m = 6 × 60 m in both axes."""
+    h, w = shape10
+    if shape20 != (h // 2, w // 2) or shape60 != (h // 6, w // 6) or h % 6 or w % 6:
+        raise ShapeMismatch(
+            f"band grids do not align: 10 m {shape10}, 20 m {shape20}, 60 m {shape60}; "
+            "expected the 10 m side to be exactly 2x the 20 m side and 6x the 60 m side "
+            "(crop the scene to a multiple of 60 m)"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,3 +90,13 @@ def aws_credentials_present() -> bool:
         return True
     shared = env("AWS_SHARED_CREDENTIALS_FILE") or os.path.join(os.path.expanduser("~"), ".aws", "credentials")
     return os.path.isfile(shared)
+
+
+# --- names of the variables that command-line options fall back to ---------------------------
+# Typer reads these itself (``typer.Option(envvar=...)``); the names live here with the others.
+ENGINE_DIR_VAR = "S2SR_ENGINE_DIR"  #: ``--engine-dir`` of ``s2sr engine``
+CATALOG_VAR = "S2SR_CATALOG"  #: ``--catalog`` of ``s2sr search``
+PUBLISH_VAR = "S2SR_PUBLISH"  #: ``--publish`` of ``run``/``search --run``, ``--to`` of ``publish``
+S3_ENDPOINT_VAR = "S2SR_S3_ENDPOINT"  #: ``--s3-endpoint``
+ASSETS_TO_VAR = "S2SR_ASSETS_TO"  #: ``--assets-to``
+DASK_SCHEDULER_VAR = "DASK_SCHEDULER_ADDRESS"  #: ``--scheduler`` (Dask's own variable)

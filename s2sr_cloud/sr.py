@@ -33,7 +33,7 @@ from .bands import (
     NetSpec,
 )
 from .errors import ShapeMismatch
-from .grid import Window, iter_blocks
+from .grid import Window, check_shapes, iter_blocks
 from .ops import lr_range, reflect_index, upsample_at
 
 log = logging.getLogger(__name__)
@@ -80,17 +80,6 @@ class SceneSource(Protocol):
     def shape10(self) -> tuple[int, int]: ...
 
     def read(self, res: int, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray: ...
-
-
-def check_shapes(shape10: tuple[int, int], shape20: tuple[int, int], shape60: tuple[int, int]) -> None:
-    """Raise :class:`ShapeMismatch` unless 10 m = 2 × 20 m = 6 × 60 m in both axes."""
-    h, w = shape10
-    if shape20 != (h // 2, w // 2) or shape60 != (h // 6, w // 6) or h % 6 or w % 6:
-        raise ShapeMismatch(
-            f"band grids do not align: 10 m {shape10}, 20 m {shape20}, 60 m {shape60}; "
-            "expected the 10 m side to be exactly 2x the 20 m side and 6x the 60 m side "
-            "(crop the scene to a multiple of 60 m)"
-        )
 
 
 @dataclass

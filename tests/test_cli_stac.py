@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,24 @@ def test_search_sample_table_offline() -> None:
     r = runner.invoke(app, ["search", "--catalog", "sample", "--bbox", BBOX])
     assert r.exit_code == 0, r.output
     assert VA_ID in r.stdout and "18SVG" in r.stdout and "2016-01-12" in r.stdout
+
+
+def test_catalog_comes_from_its_variable() -> None:
+    r = runner.invoke(app, ["search", "--bbox", BBOX], env={"S2SR_CATALOG": "sample"})
+    assert r.exit_code == 0, r.output
+    assert VA_ID in r.stdout
+
+
+@pytest.mark.parametrize("command", ["search", "run"])
+def test_options_of_search_and_run_are_grouped_in_panels(command: str) -> None:
+    r = runner.invoke(app, [command, "--help"], env={"COLUMNS": "100"})
+    assert r.exit_code == 0, r.output
+    titles = re.findall(r"╭─ (.+?) ─", r.stdout)
+    assert titles[-7:] == ["Options", "Output", "Models and backend", "Tiling and memory", "Post-steps",
+                           "Publish", "Scale-out"]
+    scale_out = r.stdout.split("╭─ Scale-out")[1]
+    assert "--workers" in scale_out and "DASK_SCHEDULER_ADDRESS" in scale_out
+    assert "s2sr-cloud[dask]" in scale_out  # not taken for rich markup
 
 
 def test_search_json_is_a_pipeable_item_collection() -> None:

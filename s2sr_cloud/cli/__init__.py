@@ -1,8 +1,9 @@
-"""The ``s2sr`` command line.
+"""The ``s2sr`` command line: :data:`app` and the console-script entry point :func:`main`.
 
-Each command lives in its own module and registers itself on :data:`app`; command
-modules import heavy libraries (torch, onnxruntime, rasterio) inside the command
-functions, so ``s2sr --help`` stays fast.
+Each command module builds its own Typer app; :mod:`._app` adds them to the root app
+explicitly. Command modules import heavy libraries (NumPy, torch, onnxruntime, rasterio …)
+inside the command functions, so ``s2sr --help`` stays fast (a test lists the heavy modules).
+The CLI parses and prints; the work is the library's.
 """
 
 from __future__ import annotations
@@ -14,16 +15,7 @@ import typer
 from ..errors import S2SRError
 from ._app import app
 
-# Command modules: each adds its commands to `app` on import (they import `app` from ._app).
-from . import core_cmds  # noqa: E402,F401
-
-_OPTIONAL_COMMANDS = ("train_cmds", "stac_cmds", "publish_cmds", "engine_cmds")
-for _mod in _OPTIONAL_COMMANDS:
-    try:
-        __import__(f"{__name__}.{_mod}")
-    except ModuleNotFoundError as _err:  # a command module not written yet
-        if _err.name != f"{__name__}.{_mod}":
-            raise
+__all__ = ["app", "main"]
 
 
 def _usage_error_types() -> tuple[type[BaseException], ...]:
@@ -65,10 +57,16 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated()
 
 
+def error(message: str) -> None:
+    """:func:`._console.error`, imported only when there is an error to show (rich's console
+    and progress modules are not needed by a successful ``--help``)."""
+    from ._console import error as show
+
+    show(message)
+
+
 def _show_usage_error(exc: BaseException) -> None:
     """One line: the message and where the help is (``s2sr`` alone still prints the help)."""
-    from ._console import error
-
     if type(exc).__name__ == "NoArgsIsHelpError":
         exc.show()  # type: ignore[attr-defined]
         return
@@ -86,13 +84,10 @@ def main(argv: list[str] | None = None) -> None:
     A bug (anything else) still shows its traceback.
     """
     import signal
+    from contextlib import suppress
 
-    from ._console import error
-
-    try:
+    with suppress(ValueError):  # not the main thread (embedded use): leave signals alone
         signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not the main thread (embedded use): leave signals alone
-        pass
     usage = _usage_error_types()
     try:
         rc = app(args=argv, standalone_mode=False)

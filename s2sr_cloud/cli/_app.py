@@ -1,7 +1,7 @@
-"""The root Typer app and its global options; command modules register on :data:`app`.
+"""The root Typer app: its global options, and every command module's app added explicitly.
 
-Command modules import ``app`` from here, never from the package ``__init__`` (which
-imports them): no import cycle.
+The order below is the order of ``s2sr --help``: help panels appear in the order of their
+first command (find and process, publish, models, engines and system).
 """
 
 from __future__ import annotations
@@ -11,6 +11,16 @@ from typing import Annotated
 import typer
 
 from .. import __version__
+from . import (
+    core_cmds,
+    engine_cmds,
+    info_cmds,
+    model_cmds,
+    publish_cmds,
+    stac_cmds,
+    train_cmds,
+)
+from ._options import SYSTEM
 
 app = typer.Typer(
     name="s2sr",
@@ -21,6 +31,14 @@ app = typer.Typer(
     add_completion=False,
 )
 
+app.add_typer(stac_cmds.app)  # search, run
+app.add_typer(core_cmds.app)  # superres
+app.add_typer(publish_cmds.app)  # publish
+app.add_typer(train_cmds.app)  # train, evaluate
+app.add_typer(model_cmds.app)  # export, import-keras
+app.add_typer(engine_cmds.app, name="engine", rich_help_panel=SYSTEM)  # engine build|list|check
+app.add_typer(info_cmds.app)  # info
+
 
 def _version(value: bool) -> None:
     if value:
@@ -30,11 +48,11 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="Log progress (-v: info, -vv: debug).")] = 0,
+    verbose: Annotated[int, typer.Option(
+        "--verbose", "-v", count=True, help="Log progress (-v: info, -vv: debug).")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors; no progress bars.")] = False,
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
-    ] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
 ) -> None:
     from ._console import setup_logging
 

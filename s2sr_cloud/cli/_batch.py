@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..settings import DASK_SCHEDULER_VAR
+
 if TYPE_CHECKING:
     import pystac
 
@@ -19,9 +21,9 @@ if TYPE_CHECKING:
 
 Workers = Annotated[int | None, typer.Option(
     "--workers", min=1, help="Spread the items over a local Dask cluster of N worker processes "
-    "(`pip install 's2sr-cloud[dask]'`); default: this process only.")]
+    "(`pip install 's2sr-cloud\\[dask]'`); default: this process only.")]
 Scheduler = Annotated[str | None, typer.Option(
-    "--scheduler", envvar="DASK_SCHEDULER_ADDRESS", help="Submit to a running Dask scheduler, e.g. "
+    "--scheduler", envvar=DASK_SCHEDULER_VAR, help="Submit to a running Dask scheduler, e.g. "
     "tcp://10.0.0.5:8786 (--out must be a folder every worker and this machine see).")]
 JsonResults = Annotated[bool, typer.Option(
     "--json", help="One JSON result per item on stdout (JSON Lines, as items finish); the rest goes to stderr.")]
@@ -104,10 +106,10 @@ def run_batch(
     from ._console import err_console
 
     quiet = bool(getattr(_console, "QUIET", False))  # -q: errors only
-    from .core_cmds import _model_files
+    from ._options import model_files
     from .publish_cmds import publish_hook
 
-    ckpts, onnxs = _model_files(checkpoint, onnx)
+    ckpts, onnxs = model_files(checkpoint, onnx)
     spec = ModelSpec.of(onnx=onnxs, checkpoint=ckpts, device=str(getattr(device, "value", device)),
                         precision=str(getattr(precision, "value", precision)), build_engine=build_engine)
     hook = publish_hook(publish, s3_endpoint=s3_endpoint, assets_to=assets_to, overwrite=params.overwrite)

@@ -1,23 +1,21 @@
-"""The only module that renders to the terminal: rich consoles, progress, error display."""
+"""The only module that renders to the terminal: rich consoles, progress, error display.
+
+rich's progress and logging modules are imported when first used: the root callback sets up
+logging before a sub-command's ``--help`` is shown, and that must stay light.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 #: stdout stays clean for machine-readable output (``--json``); everything else goes here.
 err_console = Console(stderr=True)
@@ -40,6 +38,8 @@ def setup_logging(verbosity: int) -> None:
     level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(max(-1, verbosity), logging.DEBUG)
     handler: logging.Handler
     if err_console.is_terminal:
+        from rich.logging import RichHandler
+
         handler = RichHandler(console=err_console, show_path=False, show_time=verbosity >= 2, markup=False)
         fmt = "%(message)s"
     else:
@@ -52,6 +52,16 @@ def setup_logging(verbosity: int) -> None:
 
 def make_progress(*, transient: bool = False) -> Progress:
     """A progress bar with counts and time remaining, on stderr."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     return Progress(
         SpinnerColumn(),
         TextColumn("[progress.description]{task.description}"),

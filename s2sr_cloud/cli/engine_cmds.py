@@ -4,36 +4,40 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from ._app import app
+from ..settings import ENGINE_DIR_VAR
+from ._options import Precision as _Precision
+from ._options import in_panel
 
-engine_app = typer.Typer(
-    help="Build, list and check native TensorRT engines (cached per GPU under engines/).",
+#: ``s2sr engine …`` (the root app adds it as the ``engine`` group)
+app = typer.Typer(
+    help="Build, list and check native TensorRT engines.\n\n"
+    "Engines are cached per GPU and TensorRT version under --engine-dir (default: ./engines).",
     no_args_is_help=True,
 )
-app.add_typer(engine_app, name="engine")
 
-EngineDir = Annotated[
-    Path | None,
-    typer.Option("--engine-dir", envvar="S2SR_ENGINE_DIR", help="Engine cache folder [default: ./engines]."),
-]
-from ._options import Precision  # noqa: E402 - a typo is a usage error listing the choices
+EngineDir = Annotated[Path | None, typer.Option(
+    "--engine-dir", envvar=ENGINE_DIR_VAR, metavar="DIR", help="Engine cache folder (default: ./engines).")]
+Precision = in_panel(_Precision, None)  # a typo is a usage error listing the choices
 
 
-@engine_app.command("build")
+@app.command("build")
 def build(
     onnx: Annotated[
         list[Path] | None,
-        typer.Argument(help="Exported ONNX files (.json manifest beside each) [default: both default nets].", exists=True, dir_okay=False),
+        typer.Argument(help="Exported ONNX files (.json manifest beside each); default: both default nets.",
+                       exists=True, dir_okay=False),
     ] = None,
     precision: Precision = "fp32",
-    tile: Annotated[int, typer.Option(help="Largest output tile side the engine accepts (halo excluded).", min=16)] = 512,
-    max_batch: Annotated[int, typer.Option(help="Largest batch of tiles per call.", min=1)] = 4,
-    max_mean_dn: Annotated[float | None, typer.Option(help="fp16/bf16: refuse above this mean |diff| in DN [default: 5].")] = None,
-    workspace_gib: Annotated[float | None, typer.Option(help="Builder workspace limit in GiB.")] = None,
+    tile: Annotated[int, typer.Option(
+        min=16, metavar="PX", help="Largest output tile side the engine accepts (halo excluded).")] = 512,
+    max_batch: Annotated[int, typer.Option(min=1, metavar="N", help="Largest batch of tiles per call.")] = 4,
+    max_mean_dn: Annotated[float | None, typer.Option(
+        metavar="DN", help="fp16/bf16: refuse above this mean |diff| in DN (default: 5).")] = None,
+    workspace_gib: Annotated[float | None, typer.Option(metavar="GIB", help="Builder workspace limit in GiB.")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if a matching engine is cached.")] = False,
     engine_dir: EngineDir = None,
 ) -> None:
@@ -71,31 +75,7 @@ def build(
         )
 
 
-def _status(side: dict[str, Any], here: tuple[str, str, str] | None) -> str:
-    if here is None:
-        return "? (no GPU/TensorRT here)"
-    gpu, cc, ver = here
-    if (side.get("gpu_name"), side.get("compute_capability")) != (gpu, cc):
-        return "other GPU"
-    if side.get("tensorrt_version") != ver:
-        return "stale (TensorRT)"
-    return "usable here"
-
-
-def _here(gpu: str | None, cc: str | None, trt_version: str | None) -> tuple[str, str, str] | None:
-    """The target (GPU name, compute capability, TensorRT version): given, or this machine's."""
-    if gpu and cc and trt_version:
-        return gpu, cc, trt_version
-    from ..infer.trt import current_gpu, import_tensorrt
-
-    trt = import_tensorrt()
-    found = current_gpu() if trt is not None else None
-    if found is None:
-        return None
-    return gpu or found.name, cc or found.compute_capability, trt_version or trt.__version__
-
-
-@engine_app.command("list")
+@app.command("list")
 def list_(
     engine_dir: EngineDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the sidecars as JSON.")] = False,
@@ -105,6 +85,7 @@ def list_(
 
     from ..infer.engine_cache import engine_dir as resolve_dir
     from ..infer.engine_cache import iter_entries
+    from ..infer.engine_target import engine_status, engine_target
     from ._console import out_console
 
     where = resolve_dir(engine_dir)
@@ -112,7 +93,7 @@ def list_(
     if as_json:
         typer.echo(json.dumps([e.sidecar for e in entries], indent=2))
         return
-    here = _here(None, None, None)
+    here = engine_target()
     t = Table(title=f"TensorRT engines in {where}")
     for col in ("model", "precision", "GPU (sm)", "TensorRT", "tile/batch", "MiB", "mean |diff| DN", "status"):
         t.add_column(col)
@@ -123,18 +104,19 @@ def list_(
             f"{s.get('name')} ({str(s.get('onnx_sha256'))[:12]})", str(s.get("precision")),
             f"{s.get('gpu_name')} ({s.get('compute_capability')})", str(s.get("tensorrt_version")),
             f"{e.profile.tile}/{e.profile.max_batch}", f"{e.engine.stat().st_size / 2**20:.1f}",
-            "-" if acc is None else f"{acc:.3f}", _status(s, here),
+            "-" if acc is None else f"{acc:.3f}", engine_status(s, here),
         )
     out_console.print(t if entries else f"no engines in {where}")
 
 
-@engine_app.command("check")
+@app.command("check")
 def check(
     path: Annotated[Path, typer.Argument(help="An .engine file, or an ONNX file to look up in the cache.", exists=True, dir_okay=False)],
     precision: Precision = "fp32",
-    gpu: Annotated[str | None, typer.Option(help="Target GPU name [default: this machine's].")] = None,
-    compute_capability: Annotated[str | None, typer.Option("--cc", help="Target compute capability, e.g. 9.0.")] = None,
-    trt_version: Annotated[str | None, typer.Option("--trt", help="Target TensorRT version.")] = None,
+    gpu: Annotated[str | None, typer.Option(metavar="NAME", help="Target GPU name (default: this machine's).")] = None,
+    compute_capability: Annotated[str | None, typer.Option(
+        "--cc", metavar="X.Y", help="Target compute capability, e.g. 9.0.")] = None,
+    trt_version: Annotated[str | None, typer.Option("--trt", metavar="VERSION", help="Target TensorRT version.")] = None,
     engine_dir: EngineDir = None,
 ) -> None:
     """Check an engine (integrity, GPU, TensorRT) or find the cached engine of an ONNX file.
@@ -152,10 +134,11 @@ def check(
         verify_entry,
     )
     from ..infer.engine_cache import engine_dir as resolve_dir
+    from ..infer.engine_target import engine_target
     from ..infer.manifest import load_manifest
     from ._console import err_console, error, success
 
-    target = _here(gpu, compute_capability, trt_version)
+    target = engine_target(gpu, compute_capability, trt_version)
     if path.suffix == ".engine":
         entry = CacheEntry(engine=path, sidecar=read_sidecar(path))
         verify_entry(entry)

@@ -8,18 +8,12 @@ from typing import Annotated, Any
 
 import typer
 
-from ._app import app
+from ..settings import PUBLISH_VAR
+from ._options import PUBLISH, AssetsTo, S3Endpoint
+from ._options import PUBLISH_TO_HELP as _TO_HELP
 
-_TO_HELP = (
-    "Where to publish: a folder (static catalog, relative links), s3://bucket/prefix (static catalog on S3) "
-    "or the root URL of a STAC API with the Transactions extension."
-)
-PublishTo = Annotated[str | None, typer.Option("--publish", help=_TO_HELP + " Default: do not publish.",
-                                               envvar="S2SR_PUBLISH")]
-S3Endpoint = Annotated[str | None, typer.Option(help="Endpoint URL of an S3-compatible store (MinIO, Ceph, …).",
-                                                envvar="S2SR_S3_ENDPOINT")]
-AssetsTo = Annotated[str | None, typer.Option(help="With a STAC API: folder or s3://bucket/prefix for the COGs.",
-                                              envvar="S2SR_ASSETS_TO")]
+app = typer.Typer()
+
 CollectionId = Annotated[str, typer.Option("--collection-id", help="Collection of the published items.")]
 
 
@@ -48,17 +42,20 @@ def publish_hook(
     return hook
 
 
-@app.command("publish")
+@app.command("publish", rich_help_panel=PUBLISH)
 def publish_cmd(
     paths: Annotated[list[Path], typer.Argument(help="Output folders or COGs written by `s2sr … --run`.",
                                                 exists=True)],
-    to: Annotated[str, typer.Option("--to", help=_TO_HELP, envvar="S2SR_PUBLISH")],
+    to: Annotated[str, typer.Option("--to", help=_TO_HELP, envvar=PUBLISH_VAR)],
     s3_endpoint: S3Endpoint = None,
     assets_to: AssetsTo = None,
     collection_id: CollectionId = "sentinel-2-l2a-s2sr",
     overwrite: Annotated[bool, typer.Option(help="Re-publish items already published with the same model.")] = False,
 ) -> None:
-    """Publish super-resolved scenes as STAC items of one collection (after the fact)."""
+    """Publish finished outputs as STAC items of one collection.
+
+    After the fact: the outputs of `s2sr … --run`, found by their .s2sr.json records.
+    """
     from ..errors import InputError
     from ..publish import open_target
     from ..publish.record import find_records, load_scene

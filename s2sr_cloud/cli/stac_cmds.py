@@ -9,10 +9,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..post.backproject import ITERATIONS
-from ._app import app
-from ._batch import JsonResults, Scheduler, Workers, run_batch
+from ..settings import CATALOG_VAR
+from . import _batch, _options
+from ._batch import run_batch
 from ._options import (
+    BACKPROJECT_DEFAULT,
+    FIND,
+    O_OUTPUT,
+    O_PUBLISH,
+    O_SCALE,
     Backproject,
     Batch,
     Block,
@@ -24,12 +29,14 @@ from ._options import (
     Overwrite,
     Precision,
     Tile,
+    in_panel,
+    parse_intersects,
 )
-from .publish_cmds import AssetsTo, PublishTo, S3Endpoint
 
 if TYPE_CHECKING:
     import pystac
 
+app = typer.Typer()
 
 _CATALOG_HELP = (
     "earth-search (default), planetary-computer, cdse, sample (offline), a STAC API URL, a local "
@@ -37,9 +44,17 @@ _CATALOG_HELP = (
 )
 _ASSET_MAP_HELP = "Band→asset keys for other catalogs: earth-search, esa, cdse, or B04=red,B08=nir,…"
 
-
-Out = Annotated[Path, typer.Option("--out", "-o", help="Folder for the output COGs.")]
-IncludeTen = Annotated[bool, typer.Option("--include-10m", help="Also write the 4 native 10 m bands.")]
+Out = Annotated[Path, typer.Option("--out", "-o", metavar="DIR", rich_help_panel=O_OUTPUT,
+                                   help="Folder for the output COGs.")]
+IncludeTen = Annotated[bool, typer.Option("--include-10m", rich_help_panel=O_OUTPUT,
+                                          help="Also write the 4 native 10 m bands.")]
+AssetMap = Annotated[str | None, typer.Option(metavar="MAP", help=_ASSET_MAP_HELP)]
+PublishTo = in_panel(_options.PublishTo, O_PUBLISH, metavar="TARGET")
+S3Endpoint = in_panel(_options.S3Endpoint, O_PUBLISH, metavar="URL")
+AssetsTo = in_panel(_options.AssetsTo, O_PUBLISH, metavar="TARGET")
+Workers = in_panel(_batch.Workers, O_SCALE, metavar="N")
+Scheduler = in_panel(_batch.Scheduler, O_SCALE, metavar="URL")
+JsonResults = _batch.JsonResults
 
 
 def _table(items: Sequence[pystac.Item]) -> Any:
@@ -61,33 +76,23 @@ def _table(items: Sequence[pystac.Item]) -> Any:
     return t
 
 
-def _intersects(value: str | None) -> dict[str, Any] | None:
-    if not value:
-        return None
-    from ..errors import CatalogError
-
-    text = Path(value).read_text() if Path(value).is_file() else value
-    try:
-        geom = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise CatalogError(f"--intersects takes a GeoJSON file or inline GeoJSON: {err}") from err
-    if geom.get("type") == "Feature":
-        geom = geom["geometry"]
-    if geom.get("type") == "FeatureCollection":
-        raise CatalogError("--intersects takes one geometry, not a FeatureCollection")
-    return dict(geom)
-
-
-@app.command()
+@app.command(rich_help_panel=FIND)
 def search(
-    bbox: Annotated[str | None, typer.Option(help="Area W,S,E,N in degrees, e.g. -75.71,37.725,-75.69,37.745.")] = None,
-    datetime: Annotated[str | None, typer.Option("--datetime", help="Date, month, year or interval, e.g. 2024-06-01/2024-06-30, 2024-06, 2024, ../2024-06-01.")] = None,
-    max_cloud: Annotated[float | None, typer.Option(help="Largest eo:cloud_cover (percent).", min=0, max=100)] = None,
-    limit: Annotated[int, typer.Option("--max-items", "--limit", help="Most items (as pystac-client's --max-items).", min=1)] = 10,
-    collection: Annotated[list[str] | None, typer.Option(help="Collection id (repeatable); default: the catalog's L2A.")] = None,
-    catalog: Annotated[str, typer.Option(help=_CATALOG_HELP, envvar="S2SR_CATALOG")] = "earth-search",
-    intersects: Annotated[str | None, typer.Option(help="GeoJSON geometry (file or inline) instead of --bbox.")] = None,
-    asset_map: Annotated[str | None, typer.Option(help=_ASSET_MAP_HELP)] = None,
+    bbox: Annotated[str | None, typer.Option(
+        metavar="W,S,E,N", help="Area in degrees, e.g. -75.71,37.725,-75.69,37.745.")] = None,
+    datetime: Annotated[str | None, typer.Option(
+        "--datetime", metavar="WHEN",
+        help="Date, month, year or interval, e.g. 2024-06-01/2024-06-30, 2024-06, 2024, ../2024-06-01.")] = None,
+    max_cloud: Annotated[float | None, typer.Option(
+        min=0, max=100, metavar="PCT", help="Largest eo:cloud_cover (percent).")] = None,
+    limit: Annotated[int, typer.Option(
+        "--max-items", "--limit", min=1, metavar="N", help="Most items (as pystac-client's --max-items).")] = 10,
+    collection: Annotated[list[str] | None, typer.Option(
+        metavar="ID", help="Collection id (repeatable); default: the catalog's L2A.")] = None,
+    catalog: Annotated[str, typer.Option(metavar="CATALOG", help=_CATALOG_HELP, envvar=CATALOG_VAR)] = "earth-search",
+    intersects: Annotated[str | None, typer.Option(
+        metavar="GEOJSON", help="GeoJSON geometry (file or inline) instead of --bbox.")] = None,
+    asset_map: AssetMap = None,
     as_json: Annotated[bool, typer.Option("--json", help="Write an ItemCollection to stdout (table to stderr); "
                                           "with --run, one JSON result per item instead.")] = False,
     run: Annotated[bool, typer.Option("--run", help="Super-resolve the items found (the bbox only).")] = False,
@@ -102,7 +107,7 @@ def search(
     block: Block = 1536,
     batch: Batch = None,
     overwrite: Overwrite = False,
-    backproject: Backproject = ITERATIONS,
+    backproject: Backproject = BACKPROJECT_DEFAULT,
     hybrid: Hybrid = True,
     publish: PublishTo = None,
     s3_endpoint: S3Endpoint = None,
@@ -110,7 +115,10 @@ def search(
     workers: Workers = None,
     scheduler: Scheduler = None,
 ) -> None:
-    """Find Sentinel-2 L2A items; with --run, super-resolve exactly the requested area."""
+    """Find Sentinel-2 L2A items; with --run, super-resolve the area.
+
+    With --run, exactly the requested area is read and written, not the whole items.
+    """
     from ..catalog.presets import resolve_catalog
     from ..catalog.search import (
         SearchParams,
@@ -124,7 +132,7 @@ def search(
     from ..post import PostSteps
     from ._console import err_console, out_console
 
-    geom = _intersects(intersects)
+    geom = parse_intersects(intersects)
     box = parse_bbox(bbox) if bbox else None
     if box is None and geom is None:
         raise CatalogError("give an area: --bbox W,S,E,N or --intersects GEOJSON")
@@ -155,12 +163,14 @@ def search(
                   publish=publish, s3_endpoint=s3_endpoint, assets_to=assets_to)
 
 
-@app.command("run")
+@app.command("run", rich_help_panel=FIND)
 def run_item(
     item: Annotated[str, typer.Argument(help="A STAC item: JSON file or http(s) URL.")],
-    bbox: Annotated[str | None, typer.Option(help="Area W,S,E,N in degrees (default: the whole item).")] = None,
-    catalog: Annotated[str | None, typer.Option(help="Catalog rules for the item (default: guessed from it).")] = None,
-    asset_map: Annotated[str | None, typer.Option(help=_ASSET_MAP_HELP)] = None,
+    bbox: Annotated[str | None, typer.Option(
+        metavar="W,S,E,N", help="Area in degrees (default: the whole item).")] = None,
+    catalog: Annotated[str | None, typer.Option(
+        metavar="CATALOG", help="Catalog rules for the item (default: guessed from it).")] = None,
+    asset_map: AssetMap = None,
     out: Out = Path("s2sr-output"),
     include_10m: IncludeTen = False,
     checkpoint: Checkpoint = None,
@@ -172,7 +182,7 @@ def run_item(
     block: Block = 1536,
     batch: Batch = None,
     overwrite: Overwrite = False,
-    backproject: Backproject = ITERATIONS,
+    backproject: Backproject = BACKPROJECT_DEFAULT,
     hybrid: Hybrid = True,
     publish: PublishTo = None,
     s3_endpoint: S3Endpoint = None,
@@ -181,7 +191,7 @@ def run_item(
     scheduler: Scheduler = None,
     as_json: JsonResults = False,
 ) -> None:
-    """Super-resolve one STAC item (or the --bbox part of it) into a 10 m COG."""
+    """Super-resolve one STAC item (or its --bbox) to a 10 m COG."""
     from dataclasses import replace
 
     from ..catalog.presets import parse_asset_map, profile_for_item, resolve_catalog

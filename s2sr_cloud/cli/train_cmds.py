@@ -13,41 +13,49 @@ from typing import Annotated
 
 import typer
 
-from ._app import app
+from ._options import BACKPROJECT_DEFAULT, MODELS, O_MODELS, O_POST, net_of
+
+app = typer.Typer()
+
+# option panels of `s2sr train`
+T_DATA = "Training data"
+T_NET = "Net"
+T_OPT = "Optimiser"
+T_RUN = "Run"
 
 
-@app.command("train")
+@app.command("train", rich_help_panel=MODELS)
 def train_cmd(
     data: Annotated[
         list[Path],
-        typer.Option("--data", help="Scene .npz files, GeoTIFF band folders, STAC item .json files, or folders holding them (repeatable)."),
+        typer.Option("--data", rich_help_panel=T_DATA, metavar="PATH", help="Scene .npz files, GeoTIFF band folders, STAC item .json files, or folders holding them (repeatable)."),
     ],
-    net: Annotated[str, typer.Option("--net", help="20 or 60.")] = "20",
-    variant: Annotated[str, typer.Option("--variant", help="dsen2 or vdsen2.")] = "dsen2",
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Total optimiser steps (a resumed run continues to this).")] = 1000,
+    net: Annotated[str, typer.Option("--net", rich_help_panel=T_NET, metavar="NET", help="20 or 60.")] = "20",
+    variant: Annotated[str, typer.Option("--variant", rich_help_panel=T_NET, metavar="NAME", help="dsen2 or vdsen2.")] = "dsen2",
+    steps: Annotated[int, typer.Option("--steps", rich_help_panel=T_OPT, metavar="N", min=1, help="Total optimiser steps (a resumed run continues to this).")] = 1000,
     from_: Annotated[
-        Path | None, typer.Option("--from", help="Start from this checkpoint (fine-tuning) instead of random weights.")
+        Path | None, typer.Option("--from", rich_help_panel=T_NET, metavar="FILE", help="Start from this checkpoint (fine-tuning) instead of random weights.")
     ] = None,
-    out: Annotated[Path, typer.Option("--out", help="Output folder: state.safetensors (resume) and the final weights.")] = Path(
+    out: Annotated[Path, typer.Option("--out", rich_help_panel=T_RUN, metavar="DIR", help="Output folder: state.safetensors (resume) and the final weights.")] = Path(
         "runs/train"
     ),
-    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Glob of scene names/paths to leave out (repeatable).")] = None,
-    batch: Annotated[int, typer.Option("--batch", min=1, help="Patches per step.")] = 8,
-    patch: Annotated[int | None, typer.Option("--patch", min=4, help="Patch side on the target grid (default 32 for net 20, 18 for net 60).")] = None,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (warm-up, then cosine decay to 0.1x).")] = 3e-4,
-    optimizer: Annotated[str, typer.Option("--optimizer", help="adam or nadam.")] = "adam",
-    seed: Annotated[int, typer.Option("--seed", help="Seed of weights init and patch sampling.")] = 0,
-    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1, help="Write OUT/state.safetensors every K steps.")] = 100,
-    device: Annotated[str, typer.Option("--device", help="auto (GPU when present), cpu or cuda.")] = "auto",
-    threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")] = None,
-    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Linear warm-up steps.")] = 20,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", rich_help_panel=T_DATA, metavar="GLOB", help="Glob of scene names/paths to leave out (repeatable).")] = None,
+    batch: Annotated[int, typer.Option("--batch", rich_help_panel=T_OPT, metavar="N", min=1, help="Patches per step.")] = 8,
+    patch: Annotated[int | None, typer.Option("--patch", rich_help_panel=T_DATA, metavar="PX", min=4, help="Patch side on the target grid (default 32 for net 20, 18 for net 60).")] = None,
+    lr: Annotated[float, typer.Option("--lr", rich_help_panel=T_OPT, metavar="LR", help="Peak learning rate (warm-up, then cosine decay to 0.1x).")] = 3e-4,
+    optimizer: Annotated[str, typer.Option("--optimizer", rich_help_panel=T_OPT, metavar="NAME", help="adam or nadam.")] = "adam",
+    seed: Annotated[int, typer.Option("--seed", rich_help_panel=T_OPT, metavar="N", help="Seed of weights init and patch sampling.")] = 0,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", rich_help_panel=T_RUN, metavar="K", min=1, help="Write OUT/state.safetensors every K steps.")] = 100,
+    device: Annotated[str, typer.Option("--device", rich_help_panel=T_RUN, metavar="DEVICE", help="auto (GPU when present), cpu or cuda.")] = "auto",
+    threads: Annotated[int | None, typer.Option("--threads", rich_help_panel=T_RUN, metavar="N", help="torch CPU threads.")] = None,
+    warmup: Annotated[int, typer.Option("--warmup", rich_help_panel=T_OPT, metavar="STEPS", min=0, help="Linear warm-up steps.")] = 20,
     gain_jitter: Annotated[
-        float, typer.Option("--gain-jitter", min=0.0, help="Radiometric augmentation: per-band random gain exp(U(-j, j)); 0 = off.")
+        float, typer.Option("--gain-jitter", rich_help_panel=T_DATA, metavar="J", min=0.0, help="Radiometric augmentation: per-band random gain exp(U(-j, j)); 0 = off.")
     ] = 0.0,
     context: Annotated[
         int | None,
         typer.Option(
-            "--context",
+            "--context", rich_help_panel=T_DATA, metavar="PX",
             min=0,
             help="Input context around each patch (real pixels, mirrored at scene borders) cropped off before the loss; default: the net's receptive radius.",
         ),
@@ -55,14 +63,14 @@ def train_cmd(
     phases: Annotated[
         bool,
         typer.Option(
-            "--phases/--no-phases",
+            "--phases/--no-phases", rich_help_panel=T_DATA,
             help="Also train on every phase of the Wald grid (scene shifted by whole 60 m pixels): 4 (20 m net) or 36 (60 m net) different degradations of each scene.",
         ),
     ] = False,
 ) -> None:
-    """Train or fine-tune a DSen2 net with the Wald protocol (L1 loss, Adam/Nadam).
+    """Train or fine-tune a DSen2 net (Wald protocol, L1 loss).
 
-    Re-running with the same --out resumes from OUT/state.safetensors.
+    Adam or Nadam, warm-up then cosine decay. Re-running with the same --out resumes from OUT/state.safetensors.
     """
     from ..errors import InputError
     from ..train.loop import TrainConfig, train
@@ -116,14 +124,7 @@ def _net_files(paths: list[Path] | None, kind: str) -> dict[str, str]:
 
     out: dict[str, str] = {}
     for p in paths or []:
-        if kind == "checkpoint":
-            from ..nets.checkpoint import read_meta
-
-            net = read_meta(p)["net"]
-        else:
-            from ..infer.manifest import load_manifest
-
-            net = load_manifest(p)["net"]
+        net = net_of(p, kind)
         if net in out:
             raise InputError(f"two --{kind} files for the {net} net: {out[net]} and {p}")
         out[net] = str(p)
@@ -183,45 +184,46 @@ def _print_summary(sets: list[dict]) -> None:  # type: ignore[type-arg]
     out_console.print(table)
 
 
-@app.command("evaluate")
+@app.command("evaluate", rich_help_panel=MODELS)
 def evaluate_cmd(
     scene: Annotated[
         list[Path],
         typer.Option(
-            "--scene",
+            "--scene", metavar="PATH",
             help="Scene .npz, folder of band GeoTIFFs or STAC item .json (held out from training); a folder of scenes is a "
             "set, summarised as one (repeatable).",
         ),
     ],
-    checkpoint: Annotated[list[Path] | None, typer.Option("--checkpoint", help="Checkpoint(s) to evaluate (net read from the file).")] = None,
-    onnx: Annotated[list[Path] | None, typer.Option("--onnx", help="ONNX export(s) with manifest (net read from the manifest).")] = None,
-    net: Annotated[str, typer.Option("--net", help="20, 60 or all.")] = "all",
-    device: Annotated[str, typer.Option("--device", help="Backend for the nets (default: torch for --checkpoint, else auto).")] = "",
+    checkpoint: Annotated[list[Path] | None, typer.Option("--checkpoint", rich_help_panel=O_MODELS, metavar="FILE", help="Checkpoint(s) to evaluate (net read from the file).")] = None,
+    onnx: Annotated[list[Path] | None, typer.Option("--onnx", rich_help_panel=O_MODELS, metavar="FILE", help="ONNX export(s) with manifest (net read from the manifest).")] = None,
+    net: Annotated[str, typer.Option("--net", metavar="NET", help="20, 60 or all.")] = "all",
+    device: Annotated[str, typer.Option("--device", rich_help_panel=O_MODELS, metavar="DEVICE", help="Backend for the nets (default: torch for --checkpoint, else auto).")] = "",
     real_scale: Annotated[bool, typer.Option("--real-scale/--no-real-scale", help="Also run the real-scale consistency check.")] = True,
-    tile: Annotated[int, typer.Option("--tile", min=16, help="Tile side for super_resolve.")] = 256,
+    tile: Annotated[int, typer.Option("--tile", rich_help_panel=O_MODELS, metavar="PX", min=16, help="Tile side for super_resolve.")] = 256,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON document on stdout.")] = False,
     output: Annotated[
         Path | None,
-        typer.Option("--output", help="Only check this existing super-resolved output of the scene (.npz or 8-band COG): real-scale consistency."),
+        typer.Option("--output", metavar="FILE", help="Only check this existing super-resolved output of the scene (.npz or 8-band COG): real-scale consistency."),
     ] = None,
     backproject: Annotated[
         int,
-        typer.Option("--backproject", min=-1, help="Back-projection iterations of the consistency post-step (as the product applies it); -1: none."),
-    ] = 2,
+        typer.Option("--backproject", rich_help_panel=O_POST, metavar="N", min=-1, help="Back-projection iterations of the consistency post-step (as the product applies it); -1: none."),
+    ] = BACKPROJECT_DEFAULT,
     hybrid: Annotated[
         bool,
-        typer.Option("--hybrid/--no-hybrid", help="The guided-regression blend before the back-projection (as the product applies it); --no-hybrid: the nets alone."),
+        typer.Option("--hybrid/--no-hybrid", rich_help_panel=O_POST, help="The guided-regression blend before the back-projection (as the product applies it); --no-hybrid: the nets alone."),
     ] = True,
     adapt: Annotated[
         int,
-        typer.Option("--adapt", min=0, help="Scene-adaptive refinement: fine-tune each net this many steps on the evaluation input's own Wald pairs first (needs torch)."),
+        typer.Option("--adapt", rich_help_panel=O_MODELS, metavar="STEPS", min=0, help="Scene-adaptive refinement: fine-tune each net this many steps on the evaluation input's own Wald pairs first (needs torch)."),
     ] = 0,
-    adapt_lr: Annotated[float, typer.Option("--adapt-lr", help="Learning rate of --adapt.")] = 5e-5,
+    adapt_lr: Annotated[float, typer.Option("--adapt-lr", rich_help_panel=O_MODELS, metavar="LR", help="Learning rate of --adapt.")] = 5e-5,
 ) -> None:
-    """Wald-protocol metrics (RMSE, SRE, SAM, UIQ, PSNR) of the nets and of bicubic on scenes.
+    """Wald-protocol metrics of the nets and of bicubic on scenes.
 
-    Without --checkpoint/--onnx the package's default weights are used. "s2sr" rows are what
-    the product outputs (net + back-projection), "net only" the raw nets.
+    RMSE, SRE, SAM, UIQ and PSNR. Without --checkpoint/--onnx the package's
+    default weights are used. "s2sr" rows are what the product outputs (net +
+    back-projection), "net only" the raw nets.
     """
     from ..errors import InputError
     from ..evaluation import evaluate_scene, output_consistency, summarize

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..bands import BANDS, GROUPS, normalise_band
 from ..errors import InputError
-from ..sr import check_shapes
+from ..grid import check_shapes
 from .read import ItemSource, probe_grid
 
 _BAND_RE = re.compile(r"(?<![A-Za-z0-9])B(8A|1[0-2]|0?[1-9])(?![0-9A-Za-z])", re.IGNORECASE)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..fsutil import check_output, output_error, tmp_beside
-from ..sr import Window
+from ..grid import Window
 
 log = logging.getLogger(__name__)
 
