@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import __version__
+from . import __version__, timing
 from .bands import BANDS, BANDS_10M, SR_BANDS
 from .catalog.assets import NEEDED_BANDS, AssetRef, band_assets
 from .grid import (
@@ -330,6 +330,8 @@ def process_item(
     with writer:
         stream_item(plan, runners, profile, params, writer.write, item_id=item.id, on_progress=on_progress, qa=qa)
         writer.tags.update(qa_tags(qa.result()))  # written when the COG is finished
+        last_block = time.perf_counter()
+    timing.add("cog", time.perf_counter() - last_block)  # the writer's tail after the last block
     return item_result(item, plan, runners, profile, params, path, time.perf_counter() - t0, consistency=qa.result())
 
 

@@ -35,6 +35,7 @@ from .bands import (
 from .errors import ShapeMismatch
 from .grid import Window, check_shapes, iter_blocks
 from .ops import lr_range, reflect_index, upsample_at
+from .timing import stage
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +250,8 @@ def super_resolve(
     cols = reflect_index(np.arange(window.col - halo, window.col + window.width + halo), shape10[1])
     specs = {name: NETS[name] for name in runners}
     groups = {g for spec in specs.values() for g in spec.groups}
-    reads = {g: _read_group(source, g, rows, cols, shape10) for g in groups}
+    with stage("read"):
+        reads = {g: _read_group(source, g, rows, cols, shape10) for g in groups}
     reads[10] = replace(reads[10], window=reads[10].window[list(NET_INDEX_10M)])  # the nets' band order
     stacks: dict[int, np.ndarray] = {}  # host-side inputs, made once for the runners that need them
     th, tw = balanced_tile(window.height, tile), balanced_tile(window.width, tile)
@@ -265,12 +267,14 @@ def super_resolve(
                 if on_tile is not None:
                     on_tile(_done + n, total)
 
-            out[name] = run_window([reads[g] for g in spec.groups], starts, th, tw, halo, batch, on_tiles=tick)
+            with stage("nets"):
+                out[name] = run_window([reads[g] for g in spec.groups], starts, th, tw, halo, batch, on_tiles=tick)
             done += len(starts)
             continue
-        for g in spec.groups:
-            if g not in stacks:
-                stacks[g] = reads[g].stack()
+        with stage("input"):
+            for g in spec.groups:
+                if g not in stacks:
+                    stacks[g] = reads[g].stack()
         x = np.concatenate([stacks[g] for g in spec.groups], axis=0)
         x /= np.float32(SCALE)
         res = np.zeros((spec.out_channels, window.height, window.width), dtype=np.float32)
@@ -279,7 +283,8 @@ def super_resolve(
             chunk = starts[i : i + batch]
             for k, (r, c) in enumerate(chunk):  # one reused input buffer, no per-batch np.stack
                 xb[k] = x[:, r : r + th + 2 * halo, c : c + tw + 2 * halo]
-            yb = runner(xb[: len(chunk)])
+            with stage("nets"):
+                yb = runner(xb[: len(chunk)])
             for (r, c), y in zip(chunk, yb, strict=True):
                 res[:, r : r + th, c : c + tw] = y[:, halo : halo + th, halo : halo + tw]
             done += len(chunk)
@@ -287,7 +292,8 @@ def super_resolve(
                 on_tile(done, total)
         res *= np.float32(SCALE)
         out[name] = res
-    mask = _nodata_mask(source, window, groups)
+    with stage("read"):
+        mask = _nodata_mask(source, window, groups)
     for res in out.values():
         np.clip(res, 1.0, 65535.0, out=res)
         res[:, mask] = 0.0

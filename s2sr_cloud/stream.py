@@ -40,6 +40,7 @@ from .post import DEFAULT, NONE, ConsistencyQA, PostSteps, super_resolve_consist
 from .post.window import tiles_with_margin
 from .sinks import ArraySink, BandsSink, BlockSink
 from .sr import Runner, SceneSource, plan_blocks, runner_tiling
+from .timing import stage
 
 log = logging.getLogger(__name__)
 
@@ -375,4 +376,5 @@ def run_blocks(
         source, runners, block=aligned_block(block), tile=tile, batch=batch, window=window,
         on_progress=on_progress, workers=workers, post=post, qa=qa,
     ):
-        sink.write_block(win, out, source)
+        with stage("write"):
+            sink.write_block(win, out, source)

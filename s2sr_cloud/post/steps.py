@@ -14,6 +14,7 @@ from typing import Any
 
 from ..bands import net_spec
 from ..ops import Degradation, parse_protocol
+from ..timing import stage
 from . import backproject, guided
 from .guided import DEFAULTS, GuidedConfig
 
@@ -86,9 +87,11 @@ class PostSteps:
         if self.hybrid:
             if b10 is None:
                 raise ValueError("the hybrid post-step needs the 10 m bands")
-            out = guided.blend(out, guided.guides(net, b10, b20), lr, s, self.config(net), op)
+            with stage("hybrid"):
+                out = guided.blend(out, guided.guides(net, b10, b20), lr, s, self.config(net), op)
         if self.backproject >= 0:
-            out = backproject.project(out, lr, s, self.backproject, op)
+            with stage("backproject"):
+                out = backproject.project(out, lr, s, self.backproject, op)
         if out is sr:
             xp = namespace(sr)
             out = xp.astype(sr, xp.float32, copy=True)

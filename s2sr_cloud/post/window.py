@@ -16,6 +16,7 @@ import numpy as np
 from ..bands import net_spec
 from ..grid import Window
 from ..sr import Runner, SceneSource, count_tiles, super_resolve
+from ..timing import stage
 from .qa import ConsistencyQA
 from .steps import DEFAULT, PostSteps
 
@@ -64,7 +65,8 @@ def super_resolve_consistent(
     factors = {net_spec(n).factor for n in out}
     if post.hybrid and 6 in factors:
         factors.add(2)  # the 60 m net's guides include the 20 m bands
-    lows = {s: read_lr(source, s, ext) for s in factors}  # each group read once, shared by the nets
+    with stage("read"):
+        lows = {s: read_lr(source, s, ext) for s in factors}  # each group read once, shared by the nets
     for name, sr in out.items():
         s = net_spec(name).factor
         done = post.finish(name, sr, lows[s], b10=b10, b20=lows.get(2))
@@ -80,7 +82,9 @@ def add_qa(qa: ConsistencyQA, source: SceneSource, out: Mapping[str, Any], win: 
         s = net_spec(name).factor
         if any(v % s for v in (win.row, win.col, win.height, win.width)):
             continue  # not on this net's LR grid: no block-exact comparison
-        qa.add(name, sr, read_lr(source, s, win), s)
+        lr = read_lr(source, s, win)
+        with stage("qa"):
+            qa.add(name, sr, lr, s)
 
 
 def tiles_with_margin(blocks: Iterable[Window], shape10: tuple[int, int], nets: Iterable[str], tile: int,
