@@ -32,12 +32,12 @@ class BandsSink:
         self.write, self.origin, self.include_10m = write, origin, include_10m
 
     def write_block(self, window: Window, out: dict[str, np.ndarray], source: SceneSource) -> None:
-        arr = assemble_sr_bands(out)
+        arr = assemble_sr_bands({n: to_uint16(a) for n, a in out.items()})  # device outputs: uint16 over the bus
         if self.include_10m:
             b10 = source.read(10, (window.row, window.row + window.height), (window.col, window.col + window.width))
-            arr = np.concatenate([arr, b10], axis=0)
+            arr = np.concatenate([arr, to_uint16(b10)], axis=0)
         rel = Window(window.row - self.origin[0], window.col - self.origin[1], window.height, window.width)
-        self.write(to_uint16(arr), rel)
+        self.write(arr, rel)
 
 
 class ArraySink:

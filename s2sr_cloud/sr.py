@@ -34,7 +34,8 @@ from .bands import (
 )
 from .errors import ShapeMismatch
 from .grid import Window, check_shapes, iter_blocks
-from .ops import lr_range, reflect_index, upsample_at
+from .ops import lr_range, namespace, reflect_index, upsample_at
+from .ops.xp import asarray_like, to_numpy
 from .timing import stage
 
 log = logging.getLogger(__name__)
@@ -219,7 +220,8 @@ def super_resolve(
     batch: int | None = None,
     halo: int | None = None,
     on_tile: ProgressFn | None = None,
-) -> dict[str, np.ndarray]:
+    device: bool = False,
+) -> dict[str, Any]:
     """Super-resolve ``window`` of ``source`` with each runner.
 
     Args:
@@ -232,9 +234,12 @@ def super_resolve(
         batch: tiles per runner call (default: the runners' preference).
         halo: override of the halo (default: the largest receptive radius of the runners).
         on_tile: called as ``on_tile(done, total)`` after each batch.
+        device: leave the output of a runner whose window path runs on a device (a GPU runner:
+            ``array_namespace`` other than ``numpy``) there, for post-steps that run there too.
 
     Returns:
-        ``{net: float32 (C_out, height, width)}`` in DN (pre-04.00 scale), 0 where nodata.
+        ``{net: float32 (C_out, height, width)}`` in DN (pre-04.00 scale), 0 where nodata: NumPy
+        arrays, or with ``device`` the runner's device arrays (torch, CuPy …).
     """
     shape10 = source.shape10
     if window is None:
@@ -267,8 +272,9 @@ def super_resolve(
                 if on_tile is not None:
                     on_tile(_done + n, total)
 
+            kw = {"out": "device"} if device and getattr(runner, "array_namespace", "numpy") != "numpy" else {}
             with stage("nets"):
-                out[name] = run_window([reads[g] for g in spec.groups], starts, th, tw, halo, batch, on_tiles=tick)
+                out[name] = run_window([reads[g] for g in spec.groups], starts, th, tw, halo, batch, on_tiles=tick, **kw)
             done += len(starts)
             continue
         with stage("input"):
@@ -294,16 +300,24 @@ def super_resolve(
         out[name] = res
     with stage("read"):
         mask = _nodata_mask(source, window, groups)
-    for res in out.values():
-        np.clip(res, 1.0, 65535.0, out=res)
-        res[:, mask] = 0.0
+    for name, res in out.items():
+        if isinstance(res, np.ndarray):
+            np.clip(res, 1.0, 65535.0, out=res)
+            res[:, mask] = 0.0
+        else:  # on the runner's device
+            xp = namespace(res)
+            out[name] = xp.where(asarray_like(mask, res), xp.zeros_like(res), xp.clip(res, 1.0, 65535.0))
     log.debug("super-resolved window %s with %d tiles of %dx%d", window, len(starts), th, tw)
     return out
 
 
-def to_uint16(x: np.ndarray) -> np.ndarray:
-    """Round float DN to uint16 (values are already clipped, 0 = nodata)."""
-    return np.rint(x).astype(np.uint16)
+def to_uint16(x: Any) -> np.ndarray:
+    """Round float DN to uint16 (values are already clipped, 0 = nodata), on the host; a device
+    array is rounded (half to even, as NumPy) and cast on its device, so only uint16 crosses the bus."""
+    if isinstance(x, np.ndarray):
+        return x if x.dtype == np.uint16 else np.rint(x).astype(np.uint16)
+    xp = namespace(x)
+    return to_numpy(xp.astype(xp.round(x), xp.uint16))
 
 
 def assemble_sr_bands(out: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -35,6 +35,17 @@ def asarray_like(value: Any, like: Any, dtype: Any = None) -> Any:
     return xp.asarray(value, dtype=dtype, device=device_of(like))
 
 
+def to_numpy(x: Any) -> np.ndarray:
+    """``x`` as a NumPy array on the host (a copy for device arrays)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "detach"):  # torch
+        return x.detach().cpu().numpy()
+    if hasattr(x, "get"):  # CuPy
+        return x.get()
+    return np.asarray(x)
+
+
 def take(x: Any, index: np.ndarray, axis: int) -> Any:
     """``x`` indexed along ``axis`` by a host integer array (moved to ``x``'s device)."""
     xp = namespace(x)

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..bands import net_spec
 from ..grid import Window
+from ..ops.xp import asarray_like
 from ..sr import Runner, SceneSource, count_tiles, super_resolve
 from ..timing import stage
 from .qa import ConsistencyQA
@@ -46,11 +47,14 @@ def super_resolve_consistent(
 ) -> dict[str, np.ndarray]:
     """:func:`~s2sr_cloud.sr.super_resolve` of ``window`` followed by ``post``, seamless across windows.
 
+    The post-steps and the QA run where the nets ran: on the host for CPU runners, on the GPU
+    (the same array-API code on the runner's torch/CuPy arrays) for runners whose window path
+    runs there; the result is then on that device too (the sinks bring it back as uint16).
     ``qa`` accumulates the real-scale consistency of the returned window. ``kwargs`` go to
     :func:`~s2sr_cloud.sr.super_resolve` (``tile``, ``batch``, ``halo``, ``on_tile``).
     """
     if not post.active:
-        out = super_resolve(source, runners, window=window, **kwargs)
+        out = super_resolve(source, runners, window=window, device=True, **kwargs)
         if qa is not None:
             add_qa(qa, source, out, window or Window(0, 0, *source.shape10))
         return out
@@ -59,7 +63,7 @@ def super_resolve_consistent(
     if any(v % 6 for v in (win.row, win.col, win.height, win.width)):
         raise ValueError(f"window {win} is not on the 60 m grid (multiples of 6 px); cannot back-project")
     ext = expand(win, post.margin10(runners), shape10)
-    out = super_resolve(source, runners, window=ext, **kwargs)
+    out = super_resolve(source, runners, window=ext, device=True, **kwargs)
     r, c = win.row - ext.row, win.col - ext.col
     b10 = source.read(10, (ext.row, ext.row + ext.height), (ext.col, ext.col + ext.width)) if post.hybrid else None
     factors = {net_spec(n).factor for n in out}
@@ -69,8 +73,13 @@ def super_resolve_consistent(
         lows = {s: read_lr(source, s, ext) for s in factors}  # each group read once, shared by the nets
     for name, sr in out.items():
         s = net_spec(name).factor
-        done = post.finish(name, sr, lows[s], b10=b10, b20=lows.get(2))
-        out[name] = np.ascontiguousarray(done[:, r : r + win.height, c : c + win.width])
+        if isinstance(sr, np.ndarray):
+            done = post.finish(name, sr, lows[s], b10=b10, b20=lows.get(2))
+            out[name] = np.ascontiguousarray(done[:, r : r + win.height, c : c + win.width])
+        else:  # on the runner's device: the inputs of the post-steps go there once
+            on = {k: None if v is None else asarray_like(v, sr) for k, v in (("lr", lows[s]), ("b10", b10), ("b20", lows.get(2)))}
+            done = post.finish(name, sr, on["lr"], b10=on["b10"], b20=on["b20"])
+            out[name] = done[:, r : r + win.height, c : c + win.width]
     if qa is not None:
         add_qa(qa, source, out, win)
     return out
@@ -83,6 +92,8 @@ def add_qa(qa: ConsistencyQA, source: SceneSource, out: Mapping[str, Any], win: 
         if any(v % s for v in (win.row, win.col, win.height, win.width)):
             continue  # not on this net's LR grid: no block-exact comparison
         lr = read_lr(source, s, win)
+        if not isinstance(sr, np.ndarray):
+            lr = asarray_like(lr, sr)
         with stage("qa"):
             qa.add(name, sr, lr, s)
 
