@@ -10,6 +10,10 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 
+#: Default back-projection iterations (= ``backproject.ITERATIONS``; here so that the CLI's
+#: defaults need no NumPy: ``s2sr --help`` stays light).
+ITERATIONS = 2
+
 
 class Device(StrEnum):
     """Inference backend; ``cuda:N`` picks GPU N (see :func:`parse_device`)."""

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..backproject import ITERATIONS
+from ..options import ITERATIONS  # not ..backproject: `s2sr --help` must not import NumPy
 from ..options import Net as NetChoice
 from ..options import Variant as VariantChoice
 from ._app import app

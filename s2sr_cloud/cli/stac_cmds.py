@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..backproject import ITERATIONS
+from ..options import ITERATIONS  # not ..backproject: `s2sr --help` must not import NumPy
 from ._app import app
 from ._options import (
     Backproject,

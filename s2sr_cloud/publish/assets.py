@@ -87,20 +87,24 @@ def render_preview(scene: ProcessedScene, out: Path, size: int = PREVIEW_SIZE) -
             dst.write(rgba)
 
 
-def _as_written(path: Path, key: str, stem: str, **kw: Any) -> LocalAsset:
+def _as_written(path: Path, key: str, stem: str, checksum: bool, **kw: Any) -> LocalAsset:
     """A file published under a content-hashed name, from where it was written (not copied)."""
+    if not checksum:
+        return LocalAsset(key=key, path=path, name=path.name, size=path.stat().st_size, checksum="", **kw)
     sha = sha256_file(path)
     return LocalAsset(key=key, path=path, name=f"{stem}_{sha[:8]}{path.suffix}", size=path.stat().st_size,
                       checksum=multihash(sha), **kw)
 
 
-def prepare_assets(scene: ProcessedScene, workdir: Path, *, preview: bool = True) -> list[LocalAsset]:
+def prepare_assets(scene: ProcessedScene, workdir: Path, *, preview: bool = True,
+                   checksums: bool = True) -> list[LocalAsset]:
     """The files of one published item: the COG and its SCL as written, and a preview in ``workdir``.
 
     Args:
         scene: the processed scene.
         workdir: a directory for the preview (the caller owns and removes it).
         preview: render the preview PNG (False: an in-memory item for :func:`s2sr_cloud.cube.load`).
+        checksums: hash the files (``file:checksum`` and content-hashed names; False: names as written).
 
     Returns:
         The ``reflectance`` asset (the output COG, all its bands), ``SCL`` when the scene has a
@@ -109,13 +113,13 @@ def prepare_assets(scene: ProcessedScene, workdir: Path, *, preview: bool = True
     item_id = item_id_for(scene.source.id)
     names = " ".join(scene.bands)
     assets = [_as_written(
-        Path(scene.cog), REFLECTANCE, f"{item_id}_{REFLECTANCE}", media_type=COG_TYPE, roles=("data", "reflectance"),
+        Path(scene.cog), REFLECTANCE, f"{item_id}_{REFLECTANCE}", checksums, media_type=COG_TYPE, roles=("data", "reflectance"),
         bands=tuple(scene.bands), kind="reflectance",
         title=f"Super-resolved reflectance at 10 m ({names}); reflectance = DN x 0.0001",
     )]
     if scene.scl is not None and Path(scene.scl).is_file():
         assets.append(_as_written(
-            Path(scene.scl), SCL, f"{item_id}_{SCL}", media_type=COG_TYPE, roles=("data", "classification", "cloud"),
+            Path(scene.scl), SCL, f"{item_id}_{SCL}", checksums, media_type=COG_TYPE, roles=("data", "classification", "cloud"),
             kind="classification", title="Scene classification (L2A SCL) at 10 m, nearest neighbour from 20 m",
         ))
     if preview:
