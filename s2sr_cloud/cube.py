@@ -222,3 +222,88 @@ def _to_reflectance(ds: xarray.Dataset, items: Sequence[pystac.Item]) -> xarray.
             ds[name] = (v.where(v != 0) * REFLECTANCE_SCALE + offset).astype(np.float32)
             ds[name].attrs.update(units="1", long_name=f"{name} reflectance", nodata=np.nan)
     return ds
+
+
+def write(ds: xarray.Dataset, path: str | Path, *, time: str | None = None, overwrite: bool = False) -> Path:
+    """Write a cube: ``.zarr`` (every time step, chunk by chunk through Dask) or ``.tif`` (one time
+    step: a COG with one band per variable, GDAL scale/offset and nodata), atomically.
+
+    ``time`` picks the day of a ``.tif`` (``YYYY-MM-DD``) when the cube has several.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".zarr":
+        return _write_zarr(ds, path, overwrite)
+    if suffix in (".tif", ".tiff"):
+        return _write_tif(_one_time(ds, time), path, overwrite)
+    from .errors import InputError
+
+    raise InputError(f"cannot write a cube to {path.name}: name it *.zarr or *.tif")
+
+
+def _one_time(ds: xarray.Dataset, time: str | None) -> xarray.Dataset:
+    from .errors import InputError
+
+    if "time" not in ds.dims:
+        return ds
+    if time is not None:
+        sel = ds.sel(time=time)
+        if "time" in sel.dims:
+            if sel.sizes["time"] != 1:
+                raise InputError(f"{sel.sizes['time']} time steps on {time}: pass a single day")
+            sel = sel.isel(time=0)
+        return sel
+    if ds.sizes["time"] != 1:
+        days = ", ".join(str(t)[:10] for t in ds["time"].values)
+        raise InputError(f"the cube has {ds.sizes['time']} days ({days}): pass --time DAY, or write a .zarr")
+    return ds.isel(time=0)
+
+
+def _write_tif(ds: xarray.Dataset, path: Path, overwrite: bool) -> Path:
+    import numpy as np
+    from rasterio.transform import Affine
+
+    from .io.cog import CogWriter
+
+    names = [str(n) for n in ds.data_vars]
+    geobox = ds.odc.geobox
+    dtype = "float32" if any(ds[n].dtype.kind == "f" for n in names) else "uint16"
+    scales = [1.0 if n == SCL or dtype == "float32" else REFLECTANCE_SCALE for n in names]
+    h, w = geobox.shape
+    writer = CogWriter(path, width=w, height=h, count=len(names), crs=str(geobox.crs), dtype=dtype,
+                       transform=Affine(*tuple(geobox.transform)[:6]), nodata=float("nan") if dtype == "float32" else 0,
+                       descriptions=names, scales=scales, offsets=[0.0] * len(names), overwrite=overwrite,
+                       band_tags=[{"band": n} for n in names], tags={"S2SR_MOSAIC": "odc-stac"})
+    from .sr import Window
+
+    with writer:
+        for r in range(0, h, CHUNK):
+            rows = slice(r, min(r + CHUNK, h))
+            block = np.stack([np.asarray(ds[n].isel(y=rows).values) for n in names])
+            writer.write(block, Window(r, 0, block.shape[1], w))
+    return path
+
+
+def _write_zarr(ds: xarray.Dataset, path: Path, overwrite: bool) -> Path:
+    import os
+    import shutil
+    import tempfile
+
+    from .errors import OutputExists
+
+    if path.exists() and not overwrite:
+        raise OutputExists(f"{path} exists; pass --overwrite to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        out = ds.copy()
+        for name in out.variables:
+            out[name].encoding = {}
+        out.to_zarr(tmp, mode="w", consolidated=True)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path

@@ -17,7 +17,7 @@ from ._app import app
 # Command modules: each adds its commands to `app` on import (they import `app` from ._app).
 from . import core_cmds  # noqa: E402,F401
 
-_OPTIONAL_COMMANDS = ("train_cmds", "stac_cmds", "publish_cmds", "engine_cmds")
+_OPTIONAL_COMMANDS = ("train_cmds", "stac_cmds", "publish_cmds", "engine_cmds", "mosaic_cmds", "task_cmds")
 for _mod in _OPTIONAL_COMMANDS:
     try:
         __import__(f"{__name__}.{_mod}")
