@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pystac
@@ -189,3 +190,88 @@ def test_pipeline_copies_do_not_touch_the_package(cog_server: RangeServer) -> No
     assert (cog_server.root / VA / "B04.tif").stat().st_size == (SAMPLE / VA / "B04.tif").stat().st_size
     assert not (SAMPLE / "broken").exists()
     shutil.rmtree(cog_server.root / "broken", ignore_errors=True)
+
+
+# --- S3 reads signed through boto3's credential chain (container role) --------------------
+class _S3Recorder:
+    """A loopback server that answers GDAL's ``/vsis3/`` range GETs from a folder and records each
+    request's ``Authorization``/``x-amz-security-token``; ``/creds`` is an ECS-style container
+    credentials endpoint (what ``AWS_CONTAINER_CREDENTIALS_FULL_URI`` points at in a task)."""
+
+    def __init__(self, root: Any, creds: dict[str, str]) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        rec = self.requests = []  # type: ignore[var-annotated]
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                if self.path == "/creds":
+                    body = json.dumps(creds).encode()
+                    self.send_response(200)
+                else:
+                    rec.append((self.path, self.headers.get("Authorization"), self.headers.get("x-amz-security-token")))
+                    path = root / self.path.split("?")[0].lstrip("/").split("/", 1)[1]  # /bucket/key
+                    data = path.read_bytes()
+                    a, _, b = (self.headers.get("Range") or "bytes=0-").removeprefix("bytes=").partition("-")
+                    end = min(int(b) if b else len(data) - 1, len(data) - 1)
+                    body = data[int(a) : end + 1]
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {a}-{end}/{len(data)}")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("unsigned", [False, True])
+def test_s3_reads_are_signed_with_a_container_role(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                                                   unsigned: bool) -> None:
+    """No keys in the environment, only a container credentials endpoint: boto3's chain finds the
+    role's temporary credentials and GDAL signs with them (``S2SR_S3_UNSIGNED=YES``: unsigned)."""
+    from pathlib import Path
+
+    from s2sr_cloud.catalog.assets import AssetRef
+    from s2sr_cloud.io.read import probe_grid
+
+    name = f"B02-{'u' if unsigned else 's'}.tif"  # GDAL caches per URL: one name per case
+    shutil.copy(Path(__file__).parent / "data" / "T18SVG_crop240" / "T18SVG_20160112_B02.tif", tmp_path / name)
+    expires = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    srv = _S3Recorder(tmp_path, {"AccessKeyId": "ASIACONTAINERROLE", "SecretAccessKey": "role-secret",
+                                 "Token": "role-session-token", "Expiration": expires})
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+              "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "S2SR_S3_UNSIGNED"):
+        monkeypatch.delenv(k, raising=False)
+    env = {"AWS_CONTAINER_CREDENTIALS_FULL_URI": f"http://127.0.0.1:{srv.port}/creds",
+           "AWS_EC2_METADATA_DISABLED": "true",  # never ask an instance metadata service from a test
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none"),
+           "AWS_S3_ENDPOINT": f"127.0.0.1:{srv.port}", "AWS_HTTPS": "NO", "AWS_VIRTUAL_HOSTING": "FALSE",
+           "AWS_DEFAULT_REGION": "us-east-1", "GDAL_HTTP_MAX_RETRY": "0"}
+    if unsigned:
+        env["S2SR_S3_UNSIGNED"] = "YES"
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    try:
+        grid = probe_grid(AssetRef("B02", "B02", f"s3://cogs/{name}", 10, 0, "test", 0), http=HttpParams(max_retry=0))
+    finally:
+        srv.stop()
+    assert grid.crs == "EPSG:32618" and grid.shape == (240, 240)
+    assert srv.requests, "GDAL made no request"
+    for _, auth, token in srv.requests:
+        if unsigned:
+            assert auth is None and token is None
+        else:
+            assert auth is not None and "Credential=ASIACONTAINERROLE/" in auth and token == "role-session-token"
