@@ -275,3 +275,70 @@ def test_s3_reads_are_signed_with_a_container_role(tmp_path: Any, monkeypatch: p
             assert auth is None and token is None
         else:
             assert auth is not None and "Credential=ASIACONTAINERROLE/" in auth and token == "role-session-token"
+
+
+# --- local band folders: baseline >= 04.00 harmonised like STAC items ---------------------
+def _shifted_copy(dst: Any, name: str = "T18SVG_20160112_{}.tif", add: int = 1000) -> Any:
+    """The crop's band files with ``add`` DN on every valid pixel (what baseline >= 04.00 stores for
+    the same reflectance), under ``name``."""
+    from pathlib import Path
+
+    src = Path(__file__).parent / "data" / "T18SVG_crop240"
+    dst.mkdir(parents=True)
+    for p in sorted(src.glob("*_B*.tif")):
+        band = p.stem.rsplit("_", 1)[1]
+        with rasterio.open(p) as ds:
+            data, prof = ds.read(), ds.profile
+        with rasterio.open(dst / name.format(band), "w", **prof) as out:
+            out.write(np.where(data > 0, data + add, 0).astype(data.dtype))
+    return dst
+
+
+def test_band_folder_of_a_baseline_04_product_is_harmonised(tmp_path: Any) -> None:
+    """A SAFE name (…_N0509_…) or an MTD_MSIL2A.xml BOA_ADD_OFFSET says "offset in the data": the
+    reader removes it and gives back exactly the original DN."""
+    from pathlib import Path
+
+    from s2sr_cloud.io.bandfiles import BandFilesSource, band_offset, find_band_files
+
+    orig = find_band_files(Path(__file__).parent / "data" / "T18SVG_crop240")
+    safe = _shifted_copy(tmp_path / "S2A_MSIL2A_20160112T155612_N0509_R054_T18SVG_20160112T999999.SAFE" / "bands")
+    mtd = _shifted_copy(tmp_path / "product" / "GRANULE" / "IMG_DATA")
+    (tmp_path / "product" / "MTD_MSIL2A.xml").write_text(
+        "<Product_Image_Characteristics><BOA_ADD_OFFSET_VALUES_LIST>"
+        '<BOA_ADD_OFFSET band_id="0">-1000</BOA_ADD_OFFSET><BOA_ADD_OFFSET band_id="1">-1000</BOA_ADD_OFFSET>'
+        "</BOA_ADD_OFFSET_VALUES_LIST></Product_Image_Characteristics>")
+    assert band_offset(orig["B02"].parent, orig) == (0, "no baseline; sensed 2016-01-12, before 2022-01-25")
+    for folder, why in ((safe, "baseline 05.09"), (mtd, "ADD_OFFSET in MTD_MSIL2A.xml")):
+        files = find_band_files(folder)
+        offset, reason = band_offset(folder, files)
+        assert offset == 1000 and why in reason, reason
+        with BandFilesSource(orig) as a, BandFilesSource(files, offset=offset, reason=reason) as b:
+            for res in (10, 20, 60):
+                n = 240 * 10 // res
+                np.testing.assert_array_equal(a.read(res, (0, n), (0, n)), b.read(res, (0, n), (0, n)))
+
+
+def test_band_folder_after_2022_without_baseline_is_refused(tmp_path: Any) -> None:
+    """No metadata, no SAFE name, sensed after 2022-01-25 (file names renamed for the rule, which reads
+    only the names): a one-line error naming --boa-offset, exit 2, nothing written; the flag decides."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from s2sr_cloud.errors import InputError
+    from s2sr_cloud.io.bandfiles import band_offset, find_band_files
+
+    folder = _shifted_copy(tmp_path / "bands", name="T18SVG_20230615T155821_{}.tif")
+    files = find_band_files(folder)
+    with pytest.raises(InputError, match="--boa-offset 1000"):
+        band_offset(folder, files)
+    assert band_offset(folder, files, 1000) == (1000, "--boa-offset 1000")
+    root = Path(__file__).parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    s2sr = str(Path(sys.executable).parent / "s2sr")
+    r = subprocess.run([s2sr, "superres", str(folder), "--out", str(tmp_path / "sr.tif"), "--device", "cpu"],
+                       capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert r.returncode == 2 and "--boa-offset" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "sr.tif").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["bands"]

@@ -89,6 +89,9 @@ def superres(
         ),
     ] = 0,
     adapt_net: Annotated[str, typer.Option("--adapt-net", help="Which nets --adapt refines: 20, 60 or all.")] = "60",
+    boa_offset: Annotated[int | None, typer.Option(
+        "--boa-offset", help="Band folders: DN offset to remove, 1000 (baseline >= 04.00) or 0 [default: from the "
+        "product's metadata or SAFE name; refused for files sensed from 2022-01-25 on without either].")] = None,
 ) -> None:
     """Super-resolve a local scene: B1 B5 B6 B7 B8A B9 B11 B12 to 10 m."""
     from ..infer import load_runners
@@ -106,7 +109,8 @@ def superres(
     backends = ", ".join(f"{k}: {r.backend}" for k, r in runners.items())
     with progress_task(f"super-resolving ({backends})") as update:
         res = superres_scene(input, out, runners, tile=tile, block=block, batch=batch, overwrite=overwrite,
-                             backproject=backproject, hybrid=hybrid, on_progress=update)
+                             backproject=backproject, hybrid=hybrid, on_progress=update,
+                             **({"boa_offset": boa_offset} if boa_offset is not None else {}))
     worst = res.consistency_rmse_max
     success(f"wrote {out}" + (f" (consistency RMSE ≤ {worst:.2f} DN)" if worst is not None else ""))
 
