@@ -332,7 +332,7 @@ def process_item(
         writer.tags.update(qa_tags(qa.result()))  # written when the COG is finished
     from .io.scl import write_item_scl  # L2A: the scene classification at 10 m beside the COG
 
-    write_item_scl(item, profile, plan.item_grid, out, path, http=plan.http, overwrite=params.overwrite)
+    write_item_scl(item, profile, plan.item_grid, out, path, http=plan.http)
     return item_result(item, plan, runners, profile, params, path, time.perf_counter() - t0, consistency=qa.result())
 
 

@@ -321,3 +321,23 @@ def test_mosaic_cli_writes_tif_and_zarr(two_zones: dict[str, Any]) -> None:
     np.testing.assert_array_equal(z["B12"].isel(time=0).values, want["B12"].values)
     r = cli.invoke(app, ["mosaic", str(two_zones["catalog"]), "--out", str(tmp / "cube.tif")])
     assert r.exit_code != 0 and "exists" in str(r.exception or r.output)
+
+
+def test_unreadable_scl_keeps_the_bands_and_says_so(tmp_path: Path, shipped: Any,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """An L2A item whose SCL asset cannot be read: the super-resolved COG is still written (the bands
+    are the product), no SCL beside it, a warning naming what is missing."""
+    import pystac
+
+    from s2sr_cloud.catalog.presets import resolve_catalog
+    from s2sr_cloud.io.scl import scl_path
+    from s2sr_cloud.pipeline import RunParams, process_item
+
+    stem = "S2A_MSIL2A_20170613T101031_87_48"
+    root = Path(__file__).parents[1] / "s2sr_cloud" / "sample" / "sentinel-2-l2a" / stem
+    item = pystac.Item.from_file(str(root / f"{stem}.json"))
+    item.make_asset_hrefs_absolute()
+    item.add_asset("scl", pystac.Asset(str(tmp_path / "missing" / "SCL.tif"), media_type="image/tiff"))
+    res = process_item(item, shipped, resolve_catalog("sample"), RunParams(out_dir=tmp_path / "out"))
+    assert res.path.is_file() and not scl_path(res.path).exists()
+    assert "no scene classification" in caplog.text and "SCL" in caplog.text

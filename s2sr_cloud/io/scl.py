@@ -115,10 +115,13 @@ def write_scl(
 
 def write_item_scl(
     item: pystac.Item, profile: CatalogProfile, item_grid: ItemGrid, out: OutputGrid, cog: Path, *,
-    http: HttpParams | None = None, overwrite: bool = False,
+    http: HttpParams | None = None,
 ) -> Path | None:
     """The SCL beside the output COG ``cog`` of ``item`` (:func:`scl_path`), when the item has an
-    SCL asset (L2A); None otherwise (L1C items, catalogs without it: nothing is written)."""
+    SCL asset (L2A); None otherwise (L1C items, catalogs without it: nothing is written).
+
+    The SCL follows its COG (just written): an older one is replaced. An unreadable SCL asset is a
+    warning, not a failure of the item: the bands are kept, without a cloud mask."""
     from ..catalog.assets import scl_asset
     from ..catalog.signing import signer_for
 
@@ -126,7 +129,14 @@ def write_item_scl(
     if ref is None:
         log.debug("[%s] no SCL asset: no scene classification beside the output", item.id)
         return None
+    from ..errors import CRSMismatch, RasterReadError
+
     tags = {"S2SR_SOURCE_ITEM": item.id, "S2SR_SOURCE_COLLECTION": item.collection_id or "",
             "S2SR_SCL_RESAMPLING": "nearest (20 m -> 10 m)"}
-    return write_scl(ref, item_grid, out.window, scl_path(cog), crs=out.crs, transform=out.transform,
-                     overwrite=overwrite, signer=signer_for(profile.signer), http=http, tags=tags)
+    try:
+        return write_scl(ref, item_grid, out.window, scl_path(cog), crs=out.crs, transform=out.transform,
+                         overwrite=True, signer=signer_for(profile.signer), http=http, tags=tags)
+    except (RasterReadError, CRSMismatch) as err:  # the bands are done: keep them, say what is missing
+        log.warning("[%s] no scene classification beside the output (no cloud mask): %s", item.id, err)
+        scl_path(cog).unlink(missing_ok=True)  # never a stale one from an earlier run
+        return None
