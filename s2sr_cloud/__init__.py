@@ -33,12 +33,17 @@ _LAZY: dict[str, str] = {
 
 __all__ = ["__version__", *_LAZY]
 
-if TYPE_CHECKING:
-    from .api import process, search, super_resolve
-    from .batch import ItemOutcome, ModelSpec, process_items
-    from .cube import load
-    from .pipeline import RunParams, SceneResult
-    from .publish import open_target
+if TYPE_CHECKING:  # for type checkers and IDEs only: at run time the names load on first use
+    from .api import process as process
+    from .api import search as search
+    from .api import super_resolve as super_resolve
+    from .batch import ItemOutcome as ItemOutcome
+    from .batch import ModelSpec as ModelSpec
+    from .batch import process_items as process_items
+    from .cube import load as load
+    from .pipeline import RunParams as RunParams
+    from .pipeline import SceneResult as SceneResult
+    from .publish import open_target as open_target
 
 
 def __getattr__(name: str) -> Any:

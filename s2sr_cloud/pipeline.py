@@ -330,7 +330,8 @@ def process_item(
     with writer:
         stream_item(plan, runners, profile, params, writer.write, item_id=item.id, on_progress=on_progress, qa=qa)
         writer.tags.update(qa_tags(qa.result()))  # written when the COG is finished
-    from .io.scl import write_item_scl  # L2A: the scene classification at 10 m beside the COG
+    # L2A: the scene classification at 10 m beside the COG
+    from .io.scl import write_item_scl
 
     write_item_scl(item, profile, plan.item_grid, out, path, http=plan.http)
     return item_result(item, plan, runners, profile, params, path, time.perf_counter() - t0, consistency=qa.result())

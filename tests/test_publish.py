@@ -12,8 +12,8 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import timedelta
-from types import SimpleNamespace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -479,7 +479,6 @@ def test_processed_scene_published_to_all_three_targets(
     stac_validate: Validate,
 ) -> None:
     import pystac_client
-    import rasterio
     from typer.testing import CliRunner
 
     from s2sr_cloud.cli import app

@@ -20,7 +20,15 @@ from typing import Any
 import numpy as np
 
 from ..bands import BANDS
-from .item import COG_TYPE, PNG_TYPE, REFLECTANCE, SCL, LocalAsset, ProcessedScene, item_id_for
+from .item import (
+    COG_TYPE,
+    PNG_TYPE,
+    REFLECTANCE,
+    SCL,
+    LocalAsset,
+    ProcessedScene,
+    item_id_for,
+)
 
 log = logging.getLogger(__name__)
 
