@@ -40,16 +40,26 @@ BBox = tuple[float, float, float, float]
 
 def _from_catalog(path: str, endpoint: str | None) -> list[pystac.Item]:
     import pystac
+    from pystac.errors import STACError
 
+    from .errors import InputError, S2SRError
     from .publish.stores import OBJECT_SCHEMES, object_stac_io
 
-    if path.split("://", 1)[0] in OBJECT_SCHEMES:
-        cat = pystac.read_file(path, stac_io=object_stac_io(endpoint))
-    else:
-        p = Path(path).expanduser()
-        if p.is_dir():
-            p = p / ("catalog.json" if (p / "catalog.json").exists() else "collection.json")
-        cat = pystac.read_file(str(p))
+    try:
+        if path.split("://", 1)[0] in OBJECT_SCHEMES:
+            cat = pystac.read_file(path, stac_io=object_stac_io(endpoint))
+        else:
+            p = Path(path).expanduser()
+            if p.is_dir():
+                p = p / ("catalog.json" if (p / "catalog.json").exists() else "collection.json")
+            cat = pystac.read_file(str(p))
+    except S2SRError:
+        raise
+    except (OSError, ValueError, STACError, KeyError, TypeError) as err:
+        raise InputError(
+            f"cannot read a STAC catalog at {path} ({type(err).__name__}: {str(err)[:200]}); expected a folder "
+            "with catalog.json or collection.json, such a file, a STAC API root, or output COGs of a run"
+        ) from err
     if isinstance(cat, pystac.Item):
         return [cat]
     items = list(cat.get_items(recursive=True)) if isinstance(cat, pystac.Catalog) else []

@@ -341,3 +341,18 @@ def test_unreadable_scl_keeps_the_bands_and_says_so(tmp_path: Path, shipped: Any
     res = process_item(item, shipped, resolve_catalog("sample"), RunParams(out_dir=tmp_path / "out"))
     assert res.path.is_file() and not scl_path(res.path).exists()
     assert "no scene classification" in caplog.text and "SCL" in caplog.text
+
+
+def test_mosaic_of_a_missing_catalog_is_one_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    s2sr = str(Path(sys.executable).parent / "s2sr")
+    for args, words in (([str(tmp_path / "nothing"), "--out", "cube.tif"], "cannot read a STAC catalog"),
+                        ([str(tmp_path), "--out", "cube.png"], "*.tif or *.zarr")):
+        r = subprocess.run([s2sr, "mosaic", *args], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+        assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []
