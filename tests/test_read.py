@@ -211,10 +211,24 @@ class _S3Recorder:
             def log_message(self, *a: Any) -> None:
                 pass
 
+            def do_PUT(self) -> None:  # noqa: N802 - IMDSv2 session token
+                body = b"imds-session-token"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
             def do_GET(self) -> None:  # noqa: N802
-                if self.path == "/creds":
-                    body = json.dumps(creds).encode()
+                role = "/latest/meta-data/iam/security-credentials/"
+                if self.path == "/creds" or self.path == role + "s2sr-role":
+                    body = json.dumps({"Code": "Success", "Type": "AWS-HMAC", **creds}).encode()
                     self.send_response(200)
+                elif self.path == role:
+                    body = b"s2sr-role"
+                    self.send_response(200)
+                elif self.path.startswith("/latest/"):
+                    body = b""
+                    self.send_response(404)
                 else:
                     rec.append((self.path, self.headers.get("Authorization"), self.headers.get("x-amz-security-token")))
                     path = root / self.path.split("?")[0].lstrip("/").split("/", 1)[1]  # /bucket/key
@@ -237,17 +251,18 @@ class _S3Recorder:
         self.httpd.server_close()
 
 
-@pytest.mark.parametrize("unsigned", [False, True])
-def test_s3_reads_are_signed_with_a_container_role(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
-                                                   unsigned: bool) -> None:
-    """No keys in the environment, only a container credentials endpoint: boto3's chain finds the
-    role's temporary credentials and GDAL signs with them (``S2SR_S3_UNSIGNED=YES``: unsigned)."""
+@pytest.mark.parametrize(("role", "unsigned"), [("container", False), ("instance", False), ("container", True)])
+def test_s3_reads_are_signed_with_a_container_or_instance_role(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                                                               role: str, unsigned: bool) -> None:
+    """No keys in the environment, only a container credentials endpoint (ECS/EKS) or an instance
+    metadata service (EC2, IMDSv2), both on loopback: boto3's chain finds the role's temporary
+    credentials and GDAL signs with them (``S2SR_S3_UNSIGNED=YES``: unsigned)."""
     from pathlib import Path
 
     from s2sr_cloud.catalog.assets import AssetRef
     from s2sr_cloud.io.read import probe_grid
 
-    name = f"B02-{'u' if unsigned else 's'}.tif"  # GDAL caches per URL: one name per case
+    name = f"B02-{role}-{'u' if unsigned else 's'}.tif"  # GDAL caches per URL: one name per case
     shutil.copy(Path(__file__).parent / "data" / "T18SVG_crop240" / "T18SVG_20160112_B02.tif", tmp_path / name)
     expires = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     srv = _S3Recorder(tmp_path, {"AccessKeyId": "ASIACONTAINERROLE", "SecretAccessKey": "role-secret",
@@ -255,9 +270,14 @@ def test_s3_reads_are_signed_with_a_container_role(tmp_path: Any, monkeypatch: p
     for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
               "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "S2SR_S3_UNSIGNED"):
         monkeypatch.delenv(k, raising=False)
-    env = {"AWS_CONTAINER_CREDENTIALS_FULL_URI": f"http://127.0.0.1:{srv.port}/creds",
-           "AWS_EC2_METADATA_DISABLED": "true",  # never ask an instance metadata service from a test
-           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none"),
+    if role == "container":
+        env = {"AWS_CONTAINER_CREDENTIALS_FULL_URI": f"http://127.0.0.1:{srv.port}/creds",
+               "AWS_EC2_METADATA_DISABLED": "true"}  # never ask a real instance metadata service from a test
+    else:
+        monkeypatch.delenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", raising=False)
+        env = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": f"http://127.0.0.1:{srv.port}/",
+               "AWS_EC2_METADATA_DISABLED": "false"}
+    env |= {"AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none"),
            "AWS_S3_ENDPOINT": f"127.0.0.1:{srv.port}", "AWS_HTTPS": "NO", "AWS_VIRTUAL_HOSTING": "FALSE",
            "AWS_DEFAULT_REGION": "us-east-1", "GDAL_HTTP_MAX_RETRY": "0"}
     if unsigned:
