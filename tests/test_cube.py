@@ -71,7 +71,7 @@ def _east_part(folder: Path) -> dict[str, Path]:
                 crs, t = src.crs, src.transform
                 data = src.read(1, window=Window(c0, 0, c1 - c0, src.height))
         files[band] = folder / f"A_{band}.tif"
-        _write(files[band], data, crs, t * t.translation(c0, 0))
+        _write(files[band], data, crs, t @ t.translation(c0, 0))
     return files
 
 
@@ -85,8 +85,8 @@ def _warped_west_part(folder: Path) -> dict[str, Path]:
     with rasterio.open(DATA / "T18SVG_20160112_B01.tif") as ref60:
         src_crs, t60 = ref60.crs, ref60.transform
     w60 = (COLS_B[1] - COLS_B[0]) // 6
-    left, top = t60 * (COLS_B[0] // 6, 0)
-    right, bottom = t60 * (COLS_B[0] // 6 + w60, 40)
+    left, top = t60 @ (COLS_B[0] // 6, 0)
+    right, bottom = t60 @ (COLS_B[0] // 6 + w60, 40)
     t, w, h = calculate_default_transform(src_crs, dst_crs, w60, 40, left=left, bottom=bottom, right=right, top=top,
                                           resolution=60)
     x0, y0 = np.floor(t.c / 60) * 60, np.ceil(t.f / 60) * 60  # snap: the 10/20/60 m grids nest
@@ -107,7 +107,7 @@ def _warped_west_part(folder: Path) -> dict[str, Path]:
         n = 60 // f
         dst = np.zeros((h60b * n, w60b * n), src.dtype)
         dst_t = Affine(f, 0, x0, 0, -f, y0)
-        reproject(src, dst, src_transform=st * st.translation(c0, 0), src_crs=src_crs, dst_transform=dst_t,
+        reproject(src, dst, src_transform=st @ st.translation(c0, 0), src_crs=src_crs, dst_transform=dst_t,
                   dst_crs=dst_crs, src_nodata=0, dst_nodata=0, resampling=Resampling.nearest)
         files[band] = folder / f"B_{band}.tif"
         _write(files[band], dst, dst_crs, dst_t)
@@ -197,7 +197,7 @@ def _same_pixels(got: np.ndarray, want: np.ndarray, where: np.ndarray, band: str
     if not bad.any():
         return
     rows, cols = np.nonzero(bad)
-    xs, ys = geobox.transform * (cols + 0.5, rows + 0.5)
+    xs, ys = geobox.transform @ (cols + 0.5, rows + 0.5)
     with rasterio.open(cog) as ds:
         src = np.pad(ds.read(SR_BANDS.index(band) + 1), 1)
         sx, sy = warp_xy("EPSG:32618", ds.crs, list(xs), list(ys))
