@@ -5,7 +5,12 @@
 #   docker build -t s2sr-cloud:cpu --target cpu .    # CPU only (ONNX Runtime CPU provider, OpenVINO)
 #
 #   docker run --gpus all -v s2sr-engines:/engines s2sr-cloud:gpu \
-#       search --bbox 11.50,48.10,11.60,48.20 --max-cloud 20 --run --out s3://bucket/out --build-engine
+#       search --bbox 11.50,48.10,11.60,48.20 --max-cloud 20 --run --out /work/out \
+#       --publish s3://bucket/s2sr --build-engine
+#   docker run -v "$PWD:/work" s2sr-cloud:cpu task payload.json --out result.json   # a stac-task step
+#
+# --out is a local folder (the COGs are written there, then published): object stores are
+# --publish targets (s3://, gs://, az:// or a STAC API), never --out.
 #
 # The entrypoint is `s2sr`; TensorRT engines built on first use land in the /engines volume
 # and are reused by later containers on the same GPU model (see docs/cloud.md).
@@ -26,7 +31,7 @@ RUN pip wheel --no-deps --wheel-dir /wheels .
 FROM ${PYTHON_IMAGE} AS cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
 COPY --from=wheel /wheels /wheels
-RUN pip install "$(echo /wheels/s2sr_cloud-*.whl)[s3,pc,dask,cpu,openvino]" \
+RUN pip install "$(echo /wheels/s2sr_cloud-*.whl)[s3,stores,pc,dask,cpu,openvino,cube,task]" \
     && rm -rf /wheels \
     && useradd --create-home --uid 10001 --user-group s2sr \
     && mkdir -p /engines /work \

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import __version__, timing
-from .bands import BANDS, BANDS_10M, SR_BANDS
+from .bands import BANDS_10M, SR_BANDS
 from .catalog.assets import NEEDED_BANDS, AssetRef, band_assets
 from .grid import (
     ItemGrid,
@@ -172,12 +172,6 @@ def plan_item(item: pystac.Item, profile: CatalogProfile, params: RunParams) -> 
     return ItemPlan(assets, grid, out, http)
 
 
-def _description(band: str, sr: bool) -> str:
-    b = BANDS[band]
-    how = f"super-resolved {b.resolution} m -> 10 m" if sr else "native 10 m"
-    return f"{band} ({b.common_name}, {b.wavelength * 1000:.0f} nm, {how})"
-
-
 def cog_tags(
     runners: Mapping[str, Runner], *, source_item: str = "", source_collection: str = "", source_href: str = "",
     catalog: str = "", dn_convention: str = DN_CONVENTION, offsets: Iterable[int] = (0,), post: PostSteps = DEFAULT,
@@ -221,10 +215,10 @@ def _tags(item: pystac.Item, plan: ItemPlan, runners: Mapping[str, Runner], prof
 
 
 def band_layout(bands: Iterable[str]) -> dict[str, Any]:
-    """Band descriptions and per-band tags of an output COG."""
-    bands = tuple(bands)
-    return {"descriptions": [_description(b, b in SR_BANDS) for b in bands],
-            "band_tags": [{"band": b, "scale": str(DN_SCALE), "offset": "0"} for b in bands]}
+    """Band descriptions, per-band tags and GDAL scale/offset of an output COG (:func:`s2sr_cloud.io.cog.band_layout`)."""
+    from .io.cog import band_layout as layout
+
+    return layout(bands, scale=DN_SCALE, offset=0.0)
 
 
 def output_path(item: pystac.Item, params: RunParams) -> Path:
@@ -332,6 +326,10 @@ def process_item(
         writer.tags.update(qa_tags(qa.result()))  # written when the COG is finished
         last_block = time.perf_counter()
     timing.add("cog", time.perf_counter() - last_block)  # the writer's tail after the last block
+    # L2A: the scene classification at 10 m beside the COG
+    from .io.scl import write_item_scl
+
+    write_item_scl(item, profile, plan.item_grid, out, path, http=plan.http)
     return item_result(item, plan, runners, profile, params, path, time.perf_counter() - t0, consistency=qa.result())
 
 

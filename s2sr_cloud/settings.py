@@ -80,9 +80,14 @@ def aws_region(default: str = "us-east-1") -> str:
     return env("AWS_REGION") or env("AWS_DEFAULT_REGION") or default
 
 
+def s3_unsigned() -> bool:
+    """``$S2SR_S3_UNSIGNED``: never sign S3 reads (public buckets), even with credentials around."""
+    return (env("S2SR_S3_UNSIGNED") or "").upper() in ("YES", "TRUE", "1")
+
+
 def aws_credentials_present() -> bool:
     """True when S3 reads can be signed: keys, a profile, or a shared credentials file."""
-    if (env("S2SR_S3_UNSIGNED") or "").upper() in ("YES", "TRUE", "1"):
+    if s3_unsigned():
         return False
     if env("AWS_ACCESS_KEY_ID") and env("AWS_SECRET_ACCESS_KEY"):
         return True

@@ -116,12 +116,14 @@ def superres_geotiff(
     overwrite: bool = False,
     post: PostSteps = DEFAULT,
     on_progress: ProgressFn | None = None,
+    boa_offset: int | None = None,
 ) -> SceneResult:
     """Folder of per-band GeoTIFFs → one 10 m COG of the 8 super-resolved bands, by blocks.
 
-    The same streaming loop, COG writer, tags and band metadata as ``s2sr run``.
+    The same streaming loop, COG writer, tags and band metadata as ``s2sr run``; baseline ≥ 04.00
+    products are harmonised like STAC items (``boa_offset``: :func:`~s2sr_cloud.io.bandfiles.band_offset`).
     """
-    from .io.bandfiles import BandFilesSource, find_band_files
+    from .io.bandfiles import BandFilesSource, band_offset, find_band_files
     from .io.cog import CogWriter
     from .pipeline import band_layout, cog_tags, qa_tags
     from .stream import BandsSink, PerThreadSource, run_blocks
@@ -133,13 +135,14 @@ def superres_geotiff(
     check_output(out, overwrite=overwrite)
     t0 = time.perf_counter()
     files = find_band_files(folder)
+    offset, why = band_offset(folder, files, boa_offset)  # baseline >= 04.00: -1000 DN, as for STAC items
     with BandFilesSource(files) as meta:  # checks the grids once, gives CRS and transform
         crs, transform = meta.crs, meta.transform
     # reading + upsampling of block k+1 overlaps inference of block k (one GDAL handle per thread)
-    with PerThreadSource(lambda: CheckedSource(BandFilesSource(files), folder.name)) as src:
+    with PerThreadSource(lambda: CheckedSource(BandFilesSource(files, offset=offset, reason=why), folder.name)) as src:
         h, w = src.shape10
         tags = cog_tags(runners, source_item=folder.name, source_href=str(folder.resolve()), catalog="local",
-                        dn_convention=LOCAL_DN_CONVENTION, post=post)
+                        dn_convention=LOCAL_DN_CONVENTION, post=post, offsets=[offset])
         qa = ConsistencyQA()
         with CogWriter(out, width=w, height=h, count=len(SR_BANDS), crs=crs, transform=transform, nodata=0,
                        tags=tags, overwrite=overwrite, **band_layout(SR_BANDS)) as writer:
@@ -174,4 +177,6 @@ def superres_scene(
     one streaming loop; ``kwargs`` as :func:`superres_geotiff`."""
     if Path(inp).is_dir():
         return superres_geotiff(Path(inp), Path(out), runners, **kwargs)
+    if kwargs.pop("boa_offset", None) is not None:
+        raise InputError("--boa-offset applies to folders of band files; remove the offset from .npz arrays first")
     return superres_npz(Path(inp), Path(out), runners, **kwargs)

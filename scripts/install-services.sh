@@ -6,12 +6,33 @@
 #   image has them); the matching postgresql-<major>-postgis-3 package is added with apt.
 #   If no server is there at all, postgresql + postgis of the distribution are installed.
 #
+#   Azurite (Microsoft's Azure Storage emulator) for the az:// publishing tests: npm package,
+#   pinned, installed into .services/azurite (git-ignored) from the npm registry.
+#
 # Python-side services (stac-fastapi-pgstac, pypgstac, moto) come from requirements-test.txt.
 # Runs as root (CI, fresh Debian 12). Without root and without PostGIS it only warns:
 # the service tests then skip with a reason (and fail under CI=true).
 set -euo pipefail
 
 log() { echo "install-services: $*" >&2; }
+
+AZURITE_VERSION=3.37.0
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+install_azurite() {
+  local dir="$ROOT/.services/azurite"
+  if [ -x "$dir/node_modules/.bin/azurite-blob" ]; then
+    log "Azurite already installed"
+    return 0
+  fi
+  if ! command -v npm >/dev/null 2>&1; then
+    log "WARNING: no npm here: install Node.js + npm (the Azure publishing tests will skip)"
+    return 0
+  fi
+  log "npm install azurite@$AZURITE_VERSION (into .services/azurite)"
+  mkdir -p "$dir"
+  npm install --prefix "$dir" --no-audit --no-fund --silent "azurite@$AZURITE_VERSION" >&2
+}
+install_azurite
 
 pg_major() {
   # Highest PostgreSQL major version whose server binaries are installed.

@@ -210,6 +210,8 @@ def hybrid_item(doc: dict[str, Any], sample: dict[str, Any], keys: dict[str, str
             asset.pop("proj:bbox", None)
             if "proj:code" in asset:
                 asset["proj:code"] = f"EPSG:{epsg}"
+        elif key in out["assets"] and not keep_hrefs:  # no sample file for it (the SCL): never read the live href
+            del out["assets"][key]
     return out
 
 

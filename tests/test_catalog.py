@@ -259,3 +259,29 @@ def test_query_extension_on_an_api_that_conforms(pgstac_api: str) -> None:
     server = requests.post(f"{pgstac_api}/search", json=body, timeout=30).json()["features"]
     assert sorted(f["id"] for f in server) == expect
     requests.delete(f"{pgstac_api}/collections/{cid}", timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("path", "profile", "key"),
+    [
+        (ES / "items" / "S2A_13TDE_20231008_0_L2A.json", EARTH_SEARCH, "scl"),
+        (ES / "items" / "S2B_T20EPT_20250731T131905_L2A.json", EARTH_SEARCH, "scl"),
+        (PC / "items" / "S2A_MSIL2A_20190101T000001_R116_T60VUK_20201007T214652.json", PLANETARY_COMPUTER, "SCL"),
+        (STAC_DATA / "cdse" / "items" / "S2A_MSIL2A_20220217T183431_N0510_R027_T13VEK_20240516T022440.json", CDSE, "SCL_20m"),
+    ],
+)
+def test_scl_asset_of_real_items(path: Path, profile, key: str) -> None:  # type: ignore[no-untyped-def]
+    from s2sr_cloud.catalog.assets import scl_asset
+
+    ref = scl_asset(_item(path), profile)
+    assert ref is not None and ref.key == key and ref.resolution == 20 and ref.offset_dn == 0
+    assert not ref.href.lower().endswith(".jp2") or profile is CDSE  # the COG, not Earth Search's scl-jp2
+
+
+def test_no_scl_asset_on_l1c_items() -> None:
+    from s2sr_cloud.catalog.assets import scl_asset
+    from s2sr_cloud.catalog.presets import resolve_catalog, sample_catalog_path
+
+    item = pystac.Item.from_file(str(sample_catalog_path().parent / "sentinel-2-l1c" / "S2A_18SVG_20160112_0_L1C"
+                                     / "S2A_18SVG_20160112_0_L1C.json"))
+    assert scl_asset(item, resolve_catalog("sample")) is None

@@ -35,12 +35,12 @@ HEAVY = (
 #: s2sr_cloud modules a `--help` may import: the CLI and the leaves its option types use.
 LIGHT_OWN = {"s2sr_cloud", "s2sr_cloud.errors", "s2sr_cloud.options", "s2sr_cloud.settings"}
 COMMANDS = [  # every command path, in the order of `s2sr --help`
-    "search", "run", "superres", "publish", "train", "evaluate", "export", "import-keras",
+    "search", "run", "superres", "publish", "mosaic", "task", "train", "evaluate", "export", "import-keras",
     "engine", "engine build", "engine list", "engine check", "info",
 ]
 PANELS = {
     "Find and process": ["search", "run", "superres"],
-    "Publish": ["publish"],
+    "Publish": ["publish", "mosaic", "task"],
     "Models": ["train", "evaluate", "export", "import-keras"],
     "Engines and system": ["engine", "info"],
 }
@@ -151,14 +151,9 @@ def test_help_is_readable_at_80_columns(help_pages, command: str) -> None:
 def test_backproject_default_is_the_librarys() -> None:
     """The CLI writes the default out (importing the post-steps imports NumPy); it must be the library's."""
     from s2sr_cloud.cli._options import BACKPROJECT_DEFAULT
+    from s2sr_cloud.post import ITERATIONS, PostSteps
 
-    try:
-        from s2sr_cloud.post import PostSteps  # the post-steps object (issue 21)
-    except ImportError:  # the tree before it: the module constant
-        from s2sr_cloud.backproject import ITERATIONS as library_default
-    else:
-        library_default = PostSteps().backproject
-    assert library_default == BACKPROJECT_DEFAULT
+    assert PostSteps().backproject == ITERATIONS == BACKPROJECT_DEFAULT
 
 
 def test_shared_option_types_move_between_panels_as_copies() -> None:

@@ -240,3 +240,27 @@ def test_pip_install_lines_resolve(dockerfile, tmp_path):
     gpu = [r for r in project["optional-dependencies"]["gpu"] if not r.startswith(("tensorrt", "onnxruntime-gpu"))]
     res = _dry_run(f"onnxruntime-gpu=={pin.split('=', 1)[1]}", *gpu)
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_documented_commands_publish_instead_of_writing_to_a_url():
+    """`--out` is a local folder: an `--out s3://…` makes a folder named `s3:`. The image's examples
+    and the README use `--publish` for object stores."""
+    for path in (DOCKERFILE, ROOT / "README.md", ROOT / "docs" / "publish.md", ROOT / "docs" / "python.md"):
+        text = path.read_text()
+        assert not re.search(r"--out[ =]+(s3|gs|az)://", text), path.name
+    assert "--publish s3://" in DOCKERFILE.read_text()
+
+
+def test_extras_compose_and_install_lines_work_from_a_clone():
+    """[test] is composable with [gpu] (no ONNX Runtime of its own); the README installs from a clone."""
+    from packaging.requirements import Requirement
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert not {Requirement(r).name for r in extras["test"]} & {"onnxruntime", "onnxruntime-gpu"}
+    for extra, needs in {"cube": {"odc-stac", "xarray", "rioxarray", "dask"}, "stores": {"obstore"},
+                         "task": {"stactask"}, "s3": {"boto3", "obstore"}}.items():
+        assert needs <= {Requirement(r).name for r in extras[extra]}, extra
+    readme = (ROOT / "README.md").read_text()
+    assert "pip install '.[cpu]'" in readme and "pip install 's2sr-cloud[" not in readme
+    install = (ROOT / "scripts" / "install.sh").read_text()
+    assert re.search(r'-e "\.\[cpu,train,test,[a-z0-9,]*cube[a-z0-9,]*\]"', install)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pystac
@@ -189,3 +190,175 @@ def test_pipeline_copies_do_not_touch_the_package(cog_server: RangeServer) -> No
     assert (cog_server.root / VA / "B04.tif").stat().st_size == (SAMPLE / VA / "B04.tif").stat().st_size
     assert not (SAMPLE / "broken").exists()
     shutil.rmtree(cog_server.root / "broken", ignore_errors=True)
+
+
+# --- S3 reads signed through boto3's credential chain (container role) --------------------
+class _S3Recorder:
+    """A loopback server that answers GDAL's ``/vsis3/`` range GETs from a folder and records each
+    request's ``Authorization``/``x-amz-security-token``; ``/creds`` is an ECS-style container
+    credentials endpoint (what ``AWS_CONTAINER_CREDENTIALS_FULL_URI`` points at in a task)."""
+
+    def __init__(self, root: Any, creds: dict[str, str]) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        rec = self.requests = []  # type: ignore[var-annotated]
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+            def do_PUT(self) -> None:  # noqa: N802 - IMDSv2 session token
+                body = b"imds-session-token"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:  # noqa: N802
+                role = "/latest/meta-data/iam/security-credentials/"
+                if self.path == "/creds" or self.path == role + "s2sr-role":
+                    body = json.dumps({"Code": "Success", "Type": "AWS-HMAC", **creds}).encode()
+                    self.send_response(200)
+                elif self.path == role:
+                    body = b"s2sr-role"
+                    self.send_response(200)
+                elif self.path.startswith("/latest/"):
+                    body = b""
+                    self.send_response(404)
+                else:
+                    rec.append((self.path, self.headers.get("Authorization"), self.headers.get("x-amz-security-token")))
+                    path = root / self.path.split("?")[0].lstrip("/").split("/", 1)[1]  # /bucket/key
+                    data = path.read_bytes()
+                    a, _, b = (self.headers.get("Range") or "bytes=0-").removeprefix("bytes=").partition("-")
+                    end = min(int(b) if b else len(data) - 1, len(data) - 1)
+                    body = data[int(a) : end + 1]
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {a}-{end}/{len(data)}")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize(("role", "unsigned"), [("container", False), ("instance", False), ("container", True)])
+def test_s3_reads_are_signed_with_a_container_or_instance_role(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                                                               role: str, unsigned: bool) -> None:
+    """No keys in the environment, only a container credentials endpoint (ECS/EKS) or an instance
+    metadata service (EC2, IMDSv2), both on loopback: boto3's chain finds the role's temporary
+    credentials and GDAL signs with them (``S2SR_S3_UNSIGNED=YES``: unsigned)."""
+    from pathlib import Path
+
+    from s2sr_cloud.catalog.assets import AssetRef
+    from s2sr_cloud.io.read import probe_grid
+
+    name = f"B02-{role}-{'u' if unsigned else 's'}.tif"  # GDAL caches per URL: one name per case
+    shutil.copy(Path(__file__).parent / "data" / "T18SVG_crop240" / "T18SVG_20160112_B02.tif", tmp_path / name)
+    expires = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    srv = _S3Recorder(tmp_path, {"AccessKeyId": "ASIACONTAINERROLE", "SecretAccessKey": "role-secret",
+                                 "Token": "role-session-token", "Expiration": expires})
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+              "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "S2SR_S3_UNSIGNED"):
+        monkeypatch.delenv(k, raising=False)
+    if role == "container":
+        env = {"AWS_CONTAINER_CREDENTIALS_FULL_URI": f"http://127.0.0.1:{srv.port}/creds",
+               "AWS_EC2_METADATA_DISABLED": "true"}  # never ask a real instance metadata service from a test
+    else:
+        monkeypatch.delenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", raising=False)
+        env = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": f"http://127.0.0.1:{srv.port}/",
+               "AWS_EC2_METADATA_DISABLED": "false"}
+    env |= {"AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none"),
+           "AWS_S3_ENDPOINT": f"127.0.0.1:{srv.port}", "AWS_HTTPS": "NO", "AWS_VIRTUAL_HOSTING": "FALSE",
+           "AWS_DEFAULT_REGION": "us-east-1", "GDAL_HTTP_MAX_RETRY": "0"}
+    if unsigned:
+        env["S2SR_S3_UNSIGNED"] = "YES"
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    try:
+        grid = probe_grid(AssetRef("B02", "B02", f"s3://cogs/{name}", 10, 0, "test", 0), http=HttpParams(max_retry=0))
+    finally:
+        srv.stop()
+    assert grid.crs == "EPSG:32618" and grid.shape == (240, 240)
+    assert srv.requests, "GDAL made no request"
+    for _, auth, token in srv.requests:
+        if unsigned:
+            assert auth is None and token is None
+        else:
+            assert auth is not None and "Credential=ASIACONTAINERROLE/" in auth and token == "role-session-token"
+
+
+# --- local band folders: baseline >= 04.00 harmonised like STAC items ---------------------
+def _shifted_copy(dst: Any, name: str = "T18SVG_20160112_{}.tif", add: int = 1000) -> Any:
+    """The crop's band files with ``add`` DN on every valid pixel (what baseline >= 04.00 stores for
+    the same reflectance), under ``name``."""
+    from pathlib import Path
+
+    src = Path(__file__).parent / "data" / "T18SVG_crop240"
+    dst.mkdir(parents=True)
+    for p in sorted(src.glob("*_B*.tif")):
+        band = p.stem.rsplit("_", 1)[1]
+        with rasterio.open(p) as ds:
+            data, prof = ds.read(), ds.profile
+        with rasterio.open(dst / name.format(band), "w", **prof) as out:
+            out.write(np.where(data > 0, data + add, 0).astype(data.dtype))
+    return dst
+
+
+def test_band_folder_of_a_baseline_04_product_is_harmonised(tmp_path: Any) -> None:
+    """A SAFE name (…_N0509_…) or an MTD_MSIL2A.xml BOA_ADD_OFFSET says "offset in the data": the
+    reader removes it and gives back exactly the original DN."""
+    from pathlib import Path
+
+    from s2sr_cloud.io.bandfiles import BandFilesSource, band_offset, find_band_files
+
+    orig = find_band_files(Path(__file__).parent / "data" / "T18SVG_crop240")
+    safe = _shifted_copy(tmp_path / "S2A_MSIL2A_20160112T155612_N0509_R054_T18SVG_20160112T999999.SAFE" / "bands")
+    mtd = _shifted_copy(tmp_path / "product" / "GRANULE" / "IMG_DATA")
+    (tmp_path / "product" / "MTD_MSIL2A.xml").write_text(
+        "<Product_Image_Characteristics><BOA_ADD_OFFSET_VALUES_LIST>"
+        '<BOA_ADD_OFFSET band_id="0">-1000</BOA_ADD_OFFSET><BOA_ADD_OFFSET band_id="1">-1000</BOA_ADD_OFFSET>'
+        "</BOA_ADD_OFFSET_VALUES_LIST></Product_Image_Characteristics>")
+    assert band_offset(orig["B02"].parent, orig) == (0, "no baseline; sensed 2016-01-12, before 2022-01-25")
+    for folder, why in ((safe, "baseline 05.09"), (mtd, "ADD_OFFSET in MTD_MSIL2A.xml")):
+        files = find_band_files(folder)
+        offset, reason = band_offset(folder, files)
+        assert offset == 1000 and why in reason, reason
+        with BandFilesSource(orig) as a, BandFilesSource(files, offset=offset, reason=reason) as b:
+            for res in (10, 20, 60):
+                n = 240 * 10 // res
+                np.testing.assert_array_equal(a.read(res, (0, n), (0, n)), b.read(res, (0, n), (0, n)))
+
+
+def test_band_folder_after_2022_without_baseline_is_refused(tmp_path: Any) -> None:
+    """No metadata, no SAFE name, sensed after 2022-01-25 (file names renamed for the rule, which reads
+    only the names): a one-line error naming --boa-offset, exit 2, nothing written; the flag decides."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from s2sr_cloud.errors import InputError
+    from s2sr_cloud.io.bandfiles import band_offset, find_band_files
+
+    folder = _shifted_copy(tmp_path / "bands", name="T18SVG_20230615T155821_{}.tif")
+    files = find_band_files(folder)
+    with pytest.raises(InputError, match="--boa-offset 1000"):
+        band_offset(folder, files)
+    assert band_offset(folder, files, 1000) == (1000, "--boa-offset 1000")
+    root = Path(__file__).parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    s2sr = str(Path(sys.executable).parent / "s2sr")
+    r = subprocess.run([s2sr, "superres", str(folder), "--out", str(tmp_path / "sr.tif"), "--device", "cpu"],
+                       capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert r.returncode == 2 and "--boa-offset" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "sr.tif").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["bands"]

@@ -35,7 +35,7 @@ MAX_LINES = 400
 #: the rest of ``infer`` is layer 6). A module matching no key fails the test: place it here.
 LAYERS: dict[str, int] = {
     # 0: leaves
-    "errors": 0, "settings": 0, "options": 0, "bands": 0, "fsutil": 0, "http": 0, "grid": 0,
+    "errors": 0, "timing": 0, "settings": 0, "options": 0, "bands": 0, "fsutil": 0, "http": 0, "grid": 0,
     "ops": 0,  # grid operators (degrade, upsample, nearest, block mean, blur reach)
     "infer.base": 0,  # the Runner protocol and ModelInfo
     # 1: reading and catalogs
@@ -52,8 +52,8 @@ LAYERS: dict[str, int] = {
     "pipeline": 5, "superres_local": 5,
     "scenes": 5,  # scene loading (a STAC item .json is read through the pipeline's planning)
     "evaluation": 5,  # Wald metrics (uses scenes)
-    "cube": 5,  # odc-stac cubes of items (cube helper)
     # 6: runtimes, models, publishing
+    "cube": 6,  # odc-stac cubes of published/produced items (reads publish/ documents)
     "infer": 6, "nets": 6, "export": 6, "weights": 6, "publish": 6,
     # 7
     "batch": 7,
@@ -96,7 +96,7 @@ NOT_ENVIRONMENT = {
         "S2SR_VERSION", "S2SR_SOURCE_ITEM", "S2SR_SOURCE_COLLECTION", "S2SR_SOURCE_HREF",
         "S2SR_DN_CONVENTION", "S2SR_DN_SCALE", "S2SR_DN_OFFSET", "S2SR_BOA_OFFSET_REMOVED",
         "S2SR_BACKEND", "S2SR_BACKENDS", "S2SR_MODELS", "S2SR_PRECISION", "S2SR_BACKPROJECT",
-        "S2SR_HYBRID", "S2SR_POST_OPERATOR", "S2SR_CONSISTENCY_RMSE", "S2SR_CONSISTENCY_RMSE_MAX",
+        "S2SR_HYBRID", "S2SR_POST_OPERATOR", "S2SR_MOSAIC", "S2SR_SCL_RESAMPLING", "S2SR_CONSISTENCY_RMSE", "S2SR_CONSISTENCY_RMSE_MAX",
     ), "COG tag"),
     # GDAL configuration options given to rasterio.Env (io/env.py, catalog/signing.py)
     **dict.fromkeys((

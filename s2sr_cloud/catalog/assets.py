@@ -172,3 +172,22 @@ def band_assets(
     offsets = {r.offset_dn for r in out.values()}
     log.debug("%s: offsets %s (%s)", item.id, offsets, next(iter(out.values())).offset_reason)
     return out
+
+
+#: Asset keys the catalogs give the L2A scene classification (Earth Search, PC / v0, CDSE).
+SCL_KEYS: tuple[str, ...] = ("scl", "SCL", "SCL_20m")
+
+
+def scl_asset(item: pystac.Item, profile: CatalogProfile) -> AssetRef | None:
+    """The item's 20 m scene classification (SCL) asset, or None (L1C items, catalogs without it).
+
+    Found by the profile's ``SCL`` key, else by the usual keys (:data:`SCL_KEYS`); a JPEG 2000
+    twin (Earth Search ``scl-jp2``) is never preferred over the COG.
+    """
+    keys = profile.keys_for(item.collection_id)
+    for key in (keys.get("SCL"), *SCL_KEYS):
+        if key and key in item.assets:
+            asset = item.assets[key]
+            href = asset.get_absolute_href() or asset.href
+            return AssetRef("SCL", key, href, 20, 0, "classes, not scaled", 0.0)
+    return None

@@ -101,12 +101,18 @@ def cdse_s3_options() -> dict[str, str]:
     )
 
 
+#: Object store URL schemes and their GDAL virtual file systems.
+VSI_PREFIXES = {"s3://": "/vsis3/", "gs://": "/vsigs/", "az://": "/vsiaz/"}
+
+
 def vsi_path(href: str) -> str:
-    """GDAL path of an href: ``https://`` → ``/vsicurl/``, ``s3://`` → ``/vsis3/``; local as is."""
+    """GDAL path of an href: ``https://`` → ``/vsicurl/``, ``s3://`` → ``/vsis3/``, ``gs://`` →
+    ``/vsigs/``, ``az://`` → ``/vsiaz/``; local as is."""
     if href.startswith(("http://", "https://")):
         return f"/vsicurl/{href}"
-    if href.startswith("s3://"):
-        return f"/vsis3/{href[5:]}"
+    for scheme, prefix in VSI_PREFIXES.items():
+        if href.startswith(scheme):
+            return prefix + href[len(scheme):]
     if href.startswith("file://"):
         return href[7:]
     return href

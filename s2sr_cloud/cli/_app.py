@@ -16,8 +16,10 @@ from . import (
     engine_cmds,
     info_cmds,
     model_cmds,
+    mosaic_cmds,
     publish_cmds,
     stac_cmds,
+    task_cmds,
     train_cmds,
 )
 from ._options import SYSTEM
@@ -34,6 +36,8 @@ app = typer.Typer(
 app.add_typer(stac_cmds.app)  # search, run
 app.add_typer(core_cmds.app)  # superres
 app.add_typer(publish_cmds.app)  # publish
+app.add_typer(mosaic_cmds.app)  # mosaic
+app.add_typer(task_cmds.app)  # task (a stac-task step)
 app.add_typer(train_cmds.app)  # train, evaluate
 app.add_typer(model_cmds.app)  # export, import-keras
 app.add_typer(engine_cmds.app, name="engine", rich_help_panel=SYSTEM)  # engine build|list|check

@@ -32,7 +32,7 @@ O_OUTPUT = "Output"
 O_PUBLISH = "Publish"
 O_SCALE = "Scale-out"
 
-#: ``--backproject`` default: the library's back-projection iterations (``backproject.ITERATIONS``,
+#: ``--backproject`` default: the library's back-projection iterations (``post.ITERATIONS``,
 #: ``PostSteps().backproject`` once it lands). Written out, not imported: importing the
 #: post-steps imports NumPy, and ``s2sr --help`` must not. A test keeps the two equal.
 BACKPROJECT_DEFAULT = 2

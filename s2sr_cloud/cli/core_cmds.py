@@ -11,6 +11,7 @@ from ._options import (
     BACKPROJECT_DEFAULT,
     FIND,
     O_MODELS,
+    O_OUTPUT,
     Backproject,
     Batch,
     Block,
@@ -73,6 +74,10 @@ def superres(
         "pairs first (PyTorch; the whole scene is read into memory). See docs/model-card.md for when it helps.")] = 0,
     adapt_net: Annotated[str, typer.Option(
         "--adapt-net", metavar="NET", rich_help_panel=O_MODELS, help="Which nets --adapt refines: 20, 60 or all.")] = "60",
+    boa_offset: Annotated[int | None, typer.Option(
+        "--boa-offset", metavar="DN", rich_help_panel=O_OUTPUT,
+        help="Band folders: DN offset to remove, 1000 (baseline >= 04.00) or 0 (default: from the product's "
+        "metadata or SAFE name; refused for files sensed from 2022-01-25 on without either).")] = None,
 ) -> None:
     """Super-resolve a local scene (.npz or band files) to 10 m.
 
@@ -94,6 +99,7 @@ def superres(
     backends = ", ".join(f"{k}: {r.backend}" for k, r in runners.items())
     with progress_task(f"super-resolving ({backends})") as update:
         res = superres_scene(input, out, runners, tile=tile, block=block, batch=batch, overwrite=overwrite,
-                             post=PostSteps(backproject, hybrid), on_progress=update)
+                             post=PostSteps(backproject, hybrid), on_progress=update,
+                             **({"boa_offset": boa_offset} if boa_offset is not None else {}))
     worst = res.consistency_rmse_max
     success(f"wrote {out}" + (f" (consistency RMSE ≤ {worst:.2f} DN)" if worst is not None else ""))

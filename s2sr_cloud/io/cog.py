@@ -11,19 +11,42 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import numpy as np
 
+from ..bands import BANDS, SR_BANDS
 from ..fsutil import check_output, output_error, tmp_beside
 from ..grid import Window
 
 log = logging.getLogger(__name__)
 
 BLOCKSIZE = 512
+#: Output reflectance convention: reflectance = DN x REFLECTANCE_SCALE + offset (offset 0: the
+#: baseline-04.00 BOA offset is removed before the nets); DN 0 = nodata.
+REFLECTANCE_SCALE = 0.0001
+
+
+def _description(band: str, sr: bool) -> str:
+    b = BANDS[band]
+    how = f"super-resolved {b.resolution} m -> 10 m" if sr else "native 10 m"
+    return f"{band} ({b.common_name}, {b.wavelength * 1000:.0f} nm, {how})"
+
+
+def band_layout(bands: Iterable[str], *, scale: float = REFLECTANCE_SCALE, offset: float = 0.0) -> dict[str, Any]:
+    """Per-band metadata of an output COG: descriptions, tags and GDAL scale/offset.
+
+    ``reflectance = DN x scale + offset`` (GDAL band scale/offset, read by rioxarray's
+    ``mask_and_scale``, QGIS and ``gdalinfo``); the same values as plain band tags
+    (``scale``/``offset``) for older readers. Keyword arguments of :class:`CogWriter`.
+    """
+    bands = tuple(bands)
+    return {"descriptions": [_description(b, b in SR_BANDS) for b in bands],
+            "band_tags": [{"band": b, "scale": str(scale), "offset": f"{offset:g}"} for b in bands],
+            "scales": [scale] * len(bands), "offsets": [offset] * len(bands)}
 
 
 def _wrap_oserror(err: OSError, path: Path) -> Exception:
@@ -43,6 +66,8 @@ class CogWriter:
         descriptions: one description per band.
         tags: dataset-level metadata tags.
         band_tags: per-band tags (list of dicts).
+        scales, offsets: GDAL band scale and offset per band (physical value = DN x scale +
+            offset), what rioxarray's ``mask_and_scale``, QGIS and ``gdalinfo`` read.
         overwrite: replace an existing file.
         compress: COG compression.
     """
@@ -61,6 +86,8 @@ class CogWriter:
         descriptions: Sequence[str] | None = None,
         tags: Mapping[str, str] | None = None,
         band_tags: Sequence[Mapping[str, str]] | None = None,
+        scales: Sequence[float] | None = None,
+        offsets: Sequence[float] | None = None,
         overwrite: bool = False,
         compress: str = "DEFLATE",
     ) -> None:
@@ -75,6 +102,11 @@ class CogWriter:
         self.descriptions = list(descriptions or [])
         self.tags = dict(tags or {})
         self.band_tags = list(band_tags or [])
+        self.scales = None if scales is None else tuple(float(v) for v in scales)
+        self.offsets = None if offsets is None else tuple(float(v) for v in offsets)
+        for name, vals in (("scales", self.scales), ("offsets", self.offsets)):
+            if vals is not None and len(vals) != count:
+                raise ValueError(f"{name} has {len(vals)} values for {count} bands")
         self.compress = compress
         self._tmp: Path | None = None
         self._ds: Any = None
@@ -115,6 +147,10 @@ class CogWriter:
             ds.update_tags(**self.tags)
         for i, t in enumerate(self.band_tags, start=1):
             ds.update_tags(i, **t)
+        if self.scales is not None:
+            ds.scales = self.scales
+        if self.offsets is not None:
+            ds.offsets = self.offsets
         ds.close()
         self._ds = None
         assert self._tmp is not None

@@ -77,16 +77,60 @@ def gdal_options(params: HttpParams | None = None) -> dict[str, Any]:
 _AWS_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
-def gdal_env(params: HttpParams | None = None) -> Any:
+def boto3_credentials() -> dict[str, str] | None:
+    """Frozen credentials from boto3's chain — environment, shared files and profiles, SSO, web
+    identity, ECS/EKS container credentials, EC2 instance roles — or None (no boto3, none found).
+
+    Asked only when an ``s3://`` href is read without credentials in the environment, so public
+    HTTPS reads never wait on (or send traffic to) an instance metadata service. Not cached:
+    boto3 refreshes temporary credentials itself; each item source asks once.
+    """
+    try:
+        import boto3
+    except ImportError:
+        return None
+    try:
+        creds = boto3.Session().get_credentials()
+        frozen = creds.get_frozen_credentials() if creds is not None else None
+    except Exception:  # noqa: BLE001 - a broken profile or an unreachable role endpoint: unsigned
+        import logging
+
+        logging.getLogger(__name__).debug("boto3 found no usable AWS credentials", exc_info=True)
+        return None
+    if frozen is None or not frozen.access_key or not frozen.secret_key:
+        return None
+    out = {"AWS_ACCESS_KEY_ID": frozen.access_key, "AWS_SECRET_ACCESS_KEY": frozen.secret_key}
+    if frozen.token:
+        out["AWS_SESSION_TOKEN"] = frozen.token
+    return out
+
+
+def s3_read_credentials(params: HttpParams | None = None) -> dict[str, str] | None:
+    """Credentials to sign ``s3://`` reads with when the environment has none: boto3's chain
+    (:func:`boto3_credentials`), unless ``S2SR_S3_UNSIGNED`` or ``params`` bring their own.
+    Call it once per source (it may ask a container or instance credential endpoint)."""
+    from ..settings import aws_credentials_present, s3_unsigned
+
+    if s3_unsigned() or aws_credentials_present() or any(k in (params.extra or {}) for k in _AWS_KEYS
+                                                            if params is not None):
+        return None
+    return boto3_credentials()
+
+
+def gdal_env(params: HttpParams | None = None, *, aws: Mapping[str, str] | None = None) -> Any:
     """A ``rasterio.Env`` with :func:`gdal_options`; use it around every raster open/read.
 
-    S3 credentials in ``params.extra`` go through a rasterio ``AWSSession`` (rasterio refuses
-    them as plain options); that needs boto3 (``pip install 's2sr-cloud[s3]'``).
+    S3 credentials in ``params.extra`` or ``aws`` (what :func:`s3_read_credentials` found: boto3's
+    chain, container and instance roles included) go through a rasterio ``AWSSession`` (rasterio
+    refuses them as plain options); that needs boto3 (``pip install '.[s3]'``).
     """
     import rasterio
 
     opts = gdal_options(params)
     creds = {k: str(opts.pop(k)) for k in _AWS_KEYS if k in opts}
+    if not creds and aws:
+        opts.pop("AWS_NO_SIGN_REQUEST", None)
+        creds = dict(aws)
     if not creds:
         return rasterio.Env(**opts)
     from ..errors import require
@@ -94,9 +138,11 @@ def gdal_env(params: HttpParams | None = None) -> Any:
     require("boto3", "s3")
     from rasterio.session import AWSSession
 
+    from ..settings import aws_region
+
     session = AWSSession(
         aws_access_key_id=creds.get("AWS_ACCESS_KEY_ID"), aws_secret_access_key=creds.get("AWS_SECRET_ACCESS_KEY"),
-        aws_session_token=creds.get("AWS_SESSION_TOKEN"), region_name=opts.pop("AWS_REGION", None),
+        aws_session_token=creds.get("AWS_SESSION_TOKEN"), region_name=opts.pop("AWS_REGION", None) or aws_region(),
         endpoint_url=opts.pop("AWS_S3_ENDPOINT", None), aws_unsigned=False,
     )
     return rasterio.Env(session=session, **opts)

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..bands import GROUPS, harmonise
 from ..errors import BoaOffsetWarning, CRSMismatch, RasterReadError
-from .env import HttpParams, gdal_env
+from .env import HttpParams, gdal_env, s3_read_credentials
 
 if TYPE_CHECKING:
     from ..catalog.assets import AssetRef
@@ -92,13 +92,16 @@ class ItemSource:
         self._offsets: dict[str, tuple[int, int]] = {}
         self._pool: Any = None
         self._offset_checked = False
+        self._aws: dict[str, str] | None = None
 
     @property
     def shape10(self) -> tuple[int, int]:
         return self.grid.shape
 
     def __enter__(self) -> ItemSource:
-        self._stack.enter_context(gdal_env(self.http))
+        if any(a.href.startswith("s3://") for a in self.assets.values()):
+            self._aws = s3_read_credentials(self.http)  # once: may ask a container/instance role
+        self._stack.enter_context(gdal_env(self.http, aws=self._aws))
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
@@ -195,7 +198,7 @@ class ItemSource:
 
     def _read_in_env(self, band: str, ds: Any, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
         # rasterio keeps GDAL options thread-local outside the main thread: pool threads need their own
-        with gdal_env(self.http):
+        with gdal_env(self.http, aws=self._aws):
             return self._read_open(band, ds, rows, cols)
 
     def read(self, res: int, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
@@ -232,7 +235,7 @@ def probe_grid(ref: AssetRef, *, signer: Signer | None = None, http: HttpParams 
     from ..grid import ItemGrid
 
     signed = (signer or no_signer)(ref.href)
-    with gdal_env(http):
+    with gdal_env(http, aws=s3_read_credentials(http) if ref.href.startswith("s3://") else None):
         try:
             with rasterio.open(vsi_path(signed.href)) as ds:
                 crs = ds.crs.to_string() if ds.crs else None

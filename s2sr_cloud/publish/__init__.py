@@ -1,7 +1,8 @@
-"""Publish super-resolved scenes as STAC: a static catalog (folder or S3) or a STAC API.
+"""Publish super-resolved scenes as STAC: a static catalog (folder, s3://, gs://, az://) or a STAC API.
 
-``open_target(url)`` picks the target; ``target.publish(scene)`` uploads one scene's
-files, then its item, then updates the collection. See ``docs/publish.md``.
+``open_target(url)`` picks the target; ``target.stage(scene)`` uploads one scene's files
+(anywhere: a worker can do it), ``target.commit(staged)`` writes the items and updates the
+collection once per batch; ``publish``/``publish_many`` do both. See ``docs/publish.md``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from .item import (
 from .targets import (
     PublishResult,
     PublishTarget,
+    StagedItem,
     StaticTarget,
     TransactionsTarget,
     open_store,
@@ -27,6 +29,7 @@ __all__ = [
     "ProcessedScene",
     "PublishResult",
     "PublishTarget",
+    "StagedItem",
     "StaticTarget",
     "TransactionsTarget",
     "build_collection",

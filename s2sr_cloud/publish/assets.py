@@ -1,10 +1,11 @@
-"""Files published with an item: one single-band COG per band, a preview PNG, checksums.
+"""Files published with an item: the output COG as written, its SCL, a preview PNG, checksums.
 
-The pipeline writes one multi-band COG per scene; publishing splits it into one
-single-band COG per band (see ``docs/publish.md`` for why), block by block through
-:class:`~s2sr_cloud.io.cog.CogWriter`, so memory stays bounded by a block. File names
-carry the first 8 hex digits of the content hash: a re-publish with new pixels never
-overwrites a file that a published item points to.
+Nothing is rewritten: the pipeline's multi-band COG (one band per entry of the asset's
+``eo:bands``/``raster:bands``) and the L2A scene classification beside it are published as
+the files the workers wrote (a local catalog hard-links them; an object store receives them
+as they are). Only the preview is made here, from the COG's overviews (a few hundred KB
+read). File names carry the first 8 hex digits of the content hash: a re-publish with new
+pixels never overwrites a file that a published item points to. See ``docs/publish.md``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,15 @@ from typing import Any
 import numpy as np
 
 from ..bands import BANDS
-from ..sr import Window, iter_blocks
-from .item import COG_TYPE, PNG_TYPE, LocalAsset, ProcessedScene, item_id_for
+from .item import (
+    COG_TYPE,
+    PNG_TYPE,
+    REFLECTANCE,
+    SCL,
+    LocalAsset,
+    ProcessedScene,
+    item_id_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,26 +56,6 @@ def _finalise(tmp: Path, stem: str, suffix: str) -> tuple[Path, str]:
     final = tmp.with_name(f"{stem}_{sha[:8]}{suffix}")
     os.replace(tmp, final)
     return final, sha
-
-
-def split_band(scene: ProcessedScene, index: int, out: Path) -> None:
-    """Copy band ``index`` (1-based) of the scene COG into a single-band COG at ``out``."""
-    import rasterio
-    from rasterio.windows import Window as RioWindow
-
-    from ..io.cog import BLOCKSIZE, CogWriter
-
-    band = scene.bands[index - 1]
-    with rasterio.open(scene.cog) as src:
-        writer = CogWriter(
-            out, width=src.width, height=src.height, count=1, crs=src.crs, transform=src.transform,
-            nodata=scene.nodata, dtype=scene.dtype, descriptions=[band], overwrite=True,
-            band_tags=[{"BAND": band, "SCALE": "0.0001", "OFFSET": str(-scene.dn_offset / 10000)}],
-        )
-        with writer:
-            for win in iter_blocks((src.height, src.width), BLOCKSIZE):
-                data = src.read(index, window=RioWindow(win.col, win.row, win.width, win.height))
-                writer.write(data[None], Window(win.row, win.col, win.height, win.width))
 
 
 def _preview_bands(bands: tuple[str, ...]) -> list[int]:
@@ -107,37 +95,51 @@ def render_preview(scene: ProcessedScene, out: Path, size: int = PREVIEW_SIZE) -
             dst.write(rgba)
 
 
-def prepare_assets(scene: ProcessedScene, workdir: Path) -> list[LocalAsset]:
-    """Split the scene COG per band and render its preview into ``workdir``.
+def _as_written(path: Path, key: str, stem: str, checksum: bool, **kw: Any) -> LocalAsset:
+    """A file published under a content-hashed name, from where it was written (not copied)."""
+    if not checksum:
+        return LocalAsset(key=key, path=path, name=path.name, size=path.stat().st_size, checksum="", **kw)
+    sha = sha256_file(path)
+    return LocalAsset(key=key, path=path, name=f"{stem}_{sha[:8]}{path.suffix}", size=path.stat().st_size,
+                      checksum=multihash(sha), **kw)
+
+
+def prepare_assets(scene: ProcessedScene, workdir: Path, *, preview: bool = True,
+                   checksums: bool = True) -> list[LocalAsset]:
+    """The files of one published item: the COG and its SCL as written, and a preview in ``workdir``.
 
     Args:
         scene: the processed scene.
-        workdir: a directory for the prepared files (the caller owns and removes it).
+        workdir: a directory for the preview (the caller owns and removes it).
+        preview: render the preview PNG (False: an in-memory item for :func:`s2sr_cloud.cube.load`).
+        checksums: hash the files (``file:checksum`` and content-hashed names; False: names as written).
 
     Returns:
-        One data asset per band (key = ESA band id) and a ``preview`` asset.
+        The ``reflectance`` asset (the output COG, all its bands), ``SCL`` when the scene has a
+        scene classification, and ``preview``.
     """
     item_id = item_id_for(scene.source.id)
-    workdir.mkdir(parents=True, exist_ok=True)
-    assets: list[LocalAsset] = []
-    for i, band in enumerate(scene.bands, start=1):
-        tmp = workdir / f"{item_id}_{band}.tif"
-        split_band(scene, i, tmp)
-        path, sha = _finalise(tmp, f"{item_id}_{band}", ".tif")
-        b = BANDS[band]
-        assets.append(LocalAsset(
-            key=band, path=path, name=path.name, media_type=COG_TYPE, roles=("data", "reflectance"),
-            size=path.stat().st_size, checksum=multihash(sha), band=band,
-            title=f"{band} ({b.common_name}, {b.wavelength * 1000:.0f} nm) at 10 m",
+    names = " ".join(scene.bands)
+    assets = [_as_written(
+        Path(scene.cog), REFLECTANCE, f"{item_id}_{REFLECTANCE}", checksums, media_type=COG_TYPE, roles=("data", "reflectance"),
+        bands=tuple(scene.bands), kind="reflectance",
+        title=f"Super-resolved reflectance at 10 m ({names}); reflectance = DN x 0.0001",
+    )]
+    if scene.scl is not None and Path(scene.scl).is_file():
+        assets.append(_as_written(
+            Path(scene.scl), SCL, f"{item_id}_{SCL}", checksums, media_type=COG_TYPE, roles=("data", "classification", "cloud"),
+            kind="classification", title="Scene classification (L2A SCL) at 10 m, nearest neighbour from 20 m",
         ))
-    tmp = workdir / f"{item_id}_preview.png"
-    render_preview(scene, tmp)
-    path, sha = _finalise(tmp, f"{item_id}_preview", ".png")
-    assets.append(LocalAsset(
-        key="preview", path=path, name=path.name, media_type=PNG_TYPE, roles=("thumbnail", "overview"),
-        size=path.stat().st_size, checksum=multihash(sha), title="Preview",
-    ))
-    log.debug("prepared %d assets for %s in %s", len(assets), item_id, workdir)
+    if preview:
+        workdir.mkdir(parents=True, exist_ok=True)
+        tmp = workdir / f"{item_id}_preview.png"
+        render_preview(scene, tmp)
+        path, sha = _finalise(tmp, f"{item_id}_preview", ".png")
+        assets.append(LocalAsset(
+            key="preview", path=path, name=path.name, media_type=PNG_TYPE, roles=("thumbnail", "overview"),
+            size=path.stat().st_size, checksum=multihash(sha), kind="preview", title="Preview",
+        ))
+    log.debug("prepared %d assets for %s", len(assets), item_id)
     return assets
 
 
@@ -177,5 +179,9 @@ def scene_from_cog(cog: Path, source: Any, **kw: Any) -> ProcessedScene:
             "bands": bands, "nodata": int(src.nodata if src.nodata is not None else 0),
             "dtype": src.dtypes[0],
         }
+    from ..io.scl import scl_path
+
+    scl = scl_path(cog)
+    fields["scl"] = scl if scl.is_file() else None
     fields.update(kw)
     return ProcessedScene(**fields)

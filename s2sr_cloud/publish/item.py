@@ -1,23 +1,36 @@
 """Pure builders of the published STAC documents: the derived item and its collection.
 
 Input is a :class:`ProcessedScene` (what the pipeline knows about one result) plus the
-:class:`LocalAsset` files prepared for it (one single-band COG per band and a preview
-PNG, see :mod:`s2sr_cloud.publish.assets`). Nothing here touches the network or the disk:
-asset hrefs are relative file names (``./<file>``); each target decides where the files
-go and rewrites nothing, because every target keeps items and their files side by side.
+:class:`LocalAsset` files prepared for it (the output COG as written, the scene
+classification of L2A items and a preview PNG, see :mod:`s2sr_cloud.publish.assets`).
+The documents are made through pystac's extension classes (eo, raster, projection, file,
+classification); processing has no pystac class and is written by hand against its schema.
+Nothing here touches the network or the disk: asset hrefs are relative file names
+(``./<file>``) unless ``href_of`` says otherwise.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..bands import BANDS, NODATA
+
+# the collection builders live in .collection; re-exported here for older imports
+from .collection import (
+    LICENSE_URL,
+    build_collection,
+    collection_links,
+    item_assets_of,
+    merge_collection,
+    root_catalog,
+    summaries_of,
+)
 
 if TYPE_CHECKING:
     import pystac
@@ -28,9 +41,15 @@ STAC_EXTENSIONS: dict[str, str] = {
     "raster": "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
     "processing": "https://stac-extensions.github.io/processing/v1.0.0/schema.json",
     "file": "https://stac-extensions.github.io/file/v2.1.0/schema.json",
+    "classification": "https://stac-extensions.github.io/classification/v2.0.0/schema.json",
 }
-#: Copernicus Sentinel data legal notice (the licence of the source pixels).
-LICENSE_URL = "https://sentinels.copernicus.eu/documents/247904/690755/Sentinel_Data_Legal_Notice"
+"""The extensions an item may declare (pystac's classes add the ones they use; processing by hand)."""
+#: Asset key of the super-resolved bands (the output COG as written, one band per entry of
+#: ``eo:bands`` / ``raster:bands``) and of the scene classification.
+REFLECTANCE = "reflectance"
+SCL = "SCL"
+#: Output reflectance scale: reflectance = DN x 0.0001 + offset.
+REFLECTANCE_SCALE = 0.0001
 DEFAULT_COLLECTION = "sentinel-2-l2a-s2sr"
 ITEM_SUFFIX = "-s2sr"
 COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
@@ -81,6 +100,8 @@ class ProcessedScene:
     """Whether the nets were blended with the local guided regression (None: unknown)."""
     consistency_rmse: Mapping[str, float] = field(default_factory=dict)
     """Per band, RMSE (DN) of the output degraded back against the observed band (empty: not measured)."""
+    scl: Path | None = None
+    """The scene classification at 10 m beside the COG (L2A items; :mod:`s2sr_cloud.io.scl`), or None."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -99,8 +120,10 @@ class LocalAsset:
     """``file:size`` in bytes."""
     checksum: str
     """``file:checksum``: sha2-256 multihash, hex."""
-    band: str | None = None
-    """ESA band id for a data asset."""
+    bands: tuple[str, ...] = ()
+    """ESA band ids of a reflectance asset, in band order (empty for other assets)."""
+    kind: str = "reflectance"
+    """``reflectance``, ``classification`` (SCL) or ``preview``."""
     title: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -136,26 +159,50 @@ def source_href(source: pystac.Item) -> str:
     return strip_credentials(str(href)) if "://" in str(href) else str(href)
 
 
-def band_meta(band: str, scene: ProcessedScene) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``eo:bands`` and ``raster:bands`` entries of one band."""
+def band_meta(band: str, scene: ProcessedScene) -> tuple[Any, Any]:
+    """pystac ``eo`` :class:`Band` and ``raster`` :class:`RasterBand` of one output band."""
+    from pystac.extensions.eo import Band
+    from pystac.extensions.raster import DataType, RasterBand
+
     b = BANDS[band]
-    eo = {"name": b.name, "common_name": b.common_name, "center_wavelength": b.wavelength}
-    raster = {
-        "nodata": scene.nodata, "data_type": scene.dtype, "spatial_resolution": 10.0,
-        "scale": 0.0001, "offset": round(-scene.dn_offset / 10000, 6),
-    }
+    eo = Band.create(name=b.name, common_name=b.common_name, center_wavelength=b.wavelength)
+    raster = RasterBand.create(nodata=scene.nodata, data_type=DataType(scene.dtype), spatial_resolution=10.0,
+                               scale=REFLECTANCE_SCALE, offset=round(-scene.dn_offset / 10000, 6))
     return eo, raster
 
 
-def _asset_dict(asset: LocalAsset, scene: ProcessedScene) -> dict[str, Any]:
-    d: dict[str, Any] = {"href": f"./{asset.name}", "type": asset.media_type, "roles": list(asset.roles)}
-    if asset.title:
-        d["title"] = asset.title
-    if asset.band is not None:
-        eo, raster = band_meta(asset.band, scene)
-        d.update({"gsd": 10.0, "eo:bands": [eo], "raster:bands": [raster]})
-    d.update({"file:size": asset.size, "file:checksum": asset.checksum, **asset.extra})
-    return d
+def _scl_classes() -> list[Any]:
+    from pystac.extensions.classification import Classification
+
+    from ..io.scl import CLASSES
+
+    return [Classification.create(value=v, name=name, description=text, nodata=True if v == 0 else None)
+            for v, (name, text) in CLASSES.items()]
+
+
+def _extend_asset(asset: Any, a: LocalAsset, scene: ProcessedScene) -> None:
+    """Set ``asset``'s extension fields (eo, raster, classification, file) through pystac's classes."""
+    from pystac.extensions.classification import ClassificationExtension
+    from pystac.extensions.eo import EOExtension
+    from pystac.extensions.file import FileExtension
+    from pystac.extensions.raster import DataType, RasterBand, RasterExtension
+
+    if a.kind == "reflectance":
+        meta = [band_meta(b, scene) for b in a.bands]
+        asset.extra_fields["gsd"] = 10.0
+        EOExtension.ext(asset, add_if_missing=True).bands = [eo for eo, _ in meta]
+        RasterExtension.ext(asset, add_if_missing=True).bands = [r for _, r in meta]
+    elif a.kind == "classification":
+        asset.extra_fields["gsd"] = 10.0
+        RasterExtension.ext(asset, add_if_missing=True).bands = [
+            RasterBand.create(nodata=0, data_type=DataType.UINT8, spatial_resolution=10.0)]
+        ClassificationExtension.ext(asset, add_if_missing=True).classes = _scl_classes()
+    if a.size or a.checksum:
+        fx = FileExtension.ext(asset, add_if_missing=True)
+        if a.size:
+            fx.size = a.size
+        if a.checksum:
+            fx.checksum = a.checksum
 
 
 def _lineage(scene: ProcessedScene) -> str:
@@ -185,25 +232,26 @@ def _geometry(scene: ProcessedScene) -> dict[str, Any]:
     return {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
 
 
-def build_item(scene: ProcessedScene, assets: Sequence[LocalAsset], collection_id: str) -> pystac.Item:
-    """The derived item: per-band COG assets, preview, proj/raster/eo/processing/file fields.
+def build_item(scene: ProcessedScene, assets: Sequence[LocalAsset], collection_id: str, *,
+               href_of: Callable[[LocalAsset], str] | None = None) -> pystac.Item:
+    """The derived item: the reflectance COG and SCL assets, preview, proj/raster/eo/processing/file fields.
 
     Args:
         scene: the processed scene.
-        assets: files prepared for it (hrefs become ``./<name>``).
+        assets: files prepared for it (hrefs become ``./<name>``, or ``href_of(asset)``).
         collection_id: id of the collection the item belongs to.
+        href_of: the href of each asset (default: ``./<name>``, the file beside the item).
 
     Returns:
         A pystac Item without self/root/parent links (the target adds those).
     """
     import pystac
+    from pystac.extensions.projection import ProjectionExtension
 
     src = scene.source
     props: dict[str, Any] = {k: src.properties[k] for k in CARRIED if k in src.properties}
     props.update({
         "gsd": 10.0,
-        "proj:code": scene.crs, "proj:bbox": list(scene.bbox),
-        "proj:shape": list(scene.shape), "proj:transform": list(scene.transform),
         "processing:level": "L2A",
         "processing:lineage": _lineage(scene),
         "processing:software": _software(scene),
@@ -225,165 +273,23 @@ def build_item(scene: ProcessedScene, assets: Sequence[LocalAsset], collection_i
     item = pystac.Item(
         id=item_id_for(src.id), geometry=_geometry(scene), bbox=list(scene.bbox_wgs84),
         datetime=src.datetime, properties=props, collection=collection_id,
-        stac_extensions=list(STAC_EXTENSIONS.values()),
+        stac_extensions=[STAC_EXTENSIONS["processing"]],  # the other extensions: added by pystac's classes
     )
+    proj = ProjectionExtension.ext(item, add_if_missing=True)
+    proj.code, proj.bbox = scene.crs, list(scene.bbox)
+    proj.shape, proj.transform = list(scene.shape), list(scene.transform)
     item.add_link(pystac.Link("derived_from", source_href(src), media_type="application/geo+json",
                               title=f"Source item {src.id}"))
     item.add_link(pystac.Link("license", LICENSE_URL, title="Copernicus Sentinel data legal notice"))
     for a in assets:
-        item.add_asset(a.key, pystac.Asset.from_dict(_asset_dict(a, scene)))
+        asset = pystac.Asset(href=href_of(a) if href_of else f"./{a.name}", media_type=a.media_type,
+                             roles=list(a.roles), title=a.title or None, extra_fields=dict(a.extra))
+        item.add_asset(a.key, asset)  # owned by the item first: the extension classes declare on it
+        _extend_asset(asset, a, scene)
     return item
 
 
-def item_assets_of(item: Mapping[str, Any]) -> dict[str, Any]:
-    """The collection's ``item_assets``, taken from one item document: what every item's assets look like."""
-    keep = ("type", "roles", "title", "gsd", "eo:bands", "raster:bands")
-    return {k: {f: a[f] for f in keep if f in a} for k, a in item["assets"].items()}
 
-
-def _union_bbox(boxes: Iterable[Sequence[float]]) -> list[float]:
-    bs = [list(b) for b in boxes]
-    return [min(b[0] for b in bs), min(b[1] for b in bs), max(b[2] for b in bs), max(b[3] for b in bs)]
-
-
-def _interval(items: Sequence[Mapping[str, Any]]) -> list[str | None]:
-    times = []
-    for it in items:
-        p = it["properties"]
-        times += [t for t in (p.get("start_datetime"), p.get("datetime"), p.get("end_datetime")) if t]
-    return [min(times), max(times)] if times else [None, None]
-
-
-def summaries_of(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Collection summaries from item documents (platforms, CRS, bands, models)."""
-    def distinct(key: str) -> list[Any]:
-        vals: list[Any] = []
-        for it in items:
-            v = it["properties"].get(key)
-            for x in v if isinstance(v, list) else [v]:
-                if x is not None and x not in vals:
-                    vals.append(x)
-        return sorted(vals, key=str)
-
-    eo = [a["eo:bands"][0] for it in items[:1] for a in it["assets"].values() if "eo:bands" in a]
-    out: dict[str, Any] = {
-        "platform": distinct("platform"), "constellation": distinct("constellation"),
-        "instruments": distinct("instruments"), "gsd": [10.0], "proj:code": distinct("proj:code"),
-        "eo:bands": eo, "s2sr:model_fingerprint": distinct("s2sr:model_fingerprint"),
-    }
-    qa = [it["properties"]["s2sr:consistency_rmse_max"] for it in items
-          if it["properties"].get("s2sr:consistency_rmse_max") is not None]
-    if qa:  # a range users can filter on
-        out["s2sr:consistency_rmse_max"] = {"minimum": min(qa), "maximum": max(qa)}
-    return out
-
-
-def build_collection(
-    collection_id: str,
-    items: Sequence[Mapping[str, Any]],
-    *,
-    title: str | None = None,
-    description: str | None = None,
-) -> dict[str, Any]:
-    """The collection document with extents and summaries recomputed from ``items``.
-
-    Args:
-        collection_id: collection id.
-        items: the item documents (dicts) the collection holds; at least one.
-        title, description: override the defaults.
-
-    Returns:
-        A STAC 1.1 collection as a dict, without links (the target adds them).
-    """
-    import pystac
-    from pystac.utils import str_to_datetime
-
-    if not items:
-        raise ValueError("a collection needs at least one item to compute its extent")
-    start, end = _interval(items)
-    extent = pystac.Extent(
-        pystac.SpatialExtent([_union_bbox(it["bbox"] for it in items)]),
-        pystac.TemporalExtent([[str_to_datetime(start) if start else None, str_to_datetime(end) if end else None]]),
-    )
-    coll = pystac.Collection(
-        id=collection_id,
-        title=title or "Sentinel-2 L2A super-resolved to 10 m (DSen2, s2sr-cloud)",
-        description=description or (
-            "Sentinel-2 Level-2A bands B01, B05, B06, B07, B8A, B09, B11 and B12 super-resolved to the 10 m "
-            "grid with DSen2 by s2sr-cloud. One single-band Cloud-Optimized GeoTIFF per band; each item "
-            "links to its source item (derived_from). Contains modified Copernicus Sentinel data."
-        ),
-        extent=extent,
-        license="other",
-        providers=[
-            pystac.Provider("European Space Agency / Copernicus", roles=[pystac.ProviderRole.PRODUCER,
-                            pystac.ProviderRole.LICENSOR], url="https://sentinels.copernicus.eu/"),
-            pystac.Provider("s2sr-cloud", description="DSen2 super-resolution", roles=[pystac.ProviderRole.PROCESSOR]),
-        ],
-        summaries=pystac.Summaries(summaries_of(items)),
-    )
-    coll.item_assets = {k: pystac.ItemAssetDefinition.create(
-        title=v.get("title"), description=None, media_type=v.get("type"), roles=v.get("roles"),
-        extra_fields={f: x for f, x in v.items() if f not in ("title", "type", "roles")},
-    ) for k, v in item_assets_of(items[0]).items()}
-    doc = coll.to_dict(include_self_link=False, transform_hrefs=False)
-    doc["links"] = []
-    # the extent keeps the items' own timestamp strings (pystac would re-format them)
-    doc["extent"]["temporal"]["interval"] = [[start, end]]
-    return doc
-
-
-def collection_links(coll: dict[str, Any], item_hrefs: Iterable[str]) -> dict[str, Any]:
-    """Return ``coll`` with a static catalog's relative links: root/parent, license, items."""
-    links = [
-        {"rel": "root", "href": "./catalog.json", "type": "application/json"},
-        {"rel": "parent", "href": "./catalog.json", "type": "application/json"},
-        {"rel": "license", "href": LICENSE_URL, "title": "Copernicus Sentinel data legal notice"},
-    ]
-    links += [{"rel": "item", "href": h, "type": "application/geo+json"} for h in sorted(set(item_hrefs))]
-    return {**coll, "links": links}
-
-
-def root_catalog(collection: Mapping[str, Any]) -> dict[str, Any]:
-    """The static catalog's root ``catalog.json``: one child, the collection."""
-    import pystac
-
-    cat = pystac.Catalog(id=f"{collection['id']}-catalog", description=f"Static STAC catalog of {collection['id']}",
-                         title=collection.get("title"))
-    doc = cat.to_dict(include_self_link=False, transform_hrefs=False)
-    doc["links"] = [
-        {"rel": "root", "href": "./catalog.json", "type": "application/json"},
-        {"rel": "child", "href": "./collection.json", "type": "application/json"},
-    ]
-    return doc
-
-
-def _is_range(v: Any) -> bool:
-    return isinstance(v, Mapping) and set(v) == {"minimum", "maximum"}
-
-
-def merge_collection(current: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """``current`` with its extent and summaries widened to cover ``new`` (one more item)."""
-    out = dict(current)
-    boxes = [*current["extent"]["spatial"]["bbox"][:1], *new["extent"]["spatial"]["bbox"][:1]]
-    ivals = [*current["extent"]["temporal"]["interval"][:1], *new["extent"]["temporal"]["interval"][:1]]
-    starts = [i[0] for i in ivals if i[0]]
-    ends = [i[1] for i in ivals if i[1]]
-    out["extent"] = {
-        "spatial": {"bbox": [_union_bbox(boxes)]},
-        "temporal": {"interval": [[min(starts) if starts else None, max(ends) if ends else None]]},
-    }
-    summaries = dict(current.get("summaries") or {})
-    for key, vals in (new.get("summaries") or {}).items():
-        old = summaries.get(key)
-        if _is_range(old) and _is_range(vals):
-            summaries[key] = {"minimum": min(old["minimum"], vals["minimum"]),
-                              "maximum": max(old["maximum"], vals["maximum"])}
-        elif key == "eo:bands" or not isinstance(old, list):
-            summaries[key] = old or vals
-        else:
-            summaries[key] = sorted({json.dumps(v, sort_keys=True) for v in old + vals}, key=str)
-            summaries[key] = [json.loads(v) for v in summaries[key]]
-    out["summaries"] = summaries
-    out["item_assets"] = dict(new.get("item_assets") or current.get("item_assets") or {})
-    return out
+__all__ = ["DEFAULT_COLLECTION", "LICENSE_URL", "LocalAsset", "ProcessedScene", "band_meta", "build_collection", "build_item",
+           "collection_links", "item_assets_of", "item_id_for", "merge_collection", "model_fingerprint",
+           "root_catalog", "source_href", "summaries_of"]

@@ -39,7 +39,16 @@ def scene_from_result(result: Any) -> ProcessedScene:
         backend=result.backend, version=__version__, nodata=int(rad.get("nodata", 0)),
         dn_offset=int(rad.get("dn_offset", 0)), backproject=getattr(result, "backproject", None),
         hybrid=getattr(result, "hybrid", None), consistency_rmse=dict(getattr(result, "consistency_rmse", None) or {}),
+        scl=_scl_beside(Path(result.path)),
     )
+
+
+def _scl_beside(cog: Path) -> Path | None:
+    """The scene classification written beside ``cog`` (L2A items), or None."""
+    from ..io.scl import scl_path
+
+    scl = scl_path(cog)
+    return scl if scl.is_file() else None
 
 
 def save_record(scene: ProcessedScene) -> Path:

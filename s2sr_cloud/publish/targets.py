@@ -1,11 +1,19 @@
-"""Publish targets: a static catalog (local folder or S3 prefix) and a STAC Transactions API.
+"""Publish targets: a static catalog (folder or object store prefix) and a STAC Transactions API
+(the shared steps: :mod:`s2sr_cloud.publish.staging`).
 
-Every target follows the same order, so that a failure never leaves an item pointing at
-a missing file: (1) skip when the item exists with the same model (unless overwrite),
-(2) prepare the files locally, (3) upload them, (4) write the item, (5) delete the
-files of the replaced item that the new one no longer uses, (6) update the collection.
-A failure in (3) or (4) deletes what (3) uploaded; files keep content-hashed names, so
-the previous item (if any) stays valid throughout.
+Publishing is two steps, so that the heavy part can run where the files were written and
+the collection is written once per batch:
+
+* :meth:`stage` (per scene; may run on the worker that wrote the COG): skip when the item
+  exists with the same model (unless overwrite), prepare the files (hash the COG and its
+  SCL as written, render the preview from the overviews), upload them (a local catalog
+  hard-links them), build the item document;
+* :meth:`commit` (once per batch, in one process): write each staged item, delete the files
+  of replaced items that the new ones no longer use, then update the collection once.
+
+A failure in an upload or an item write deletes what that scene uploaded; files keep
+content-hashed names, so a previous item (if any) stays valid throughout and no item ever
+points at a missing file. :meth:`publish` and :meth:`publish_many` do both steps.
 """
 
 from __future__ import annotations
@@ -13,102 +21,41 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import PublishError
 from .item import (
     DEFAULT_COLLECTION,
     LICENSE_URL,
-    LocalAsset,
     ProcessedScene,
     build_collection,
     build_item,
     collection_links,
     item_id_for,
     merge_collection,
-    model_fingerprint,
     root_catalog,
 )
 from .redact import credentials, redact, strip_credentials
-from .stores import LocalStore, S3Store, Store
+from .staging import (  # noqa: F401 - PublishTarget, rollback: re-exported (older imports)
+    PublishResult,
+    PublishTarget,
+    StagedItem,
+    Status,
+    _asset_names,
+    _same_model,
+    _TwoStep,
+    _write_items,
+    rollback,
+    upload_assets,
+)
+from .stores import OBJECT_SCHEMES, LocalStore, ObjectStore, Store
 
 log = logging.getLogger(__name__)
 
-Status = Literal["created", "updated", "skipped"]
 
-
-@dataclass(frozen=True, slots=True)
-class PublishResult:
-    """What happened to one scene."""
-
-    item_id: str
-    status: Status
-    href: str
-    """Where the item document is (credentials redacted)."""
-
-
-class PublishTarget(Protocol):
-    """Somewhere items and their files are published."""
-
-    url: str
-    """The target, for messages (credentials redacted)."""
-
-    def publish(self, scene: ProcessedScene, *, overwrite: bool = False) -> PublishResult:
-        """Publish one scene (idempotent: same model → skipped unless ``overwrite``)."""
-
-
-def _same_model(existing: dict[str, Any] | None, scene: ProcessedScene) -> bool:
-    return bool(existing) and existing["properties"].get("s2sr:model_fingerprint") == model_fingerprint(scene.models)
-
-
-def _asset_names(item: dict[str, Any] | None) -> set[str]:
-    if not item:
-        return set()
-    return {a["href"].rstrip("/").rsplit("/", 1)[-1] for a in item.get("assets", {}).values()}
-
-
-def upload_assets(store: Store, item_id: str, assets: Sequence[LocalAsset], keep: set[str]) -> None:
-    """Upload ``assets`` under ``<item_id>/``; on any failure delete what this call uploaded.
-
-    Args:
-        store: the destination.
-        item_id: folder of the item's files.
-        assets: the prepared files.
-        keep: names the existing item uses: never deleted, and not re-uploaded (same hash).
-    """
-    uploaded: list[str] = []
-    try:
-        for a in assets:
-            if a.name in keep:
-                continue
-            store.put_file(f"{item_id}/{a.name}", a.path, a.media_type)
-            uploaded.append(f"{item_id}/{a.name}")
-            log.debug("uploaded %s", redact(store.href(f"{item_id}/{a.name}")))
-    except BaseException:
-        rollback(store, uploaded)
-        raise
-
-
-def rollback(store: Store, keys: Sequence[str]) -> None:
-    """Delete ``keys`` (best effort, logged)."""
-    for key in keys:
-        try:
-            store.delete(key)
-        except Exception:  # noqa: BLE001 - keep unwinding; report what is left
-            log.warning("could not remove %s after a failed publish", redact(store.href(key)))
-    if keys:
-        log.info("removed %d uploaded file(s) after a failed publish", len(keys))
-
-
-def _prune(store: Store, item_id: str, old: set[str], new: set[str]) -> None:
-    for name in sorted(old - new):
-        store.delete(f"{item_id}/{name}")
-
-
-class StaticTarget:
+class StaticTarget(_TwoStep):
     """A self-contained static catalog (relative links) in a :class:`Store`.
 
     Layout: ``catalog.json`` (root) → ``collection.json`` → ``<item id>/<item id>.json``,
@@ -121,17 +68,14 @@ class StaticTarget:
         existing = store.get_json("collection.json")
         self.collection_id = existing["id"] if existing else collection_id
 
-    def publish(self, scene: ProcessedScene, *, overwrite: bool = False) -> PublishResult:
-        import pystac  # noqa: F401 - fail early if missing
-
+    def stage(self, scene: ProcessedScene, *, overwrite: bool = False) -> StagedItem:
         item_id = item_id_for(scene.source.id)
         key = f"{item_id}/{item_id}.json"
         existing = self.store.get_json(key)
         href = redact(self.store.href(key))
         if _same_model(existing, scene) and not overwrite:
             log.info("%s already published with the same model: skipped", href)
-            self.update_collection()
-            return PublishResult(item_id, "skipped", href)
+            return StagedItem(item_id, "skipped", href)
         old = _asset_names(existing)
         with tempfile.TemporaryDirectory(prefix="s2sr-publish-") as tmp:
             from .assets import prepare_assets
@@ -139,17 +83,16 @@ class StaticTarget:
             assets = prepare_assets(scene, Path(tmp))
             doc = build_item(scene, assets, self.collection_id).to_dict(include_self_link=False, transform_hrefs=False)
             doc["links"] = [*_static_links(), *doc["links"]]
-            upload_assets(self.store, item_id, assets, keep=old)
-            try:
-                self.store.put_json(key, doc)
-            except BaseException:
-                rollback(self.store, [f"{item_id}/{a.name}" for a in assets if a.name not in old])
-                raise
-        _prune(self.store, item_id, old, {a.name for a in assets})
-        self.update_collection()
-        status: Status = "updated" if existing else "created"
-        log.info("%s %s", status, href)
-        return PublishResult(item_id, status, href)
+            uploaded = upload_assets(self.store, item_id, assets, keep=old)
+        return StagedItem(item_id, "updated" if existing else "created", href, doc, tuple(uploaded),
+                          frozenset(old), existing is not None)
+
+    def commit(self, staged: Sequence[StagedItem]) -> list[PublishResult]:
+        try:
+            return _write_items(self.store, staged,
+                                lambda doc, st: self.store.put_json(f"{st.item_id}/{st.item_id}.json", doc))
+        finally:
+            self.update_collection()
 
     def item_docs(self) -> list[tuple[str, dict[str, Any]]]:
         """(key, document) of every item in the catalog."""
@@ -182,7 +125,7 @@ def _static_links() -> list[dict[str, Any]]:
     ]
 
 
-class TransactionsTarget:
+class TransactionsTarget(_TwoStep):
     """A STAC API with the Transactions extension; files go to a separate :class:`Store`."""
 
     def __init__(self, url: str, *, assets: Store, collection_id: str = DEFAULT_COLLECTION,
@@ -235,40 +178,48 @@ class TransactionsTarget:
             return
         self._req("PUT", f"{path}/{doc['id']}", ok=(200, 201, 204), json=doc)
 
-    def _update_collection(self, item_doc: dict[str, Any]) -> None:
+    def _update_collection(self, item_docs: Sequence[dict[str, Any]]) -> None:
         current = self._req("GET", self._coll(), ok=(200,)).json()
-        merged = merge_collection(current, build_collection(self.collection_id, [item_doc]))
+        merged = merge_collection(current, build_collection(self.collection_id, list(item_docs)))
         merged["links"] = [ln for ln in merged.get("links", []) if ln.get("rel") == "license"]
         self._req("PUT", self._coll(), ok=(200, 201, 204), json=merged)
 
-    def publish(self, scene: ProcessedScene, *, overwrite: bool = False) -> PublishResult:
+    def stage(self, scene: ProcessedScene, *, overwrite: bool = False) -> StagedItem:
         item_id = item_id_for(scene.source.id)
         href = f"{self.url.rstrip('/')}{self._coll()}/items/{item_id}"
         existing = self.get_item(item_id)
         if _same_model(existing, scene) and not overwrite:
             log.info("%s already published with the same model: skipped", href)
-            return PublishResult(item_id, "skipped", href)
+            return StagedItem(item_id, "skipped", href)
         old = _asset_names(existing) if existing and _our_files(existing, self.assets, item_id) else set()
         with tempfile.TemporaryDirectory(prefix="s2sr-publish-") as tmp:
             from .assets import prepare_assets
 
             assets = prepare_assets(scene, Path(tmp))
-            doc = build_item(scene, assets, self.collection_id).to_dict(include_self_link=False, transform_hrefs=False)
-            for a in assets:
-                doc["assets"][a.key]["href"] = self.assets.href(f"{item_id}/{a.name}")
+            doc = build_item(scene, assets, self.collection_id,
+                             href_of=lambda a: self.assets.href(f"{item_id}/{a.name}")).to_dict(
+                                 include_self_link=False, transform_hrefs=False)
             doc["links"].append({"rel": "collection", "href": f"{self.base}{self._coll()}", "type": "application/json"})
-            upload_assets(self.assets, item_id, assets, keep=old)
-            try:
-                self._ensure_collection(doc)
-                self._put_item(doc, exists=existing is not None)
-            except BaseException:
-                rollback(self.assets, [f"{item_id}/{a.name}" for a in assets if a.name not in old])
-                raise
-        _prune(self.assets, item_id, old, {a.name for a in assets})
-        self._update_collection(doc)
-        status: Status = "updated" if existing else "created"
-        log.info("%s %s", status, href)
-        return PublishResult(item_id, status, href)
+            uploaded = upload_assets(self.assets, item_id, assets, keep=old)
+        return StagedItem(item_id, "updated" if existing else "created", href, doc, tuple(uploaded),
+                          frozenset(old), existing is not None)
+
+    def commit(self, staged: Sequence[StagedItem]) -> list[PublishResult]:
+        docs = [st.doc for st in staged if st.doc is not None]
+        if not docs:
+            return [PublishResult(st.item_id, st.status, st.href) for st in staged]
+        written: list[dict[str, Any]] = []
+
+        def put(doc: dict[str, Any], st: StagedItem) -> None:
+            self._ensure_collection(doc)
+            self._put_item(doc, exists=st.existed)
+            written.append(doc)
+
+        try:
+            return _write_items(self.assets, staged, put)
+        finally:
+            if written:
+                self._update_collection(written)
 
 
 def _our_files(item: dict[str, Any], store: Store, item_id: str) -> bool:
@@ -277,16 +228,20 @@ def _our_files(item: dict[str, Any], store: Store, item_id: str) -> bool:
     return all(a["href"].startswith(prefix) for a in item.get("assets", {}).values())
 
 
-def open_store(url: str, *, s3_endpoint: str | None = None) -> Store:
-    """A :class:`Store` for a folder path, ``file://`` URL or ``s3://bucket/prefix``."""
+def open_store(url: str, *, s3_endpoint: str | None = None, endpoint: str | None = None) -> Store:
+    """A :class:`Store` for a folder path, ``file://`` URL, or ``s3://``, ``gs://``, ``az://`` bucket prefix.
+
+    ``endpoint`` (or its older name ``s3_endpoint``) points an object store at another server
+    (MinIO, Azurite, a GCS emulator).
+    """
     scheme = urlsplit(url).scheme
-    if scheme == "s3":
-        return S3Store(url, endpoint=s3_endpoint)
+    if scheme in OBJECT_SCHEMES:
+        return ObjectStore(url, endpoint=endpoint or s3_endpoint)
     if scheme == "file":
         return LocalStore(urlsplit(url).path)
     if scheme in ("", ) or len(scheme) == 1:  # a path (or a Windows drive letter)
         return LocalStore(url)
-    raise PublishError(f"cannot store files at {redact(url)}: expected a folder, file:// or s3:// URL")
+    raise PublishError(f"cannot store files at {redact(url)}: expected a folder, file://, s3://, gs:// or az:// URL")
 
 
 def open_target(
@@ -295,21 +250,25 @@ def open_target(
     s3_endpoint: str | None = None,
     assets_to: str | None = None,
     collection_id: str = DEFAULT_COLLECTION,
+    endpoint: str | None = None,
 ) -> PublishTarget:
     """Choose the target from ``url``.
 
     Args:
-        url: a folder / ``file://`` URL (static catalog), ``s3://bucket/prefix`` (static
-            catalog on S3) or ``http(s)://`` STAC API root (Transactions extension).
-        s3_endpoint: endpoint URL of an S3-compatible store.
-        assets_to: where a STAC API target stores the files (folder or ``s3://``); required there.
+        url: a folder / ``file://`` URL (static catalog), ``s3://``, ``gs://`` or ``az://``
+            bucket prefix (static catalog in an object store) or ``http(s)://`` STAC API root
+            (Transactions extension).
+        s3_endpoint, endpoint: endpoint URL of the object store (S3-compatible server, Azurite,
+            a GCS emulator).
+        assets_to: where a STAC API target stores the files (folder or object store); required there.
         collection_id: collection id (an existing static catalog keeps its own).
     """
+    s3_endpoint = endpoint or s3_endpoint
     scheme = urlsplit(url).scheme
     if scheme in ("http", "https"):
         if not assets_to:
             raise PublishError(
-                f"a STAC API ({redact(url)}) stores metadata only: pass --assets-to FOLDER or s3://bucket/prefix "
+                f"a STAC API ({redact(url)}) stores metadata only: pass --assets-to FOLDER or s3://, gs://, az://bucket/prefix "
                 "for the COGs"
             )
         return TransactionsTarget(url, assets=open_store(assets_to, s3_endpoint=s3_endpoint),
