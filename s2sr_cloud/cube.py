@@ -284,7 +284,7 @@ def _write_tif(ds: xarray.Dataset, path: Path, overwrite: bool) -> Path:
                        transform=Affine(*tuple(geobox.transform)[:6]), nodata=float("nan") if dtype == "float32" else 0,
                        descriptions=names, scales=scales, offsets=[0.0] * len(names), overwrite=overwrite,
                        band_tags=[{"band": n} for n in names], tags={"S2SR_MOSAIC": "odc-stac"})
-    from .sr import Window
+    from .grid import Window
 
     with writer:
         for r in range(0, h, CHUNK):

@@ -77,3 +77,11 @@ class CheckedSource:
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._source, name)
+
+
+def check_scene(scene: object, what: str) -> object:
+    """:func:`check_dn` on a scene's ``b10``, ``b20`` and ``b60`` arrays (``evaluate`` refuses what
+    ``superres`` refuses); returns the scene."""
+    for key in ("b10", "b20", "b60"):
+        check_dn(getattr(scene, key), f"{what}:{key}")
+    return scene

@@ -8,7 +8,8 @@ Messages say what was wrong, what was expected and what to do.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 
 class S2SRError(Exception):
@@ -135,10 +136,44 @@ class DiskFull(OutputError):
     """No space left on the output device."""
 
 
+class OutputLocked(OutputError):
+    """Another s2sr process is writing the same output right now."""
+
+
 class PublishError(S2SRError):
     """Publishing to a STAC target failed."""
 
     exit_code = 10
+
+
+# --- batches and clusters ----------------------------------------------------------------
+class ClusterError(S2SRError):
+    """The Dask cluster cannot be used: unreachable, lost, no workers, workers that keep dying."""
+
+    exit_code = 3
+
+
+class WorkerError(Exception):
+    """An unexpected error (a bug, not an :class:`S2SRError`) that a unit raised on a worker,
+    carried back as text: ``type_name`` and the worker's ``traceback`` (shown with ``-vv``)."""
+
+    def __init__(self, message: str, type_name: str = "", traceback: str = "") -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.traceback = traceback
+
+    def __reduce__(self) -> tuple[object, ...]:  # picklable whatever the original was
+        return (type(self), (str(self), self.type_name, self.traceback))
+
+
+class ItemsFailed(S2SRError):
+    """Some items of a batch failed; the exit code is the first failure's."""
+
+    def __init__(self, message: str, outcomes: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.outcomes = list(outcomes)
+        failed = [o for o in self.outcomes if getattr(o, "status", "") == "failed"]
+        self.exit_code = int(failed[0].exit_code) if failed else 1  # type: ignore[misc]
 
 
 # --- warnings --------------------------------------------------------------------------
@@ -152,6 +187,14 @@ class BoaOffsetWarning(S2SRWarning):
 
 class BackendFallbackWarning(S2SRWarning):
     """A preferred backend was unavailable and a slower one is used."""
+
+
+class NodataWarning(S2SRWarning):
+    """The requested area holds no valid pixel: the output is all nodata."""
+
+
+class IdleThreadsWarning(S2SRWarning):
+    """Dask workers with more threads than s2sr can use (one unit at a time per worker)."""
 
 
 def require(module: str, extra: str) -> object:

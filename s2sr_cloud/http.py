@@ -25,7 +25,7 @@ def retry_policy(retries: int | None = None, backoff_s: float | None = None) -> 
 
     from . import settings
 
-    n = retries if retries is not None else int(settings.env("S2SR_HTTP_RETRIES", str(RETRIES)) or RETRIES)
+    n = retries if retries is not None else settings.http_retries(RETRIES)
     return Retry(
         total=n, connect=n, read=n, status=n, other=0,
         backoff_factor=BACKOFF_S if backoff_s is None else backoff_s, backoff_max=30,

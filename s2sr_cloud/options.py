@@ -75,3 +75,47 @@ def parse_net(value: str) -> str:
     """``20``, ``60``, ``net20`` or ``net60`` → ``20`` / ``60``."""
     v = str(value).strip().lower().removeprefix("net")
     return parse_choice(Net, v, "net (20 or 60)")
+
+
+# --------------------------------------------------------------------------- bounded values
+_SCHEME = re.compile(r"(tcp|tls|ws|wss|ucx)://")
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?)")
+#: Largest ``train --context`` (real pixels around each patch): beyond this the patches only cost memory.
+MAX_CONTEXT = 256
+
+
+def parse_scheduler_address(value: str | None) -> str | None:
+    """A Dask scheduler address (``tcp://HOST:PORT``, ``tls://…``, ``HOST:PORT``); empty: None.
+    ValueError saying what a scheduler address looks like otherwise."""
+    if value is None or not str(value).strip():
+        return None
+    v = str(value).strip()
+    if v.startswith("inproc://"):
+        return v
+    m = _SCHEME.match(v)
+    rest = v[m.end():] if m else v
+    host, sep, port = rest.rpartition(":") if not rest.endswith("]") else (rest, "", "")
+    if not sep:
+        host, port = rest, ""
+    ok = bool(_HOST.fullmatch(host)) and (not sep or (port.isdigit() and 0 < int(port) < 65536))
+    if not ok or "://" in rest:
+        raise ValueError(f"{value!r} is not a Dask scheduler address; expected tcp://HOST:PORT, e.g. tcp://127.0.0.1:8786")
+    return v if m else f"tcp://{v}"
+
+
+def parse_path_arg(value: object, option: str = "the path") -> str:
+    """A non-empty path argument (``--out ''`` would mean the current folder by accident)."""
+    text = str(value)
+    if not text.strip():
+        raise ValueError(f"{option} must not be empty; name a folder or file (\".\" for the current folder)")
+    return text
+
+
+def parse_out_file(value: object) -> str:
+    """An output *file* name: not empty, not a folder-only name like ``.`` or ``dir/``."""
+    from pathlib import Path
+
+    text = parse_path_arg(value, "--out")
+    if text.endswith(("/", "\\")) or Path(text).name in ("", ".", ".."):
+        raise ValueError(f"--out {text!r} names a folder; name the output file, e.g. {Path(text) / 'out.tif'}")
+    return text

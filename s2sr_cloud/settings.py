@@ -8,7 +8,8 @@ sees the current environment. Variables:
 ``S2SR_CATALOG``        default ``--catalog`` of ``s2sr search``.
 ``S2SR_GATE_SCENE``    scene of the precision gate (default: the held-out Malmö crop or the packaged sample).
 ``S2SR_FP32_BACKEND``   exact-fp32 CPU kernels under ``--device auto``: ``auto`` (the faster here), ``onnxruntime``, ``openvino``.
-``S2SR_HTTP_RETRIES``   retries of one HTTP request (default 4).
+``S2SR_HTTP_RETRIES``   retries of one HTTP request (default 4; a whole number 0–20).
+``S2SR_DASK_TIMEOUT``   seconds to wait for a Dask scheduler to answer and for a first worker (default 30; 1–3600).
 ``S2SR_S3_UNSIGNED``    ``YES``: never sign S3 reads, even with credentials set.
 ``CDSE_S3_ACCESS_KEY`` / ``CDSE_S3_SECRET_KEY`` (or the AWS pair), ``CDSE_S3_ENDPOINT``,
 ``CDSE_S3_HTTPS``       Copernicus Data Space S3 access.
@@ -39,9 +40,80 @@ def engine_dir(path: str | os.PathLike[str] | None = None) -> Path:
     return Path(env("S2SR_ENGINE_DIR", "engines") or "engines")
 
 
+def env_int(name: str, default: int, low: int, high: int, what: str = "") -> int:
+    """``$name`` as a whole number in ``[low, high]`` (``default`` when unset or empty);
+    anything else is an :class:`~s2sr_cloud.errors.InputError` naming the variable."""
+    raw = env(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        from .errors import InputError
+
+        raise InputError(f"{name} must be a whole number from {low} to {high}{what}, not {raw!r}")
+    return value
+
+
+#: Names of the variables a scale-out run reads (also for messages and ``--scheduler``'s envvar).
+SCHEDULER_VAR = "DASK_SCHEDULER_ADDRESS"
+DASK_TIMEOUT_VAR = "S2SR_DASK_TIMEOUT"
+
+
+def http_retries(default: int = 4) -> int:
+    """``$S2SR_HTTP_RETRIES``: retries of one HTTP request."""
+    return env_int("S2SR_HTTP_RETRIES", default, 0, 20)
+
+
+def dask_timeout(default: int = 30) -> int:
+    """``$S2SR_DASK_TIMEOUT``: seconds to reach a Dask scheduler and to wait for a first worker."""
+    return env_int(DASK_TIMEOUT_VAR, default, 1, 3600, " (seconds)")
+
+
 def cache_dir() -> Path:
-    """Per-user cache (ONNX files exported on the fly from checkpoints)."""
-    return Path(env("S2SR_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "s2sr-cloud"))
+    """Per-user cache (ONNX files exported on the fly, int8 models, the precision gate), created.
+
+    ``$S2SR_CACHE_DIR`` that is not a usable folder (a file, read-only) is an
+    :class:`~s2sr_cloud.errors.InputError` naming it; when the default ``~/.cache/s2sr-cloud``
+    cannot be written (a read-only home), a warning and a folder under the system's temporary
+    folder instead.
+    """
+    import tempfile
+    import warnings
+
+    from .errors import InputError, S2SRWarning
+
+    given = env("S2SR_CACHE_DIR")
+    path = Path(given or os.path.join(os.path.expanduser("~"), ".cache", "s2sr-cloud"))
+    problem = _unusable_dir(path)
+    if problem is None:
+        return path
+    if given:
+        raise InputError(f"S2SR_CACHE_DIR={given!r} cannot be used as the cache folder: {problem}; "
+                         "point it at a writable folder")
+    fallback = Path(tempfile.gettempdir()) / f"s2sr-cloud-cache-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+    if _unusable_dir(fallback) is not None:
+        raise InputError(f"no writable cache folder: {path} ({problem}) nor {fallback}; set S2SR_CACHE_DIR to a writable folder")
+    warnings.warn(f"the cache folder {path} cannot be used ({problem}); caching in {fallback} instead "
+                  "(set S2SR_CACHE_DIR to keep the cache)", S2SRWarning, stacklevel=2)
+    return fallback
+
+
+def _unusable_dir(path: Path) -> str | None:
+    """Why ``path`` cannot be a writable folder (created if missing), or None."""
+    if path.exists() and not path.is_dir():
+        return "it is a file, not a folder"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        return "a part of its path is a file"
+    except OSError as err:
+        return err.strerror or str(err)
+    if not os.access(path, os.W_OK | os.X_OK):
+        return "it is not writable"
+    return None
 
 
 def fp32_cpu_backend() -> str:
@@ -104,4 +176,3 @@ CATALOG_VAR = "S2SR_CATALOG"  #: ``--catalog`` of ``s2sr search``
 PUBLISH_VAR = "S2SR_PUBLISH"  #: ``--publish`` of ``run``/``search --run``, ``--to`` of ``publish``
 S3_ENDPOINT_VAR = "S2SR_S3_ENDPOINT"  #: ``--s3-endpoint``
 ASSETS_TO_VAR = "S2SR_ASSETS_TO"  #: ``--assets-to``
-DASK_SCHEDULER_VAR = "DASK_SCHEDULER_ADDRESS"  #: ``--scheduler`` (Dask's own variable)

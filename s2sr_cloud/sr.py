@@ -22,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from . import stop
 from .bands import (
     BANDS_20M,
     BANDS_60M,
@@ -273,7 +274,7 @@ def super_resolve(
                     on_tile(_done + n, total)
 
             kw = {"out": "device"} if device and getattr(runner, "array_namespace", "numpy") != "numpy" else {}
-            with stage("nets"):
+            with stage("nets"), stop.cancelling(runner):  # a stop request ends the call in flight (its cancel, if any)
                 out[name] = run_window([reads[g] for g in spec.groups], starts, th, tw, halo, batch, on_tiles=tick, **kw)
             done += len(starts)
             continue
@@ -289,7 +290,7 @@ def super_resolve(
             chunk = starts[i : i + batch]
             for k, (r, c) in enumerate(chunk):  # one reused input buffer, no per-batch np.stack
                 xb[k] = x[:, r : r + th + 2 * halo, c : c + tw + 2 * halo]
-            with stage("nets"):
+            with stage("nets"), stop.cancelling(runner):  # checks for a stop request before and after each batch
                 yb = runner(xb[: len(chunk)])
             for (r, c), y in zip(chunk, yb, strict=True):
                 res[:, r : r + th, c : c + tw] = y[:, halo : halo + th, halo : halo + tw]

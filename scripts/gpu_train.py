@@ -39,7 +39,8 @@ def probe_seconds_per_step(cfg: TrainConfig, device: str, n: int = 12) -> float:
     import torch
 
     from s2sr_cloud.nets import build_net
-    from s2sr_cloud.train.data import PatchSampler, find_scenes, load_pairs
+    from s2sr_cloud.scenes import find_scenes
+    from s2sr_cloud.train.data import PatchSampler, load_pairs
 
     model = build_net(cfg.net, cfg.variant).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-6)

@@ -13,8 +13,8 @@ import pytest
 DATA = Path(__file__).parent / "data"
 
 # Fixture plugin modules (tests/<name>.py). Add yours here.
-pytest_plugins: list[str] = ["tests._fx_core", "tests._fx_engine", "tests._fx_services", "tests._fx_stac",
-                             "tests._fx_stores"]
+pytest_plugins: list[str] = ["tests._fx_core", "tests._fx_dask", "tests._fx_engine", "tests._fx_services",
+                             "tests._fx_stac", "tests._fx_stores"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -38,6 +38,8 @@ CROP = DATA / "T18SVG_crop240"
 MALMO = DATA / "S2A_MSIL1C_20170527_T33UUB.npz"
 SAMPLE_ITEM = REPO / "s2sr_cloud" / "sample" / "sentinel-2-l2a" / "S2A_MSIL2A_20170613T101031_87_48"
 ONNX = REPO / "export"
+WEIGHTS = REPO / "s2sr_cloud" / "weights"
+SAMPLE = REPO / "s2sr_cloud" / "sample" / "sentinel-2-l2a"
 STAGING_MARKERS = (".tmp", ".stage.tif", ".cog.tif", ".part", ".npz")
 PARALLEL = max(2, min(6, (os.cpu_count() or 2) * 2))
 
@@ -64,7 +66,11 @@ class Case:
     """Final outputs: must exist on success, must not on failure."""
     setup: Callable[[Ctx], None] | None = None
     signal: int | None = None
-    """Send this signal once a staging file appears in ``out``."""
+    """Send this signal once a staging file appears in ``out`` (or after ``signal_after`` seconds)."""
+    signal_after: float | None = None
+    within: float | None = None
+    """The process must end this many seconds after the signal (a bound on the interrupt's latency,
+    far above it: the work left when the signal comes takes many times longer)."""
     stdout_json: Callable[[object], bool] | None = None
     env: dict[str, str] = field(default_factory=dict)
 
@@ -165,6 +171,43 @@ def _make_inputs(a: Path, root: Path) -> None:
     doc = json.loads((SAMPLE_ITEM / f"{SAMPLE_ITEM.name}.json").read_text())
     (a / "item" / "two.json").write_text(json.dumps({"type": "FeatureCollection", "features": [doc, doc]}))
     (a / "item" / "catalog-not-item.json").write_text((a / "catalog.json").read_text())
+    _item_variant(a, "empty-id", lambda d: {**d, "id": ""})
+    _item_variant(a, "refused-href", lambda d: {**d, "assets": {k: ({**v, "href": "http://127.0.0.1:9/B05.tif"} if "B05" in
+                                                                   json.dumps(v.get("eo:bands", "")) else v)
+                                                               for k, v in d["assets"].items()}})
+    _write_zero_item(a / "item")
+    rec = a / "records"
+    for name, body in (("truncated", b'{"s2sr_record": 1, "cog": "x-s2sr.tif", "sour'), ("empty", b"{}"),
+                       ("wrong-types", json.dumps({"s2sr_record": 1, "cog": 5, "source_item": [], "models": "m",
+                                                   "backend": 1, "version": 2}).encode()),
+                       ("binary", os.urandom(512)), ("list", b"[1, 2]")):
+        (rec / name).mkdir(parents=True)
+        (rec / name / "x-s2sr.s2sr.json").write_bytes(body)
+        shutil.copy(CROP / "T18SVG_20160112_B05.tif", rec / name / "x-s2sr.tif")
+    (a / "cache-is-a-file").write_text("not a folder")
+    with np.load(MALMO) as z:  # 1200 x 1200 px: one block of 16 + 16 tiles, many seconds of inference on any CPU
+        np.savez(a / "malmo-1200.npz", **{k: np.tile(z[k], (1, 2, 2)) for k in ("b10", "b20", "b60")})
+
+
+def _write_zero_item(folder: Path) -> None:
+    """``zeros.json``: the sample item with every band an all-0 (nodata) raster on the same grid."""
+    import rasterio
+
+    doc = json.loads((SAMPLE_ITEM / f"{SAMPLE_ITEM.name}.json").read_text())
+    zeros = folder / "zeros"
+    zeros.mkdir()
+    for asset in doc["assets"].values():
+        href = asset["href"]
+        if not href.endswith(".tif"):
+            continue
+        with rasterio.open(SAMPLE_ITEM / href.removeprefix("./")) as src:
+            prof = src.profile
+        prof.pop("nodata", None)
+        name = Path(href).name
+        with rasterio.open(zeros / name, "w", **prof) as dst:
+            dst.write(np.zeros((prof["count"], prof["height"], prof["width"]), prof["dtype"]))
+        asset["href"] = f"./zeros/{name}"
+    (folder / "zeros.json").write_text(json.dumps({**doc, "id": "zeros"}))
 
 
 # --- the table --------------------------------------------------------------------------
@@ -198,7 +241,7 @@ def _fc(n: int | None = None) -> Callable[[object], bool]:
 
 
 def _one_cog(c: Ctx) -> list[Path]:
-    return [p for p in c.out.glob("*-s2sr.tif")]
+    return list(c.out.glob("*-s2sr.tif"))
 
 
 CASES: list[Case] = [
@@ -342,6 +385,49 @@ CASES: list[Case] = [
     Case("run-ok", run(f"{EVIL_OUT}.json"), 0, (), final=lambda c: [c.out / f"{EVIL_OUT}-s2sr.tif"]),
     Case("run-exists", run(f"{EVIL_OUT}.json"), 9, ("--overwrite",),
          setup=lambda c: (c.out.mkdir(), (c.out / f"{EVIL_OUT}-s2sr.tif").write_text("keep"))),
+    Case("run-id-empty", run("empty-id.json"), 0, (), final=_one_cog),
+    Case("run-href-refused", run("refused-href.json"), 6, ("B05", "cannot connect", "refused"), final=_one_cog),
+    Case("run-bbox-over-nodata-warns", run("zeros.json"), 0, ("no valid pixel",), final=_one_cog),
+    Case("run-json-line-when-planning-fails", run("no-b05.json", "--json"), 4, ("B05",), final=_one_cog,
+         stdout_json=lambda d: d["status"] == "failed" and d["exit_code"] == 4 and d["error_type"] == "MissingAsset"),
+    Case("run-out-empty", lambda c: ["run", str(c.a / "item" / f"{EVIL_OUT}.json"), "--out", "", *_onnx()], 2,
+         ("--out", "empty")),
+    Case("run-workers-1000", run(f"{EVIL_OUT}.json", "--workers", "1000"), 2, ("--workers", "at most")),
+    Case("run-scheduler-not-an-address", run(f"{EVIL_OUT}.json", "--scheduler", "not a url"), 2,
+         ("--scheduler", "scheduler address")),
+    Case("run-scheduler-env-garbage", run(f"{EVIL_OUT}.json"), 2, ("DASK_SCHEDULER_ADDRESS", "scheduler address"),
+         env={"DASK_SCHEDULER_ADDRESS": "garbage!!"}),
+    Case("run-scheduler-refused", run(f"{EVIL_OUT}.json", "--scheduler", "tcp://127.0.0.1:9"), 3,
+         ("cannot reach", "refused"), final=_one_cog),
+    Case("run-help-names-the-dask-extra", ["run", "--help"], 0, ("s2sr-cloud[dask]",)),
+    Case("search-run-help-names-the-dask-extra", ["search", "--help"], 0, ("s2sr-cloud[dask]",)),
+    # --- options and environment variables: bounded and parsed ---------------------------------
+    Case("env-http-retries-lots", ["search", "--catalog", "http://127.0.0.1:9/", "--bbox", WORLD], 2,
+         ("S2SR_HTTP_RETRIES", "lots"), env={"S2SR_HTTP_RETRIES": "lots"}),
+    Case("env-http-retries-huge", ["search", "--catalog", "http://127.0.0.1:9/", "--bbox", WORLD], 2,
+         ("S2SR_HTTP_RETRIES", "0 to 20"), env={"S2SR_HTTP_RETRIES": "100000"}),
+    Case("env-cache-dir-is-a-file", lambda c: ["superres", str(c.a / "ok.npz"), "--out", "out/x.npz", "--device", "cpu",
+                                               "--checkpoint", str(WEIGHTS / "net20_dsen2.safetensors")], 2,
+         ("S2SR_CACHE_DIR", "file"), final=lambda c: [c.out / "x.npz"],
+         env={"S2SR_CACHE_DIR": "@inputs/cache-is-a-file"}),
+    Case("env-dask-timeout-text", run(f"{EVIL_OUT}.json", "--scheduler", "tcp://127.0.0.1:9"), 2,
+         ("S2SR_DASK_TIMEOUT",), env={"S2SR_DASK_TIMEOUT": "soon"}),
+    Case("superres-out-empty", sr("ok.npz", ""), 2, ("--out", "empty")),
+    Case("superres-out-dot-overwrite", sr("ok.npz", ".", "--overwrite"), 2, ("--out", "folder")),
+    Case("superres-out-trailing-slash", sr("ok.npz", "out/"), 2, ("--out", "folder")),
+    Case("train-context-5000", lambda c: ["train", "--data", str(c.a / "empty-dir"), "--context", "5000", "--out",
+                                          "out/t"], 2, ("--context",)),
+    Case("evaluate-nan-scene", lambda c: ["evaluate", "--scene", str(c.a / "nan.npz"), "--onnx",
+                                          str(ONNX / "net20_dsen2.onnx"), "--onnx", str(ONNX / "net60_dsen2.onnx"),
+                                          "--device", "cpu"], 2, ("NaN",)),
+    Case("publish-to-empty", ["publish", "out", "--to", ""], 2, ("--to", "empty"), setup=lambda c: c.out.mkdir()),
+    *[Case(f"publish-record-{name}", lambda c, n=name: ["publish", str(c.a / "records" / n), "--to", "out/cat"], 2,
+           ("record",)) for name in ("truncated", "empty", "wrong-types", "binary", "list")],
+    # --- interrupts within a second or two ---------------------------------------------------
+    Case("superres-sigint-mid-block", sr("malmo-1200.npz"), 130, ("interrupted",), final=lambda c: [c.out / "sr.npz"],
+         signal=signal.SIGINT, signal_after=8.0, within=15.0),
+    Case("superres-sigterm-mid-block", sr("malmo-1200.npz"), 143, ("terminated",), final=lambda c: [c.out / "sr.npz"],
+         signal=signal.SIGTERM, signal_after=8.0, within=15.0),
     # --- engine ----------------------------------------------------------------------------
     Case("engine-build-fp64", ["engine", "build", "--precision", "fp64"], 2, ("fp32",)),
     Case("engine-build-int8", ["engine", "build", "--precision", "int8", "--engine-dir", "out"], 2, ("precision",)),
@@ -379,6 +465,7 @@ class Outcome:
     everything: list[str]
     finals: list[Path]
     seconds: float
+    after_signal: float | None = None
 
 
 def _snapshot(d: Path, skip: Path | None = None) -> dict[str, float]:
@@ -402,15 +489,19 @@ def _run_case(case: Case, root: Path, a: Path) -> Outcome:
         case.setup(ctx)
     before = _snapshot(work, ctx.out)
     args = case.args(ctx) if callable(case.args) else list(case.args)
-    env = {**os.environ, "COLUMNS": "200", "S2SR_ENGINE_DIR": str(work / "out" / "engines"), **case.env}
+    extra = {k: v.replace("@inputs", str(a)) for k, v in case.env.items()}
+    env = {**os.environ, "COLUMNS": "200", "S2SR_ENGINE_DIR": str(work / "out" / "engines"), **extra}
     t0 = time.monotonic()
     proc = subprocess.Popen([S2SR, *args], cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
+    signalled: float | None = None
     if case.signal is not None:
         deadline = time.monotonic() + 240
         while proc.poll() is None and time.monotonic() < deadline:
-            if ctx.out.is_dir() and _staging_in(ctx.out):
-                time.sleep(0.5)
+            if case.signal_after is not None and time.monotonic() - t0 >= case.signal_after or (
+                    case.signal_after is None and ctx.out.is_dir() and _staging_in(ctx.out)):
+                time.sleep(0.5 if case.signal_after is None else 0)
+                signalled = time.monotonic()
                 proc.send_signal(case.signal)
                 break
             time.sleep(0.1)
@@ -419,9 +510,11 @@ def _run_case(case: Case, root: Path, a: Path) -> Outcome:
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
+    ended = time.monotonic()
     finals = case.final(ctx) if case.final else []
     return Outcome(proc.returncode, out, err, before, _snapshot(work, ctx.out),
-                   sorted(str(p.relative_to(work)) for p in work.rglob("*")), finals, time.monotonic() - t0)
+                   sorted(str(p.relative_to(work)) for p in work.rglob("*")), finals, ended - t0,
+                   None if signalled is None else ended - signalled)
 
 
 @pytest.fixture(scope="module")
@@ -472,6 +565,9 @@ def test_bad_input(case: Case, outcomes) -> None:
         assert len(o.err.strip().splitlines()) <= 3, f"not a short usage message:\n{o.err}"
     if case.stdout_json is not None:
         assert case.stdout_json(json.loads(o.out)), o.out[:2000]
+    if case.within is not None:
+        assert o.after_signal is not None and o.after_signal < case.within, (
+            f"ended {o.after_signal} s after the signal")
 
 
 def test_nothing_escapes_the_case_folders(outcomes) -> None:
@@ -493,3 +589,60 @@ def test_records_and_outputs_are_readable_by_others(outcomes) -> None:
     os.umask(mask)
     for p in [root / "run-ok" / "out" / f"{EVIL_OUT}-s2sr.tif", root / "superres-npz-ok" / "out" / "sr.npz"]:
         assert p.stat().st_mode & 0o777 == 0o666 & ~mask, p
+
+
+# --- faults between runs: a second writer, a killed run -------------------------------------------
+def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([S2SR, *args], cwd=cwd, env={**os.environ, "COLUMNS": "200"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait(cond: Callable[[], bool], proc: subprocess.Popen[str], what: str, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert proc.poll() is None, f"the run ended before {what}: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def big_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """960 x 960 px band files: a run that takes long enough to be caught mid-write."""
+    d = tmp_path_factory.mktemp("big") / "big"
+    _write_band_folder(d, mosaic=4)
+    return d
+
+
+def test_a_second_run_into_the_same_output_refuses_with_a_message(big_folder: Path, tmp_path: Path) -> None:
+    if not Path(S2SR).exists():
+        pytest.skip(f"{S2SR} is not installed")
+    args = ["superres", str(big_folder), "--out", "out/sr.tif", "--block", "240", *_onnx()]
+    first = _start(args, tmp_path)
+    try:
+        _wait(lambda: (tmp_path / "out" / ".sr.tif.lock").exists(), first, "the first run's lock")
+        second = subprocess.run([S2SR, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 9, second.stderr
+        assert "being written by another s2sr run" in second.stderr and "Traceback" not in second.stderr
+        assert f"pid {first.pid}" in " ".join(second.stderr.split())
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=120)
+    assert first.returncode == 130
+    assert not [p.name for p in (tmp_path / "out").iterdir()]  # neither left anything (the lock goes too)
+
+
+def test_staging_files_of_a_killed_run_are_swept_by_the_next(big_folder: Path, tmp_path: Path) -> None:
+    """SIGKILL (a container's stop grace period ran out) leaves a hidden staging file: the next run
+    into the same output removes it."""
+    if not Path(S2SR).exists():
+        pytest.skip(f"{S2SR} is not installed")
+    out = tmp_path / "out"
+    first = _start(["superres", str(big_folder), "--out", "out/sr.tif", "--block", "240", *_onnx()], tmp_path)
+    _wait(lambda: out.is_dir() and bool(_staging_in(out)), first, "a staging file")
+    first.kill()
+    first.communicate(timeout=60)
+    assert _staging_in(out), "the killed run left no staging file to sweep"
+    again = subprocess.run([S2SR, "superres", str(CROP), "--out", "out/sr.tif", *_onnx()], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["sr.tif"]  # no staging file, no lock

@@ -33,7 +33,7 @@ HEAVY = (
     "rich.progress", "rich.logging",
 )
 #: s2sr_cloud modules a `--help` may import: the CLI and the leaves its option types use.
-LIGHT_OWN = {"s2sr_cloud", "s2sr_cloud.errors", "s2sr_cloud.options", "s2sr_cloud.settings"}
+LIGHT_OWN = {"s2sr_cloud", "s2sr_cloud.errors", "s2sr_cloud.options", "s2sr_cloud.settings", "s2sr_cloud.stop"}  # stop: the signal handler (stdlib only)
 COMMANDS = [  # every command path, in the order of `s2sr --help`
     "search", "run", "superres", "publish", "mosaic", "task", "train", "evaluate", "export", "import-keras",
     "engine", "engine build", "engine list", "engine check", "info",

@@ -7,10 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from s2sr_cloud.post import guided
 from s2sr_cloud.evaluation import wald_metrics
 from s2sr_cloud.ops import degrade
-from s2sr_cloud.post import PostSteps, super_resolve_consistent
+from s2sr_cloud.post import PostSteps, guided, super_resolve_consistent
 from s2sr_cloud.scenes import find_scenes, load_scene
 from s2sr_cloud.sr import ArraySource, Window
 

@@ -457,7 +457,6 @@ def test_cli_publish_without_record_is_an_input_error(sr_cog: Path, tmp_path: Pa
 def test_publish_hook_from_pipeline_result(scene: ProcessedScene, tmp_path: Path) -> None:
     import shutil
 
-    from s2sr_cloud.cli.publish_cmds import publish_hook
     from s2sr_cloud.grid import OutputGrid
     from s2sr_cloud.pipeline import ItemResult
     from s2sr_cloud.sr import Window
@@ -468,9 +467,16 @@ def test_publish_hook_from_pipeline_result(scene: ProcessedScene, tmp_path: Path
     result = ItemResult(item=scene.source, path=cog, grid=grid, bands=scene.bands, model=dict(scene.models),
                         backend=scene.backend, catalog="earth-search",
                         radiometry={"dn_offset": 0, "nodata": 0}, seconds=1.0)
-    publish_hook(str(tmp_path / "cat"))(result)
+    from s2sr_cloud.publish.hook import publish_hook
+
+    published = []
+    hook = publish_hook(str(tmp_path / "cat"), on_published=published.append)
+    assert hook is not None and publish_hook(None) is None
+    hook(result)
     assert (tmp_path / "cat" / ITEM_ID / f"{ITEM_ID}.json").exists()
-    assert (tmp_path / cog.name.replace(".tif", ".s2sr.json")).exists()
+    assert [r.item_id for r in published] == [ITEM_ID]
+    # the record is written once, by whoever wrote the COG (s2sr_cloud.batch.units), not by the hook
+    assert not (tmp_path / cog.name.replace(".tif", ".s2sr.json")).exists()
 
 
 # --- end to end: `s2sr run --publish` and `s2sr publish` on real ONNX Runtime, three targets --

@@ -1,8 +1,11 @@
-"""Scale-out on Dask distributed: a real LocalCluster of 2 worker processes on loopback.
+"""Scale-out on Dask distributed: a real cluster (``dask scheduler`` + ``dask worker`` processes on
+loopback, :mod:`tests._fx_dask`) shared by the session, and LocalClusters where the CLI starts them.
 
 Items come from the loopback STAC API (rustac) over the Range server; the nets are real
 DSen2 graphs (depth 6: the real 14 px halo) only 8 features wide, exported to ONNX, so the
-workers run the same ONNX Runtime code as production at a fraction of the cost.
+workers run the same ONNX Runtime code as production at a fraction of the cost. The faults are
+real too: SIGKILLed workers, a SIGINTed client re-run to completion, a killed scheduler, a
+scheduler without workers.
 """
 
 from __future__ import annotations
@@ -12,10 +15,8 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,8 @@ import pystac
 import pytest
 import rasterio
 
+from s2sr_cloud.bands import SR_BANDS
 from s2sr_cloud.batch import (
-    PARTS_DIR,
     BatchEvent,
     ItemsFailed,
     ModelSpec,
@@ -36,84 +37,10 @@ from s2sr_cloud.batch import (
 from s2sr_cloud.catalog.presets import resolve_catalog
 from s2sr_cloud.catalog.search import SearchParams, parse_bbox, search_items
 from s2sr_cloud.errors import MissingAsset, OutputExists, RasterReadError
-from s2sr_cloud.io.env import HttpParams
-from s2sr_cloud.bands import SR_BANDS
 from s2sr_cloud.pipeline import RunParams
 
+from ._fx_dask import BLOCK, FAST, S2SR, VA_ID, _no_leftovers, _same_cog
 from ._fx_stac import SAMPLE, RangeServer, sample_items
-
-VA_ID = "S2A_18SVG_20160112_0_L1C"
-WORLD = (-180.0, -90.0, 180.0, 90.0)
-FAST = HttpParams(max_retry=1, retry_delay_s=0.05, timeout_s=10)
-S2SR = str(Path(sys.executable).parent / "s2sr")
-BLOCK = 120  # small blocks, so the 540 x 540 Virginia item splits into row bands
-
-
-@pytest.fixture(scope="module")
-def narrow(tmp_path_factory: pytest.TempPathFactory) -> ModelSpec:
-    """Random DSen2 nets 8 features wide, exported to ONNX with manifests."""
-    torch = pytest.importorskip("torch")
-    from s2sr_cloud.bands import SCALE, VariantSpec, net_spec
-    from s2sr_cloud.infer.manifest import MANIFEST_FORMAT, sha256_file
-    from s2sr_cloud.nets.model import DSen2
-
-    d = tmp_path_factory.mktemp("narrow")
-    paths = {}
-    for i, n in enumerate(("net20", "net60")):
-        torch.manual_seed(11 + i)
-        m = DSen2(net_spec(n), VariantSpec("dsen2", 6, 8)).eval()
-        p = d / f"{n}_narrow.onnx"
-        axes = {0: "batch", 2: "height", 3: "width"}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(m, (torch.zeros(1, m.spec.in_channels, 64, 64),), str(p), input_names=["input"],
-                              output_names=["output"], dynamic_axes={"input": axes, "output": axes},
-                              opset_version=17, dynamo=False)
-        p.with_suffix(".json").write_text(json.dumps({
-            "format": MANIFEST_FORMAT, "name": p.stem, "net": n, "variant": "dsen2", "inputs": list(m.spec.inputs),
-            "outputs": list(m.spec.outputs), "halo": m.halo, "scale": SCALE, "onnx_sha256": sha256_file(p)}))
-        paths[n] = p
-    return ModelSpec.of(onnx=paths, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def api_items(stac_apis: dict[str, str]) -> tuple[object, list[pystac.Item]]:
-    """The 4 sample items found through the loopback STAC API (hrefs on the Range server)."""
-    prof = resolve_catalog(f"sample={stac_apis['sample']}")
-    items = search_items(prof, SearchParams(bbox=WORLD))
-    assert len(items) == 4 and VA_ID in [i.id for i in items]
-    return prof, items
-
-
-@pytest.fixture(scope="module")
-def reference(api_items, narrow: ModelSpec, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The in-process run of the 4 items: the outputs a cluster run must equal."""
-    prof, items = api_items
-    out = tmp_path_factory.mktemp("in-process")
-    outcomes = process_items(items, prof, RunParams(out_dir=out, block=BLOCK, http=FAST), models=narrow)
-    assert [o.status for o in outcomes] == ["done"] * 4
-    return {o.item_id: o.path for o in outcomes}
-
-
-def _same_cog(a: Path, b: Path) -> None:
-    with rasterio.open(a) as x, rasterio.open(b) as y:
-        assert x.profile == y.profile and x.tags() == y.tags() and x.descriptions == y.descriptions
-        assert np.array_equal(x.read(), y.read())
-        assert [x.tags(i) for i in range(1, x.count + 1)] == [y.tags(i) for i in range(1, y.count + 1)]
-
-
-def _no_leftovers(out: Path) -> None:
-    assert not (out / PARTS_DIR).exists()
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
 
 
 def test_split_rows_are_whole_blocks() -> None:
@@ -137,9 +64,12 @@ def test_cluster_run_equals_in_process_and_reruns_skip(api_items, narrow, refere
     events: list[BatchEvent] = []
     published: list[tuple[int, str, bool]] = []
 
-    def publish(result) -> None:  # runs in this process, after the record is written
+    inodes: dict[str, int] = {}
+
+    def publish(result) -> None:  # runs in this process, after the worker wrote the record
         rec = result.path.with_name(result.path.stem + ".s2sr.json")
         published.append((os.getpid(), result.item.id, rec.is_file()))
+        inodes[result.item.id] = rec.stat().st_ino
 
     params = RunParams(out_dir=tmp_path, block=BLOCK, http=FAST)
     outcomes = process_items(items, prof, params, models=narrow, client=client, unit_rows=2 * BLOCK,
@@ -152,7 +82,9 @@ def test_cluster_run_equals_in_process_and_reruns_skip(api_items, narrow, refere
     assert len({w for o in outcomes for w in o.workers}) == 2
     for o in outcomes:
         _same_cog(reference[o.item_id], o.path)  # pixels and tags, the consistency QA included
-        rec = json.loads(o.path.with_name(o.path.stem + ".s2sr.json").read_text())  # written by the client
+        rec_path = o.path.with_name(o.path.stem + ".s2sr.json")
+        assert rec_path.stat().st_ino == inodes[o.item_id]  # written once (atomically: a new inode per write)
+        rec = json.loads(rec_path.read_text())  # written by the worker, right after the COG
         # the split item's QA: its row bands' sums of squares and counts merged on assembly
         assert rec["backproject"] == 2 and set(rec["consistency_rmse"]) == set(SR_BANDS)
         with rasterio.open(reference[o.item_id]) as ref:
@@ -223,10 +155,8 @@ def test_failing_unit_is_reported_and_the_rest_complete(api_items, narrow, refer
     bad = status["broken-b09"]
     assert bad.status == "failed" and isinstance(bad.error, RasterReadError) and "B09" in str(bad.error)
     assert bad.exit_code == 6 and not bad.path.exists()
-    # a transient error (a read) is retried once by Dask: two attempts reached the server
-    attempts = [r for r in cog_server.log if r.path.endswith(bad_path)]
-    per_attempt = len(attempts) / 2
-    assert per_attempt >= 1 and per_attempt == int(per_attempt)
+    # an HTTP 404 is not transient: one attempt (one request) and no Dask retry
+    assert len([r for r in cog_server.log if r.path.endswith(bad_path)]) == 1
     # a deterministic one (no B09 asset) fails on the client before any unit is submitted
     nb = status["no-b09"]
     assert nb.status == "failed" and isinstance(nb.error, MissingAsset) and nb.units == 0
@@ -279,13 +209,14 @@ def test_cli_run_on_a_running_scheduler_named_by_the_environment(narrow, client,
     item = SAMPLE / "sentinel-2-l2a" / item_id / f"{item_id}.json"
     onnx = [a for _, p in narrow.onnx for a in ("--onnx", p)]
     env = {**os.environ, "DASK_SCHEDULER_ADDRESS": client.scheduler.address}
-    proc = subprocess.run([S2SR, "run", str(item), "--out", str(tmp_path), "--json", *onnx, "--device", "cpu"],
+    proc = subprocess.run([S2SR, "run", str(item), "--out", "out", "--json", *onnx, "--device", "cpu"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
     assert f"the Dask scheduler {client.scheduler.address}" in " ".join(proc.stderr.split())
     (line,) = [json.loads(ln) for ln in proc.stdout.splitlines()]
     assert line["status"] == "done" and line["workers"][0] in client.scheduler_info()["workers"]
-    with rasterio.open(line["path"]) as a, rasterio.open(reference[item_id]) as b:
+    assert line["path"] == f"out/{item_id}-s2sr.tif"  # as named by --out, as in process (the workers got it absolute)
+    with rasterio.open(tmp_path / line["path"]) as a, rasterio.open(reference[item_id]) as b:
         assert np.array_equal(a.read(), b.read())
     assert len(client.scheduler_info()["workers"]) == 2  # the cluster outlives the run
 
@@ -312,3 +243,60 @@ def test_ctrl_c_on_a_local_cluster_leaves_nothing_half_written(narrow, cog_serve
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "Compute Failed" not in err
     assert not list(out.iterdir())
+
+
+# --------------------------------------------------------------------------- retries and limits
+def test_transient_errors_are_retried_and_deterministic_ones_are_not(tmp_path: Path) -> None:
+    from s2sr_cloud.batch.units import is_transient
+    from s2sr_cloud.errors import CatalogHTTPError
+    from s2sr_cloud.io.read import read_error
+
+    assert is_transient(read_error(OSError("HTTP response code: 503"), "B05", "http://x/B05.tif"))
+    assert is_transient(read_error(OSError("CURL error: Failed to connect to x port 9"), "B05", "http://x/B05.tif"))
+    assert not is_transient(read_error(OSError("HTTP response code: 404"), "B05", "http://x/B05.tif"))
+    assert not is_transient(read_error(OSError("not recognized as a supported file format"), "B05", "/x/B05.tif"))
+    assert is_transient(CatalogHTTPError("busy", 503)) and not is_transient(CatalogHTTPError("no", 400))
+    assert is_transient(ConnectionResetError()) and not is_transient(KeyError("a bug"))
+    assert not is_transient(OutputExists("x exists"))  # an OSError-free S2SR error: deterministic
+
+
+def test_a_transient_read_error_is_retried_to_success(api_items, narrow, reference, client, cog_server: RangeServer,
+                                                       tmp_path: Path) -> None:
+    prof, _ = api_items
+    item_id = next(i for i in reference if i != VA_ID)
+    item = pystac.Item.from_dict(next(d for d in sample_items(cog_server.prefix()) if d["id"] == item_id))
+    href = item.assets["nir09"].href  # a fresh prefix: no worker has this file in its GDAL cache
+    cog_server.fault(href, 503, 503, 503)  # GDAL retries once (FAST): the first attempt fails, the second passes
+    outcomes = process_items([item], prof, RunParams(out_dir=tmp_path, block=BLOCK, http=FAST), models=narrow,
+                             client=client, retries=2)
+    assert [o.status for o in outcomes] == ["done"], [o.error for o in outcomes]
+    with rasterio.open(reference[item_id]) as a, rasterio.open(outcomes[0].path) as b:
+        assert np.array_equal(a.read(), b.read())
+    path = href.split("/", 3)[3]
+    assert [r.status for r in cog_server.log if r.path.endswith(path)][:3] == [503, 503, 503]
+
+
+def test_worker_threads_come_from_the_worker_and_idle_threads_warn(client, narrow) -> None:
+    from distributed import Client, LocalCluster
+
+    from s2sr_cloud.batch.cluster import warn_idle_threads
+    from s2sr_cloud.batch.models import usable_cpus, worker_threads
+    from s2sr_cloud.errors import IdleThreadsWarning
+
+    got = client.run(lambda: (worker_threads(ModelSpec()), usable_cpus()))
+    assert {t for t, _ in got.values()} == {max(1, cpus // 2) for _, cpus in got.values()}  # 2 workers on this host
+    assert worker_threads(ModelSpec(threads=3)) == 3 and worker_threads(ModelSpec()) is None  # not on a worker
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as lc, \
+            Client(lc) as c, pytest.warns(IdleThreadsWarning, match="--nthreads 1"):
+        warn_idle_threads(c)
+
+
+def test_cgroup_cpu_quota_bounds_the_threads(tmp_path: Path) -> None:
+    from s2sr_cloud.batch.models import _cgroup_quota
+
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # the cgroup v2 file of a container with cpus=1.5
+    assert _cgroup_quota(tmp_path) == 1.5
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert _cgroup_quota(tmp_path) is None
+
+

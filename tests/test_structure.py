@@ -35,7 +35,7 @@ MAX_LINES = 400
 #: the rest of ``infer`` is layer 6). A module matching no key fails the test: place it here.
 LAYERS: dict[str, int] = {
     # 0: leaves
-    "errors": 0, "timing": 0, "settings": 0, "options": 0, "bands": 0, "fsutil": 0, "http": 0, "grid": 0,
+    "errors": 0, "timing": 0, "stop": 0, "settings": 0, "options": 0, "bands": 0, "fsutil": 0, "http": 0, "grid": 0,
     "ops": 0,  # grid operators (degrade, upsample, nearest, block mean, blur reach)
     "infer.base": 0,  # the Runner protocol and ModelInfo
     # 1: reading and catalogs
@@ -74,19 +74,13 @@ CLI_RANKS = {"_console": 0, "_options": 0, "_batch": 1, "_app": 3, "": 4}  # any
 # ------------------------------------------------------------------------------------------------
 ALLOWED_UPWARD: set[tuple[str, str]] = set()
 ALLOWED_CYCLES: set[frozenset[str]] = set()
-ALLOWED_CLI: set[tuple[str, str]] = {
-    # run_batch() imports publish_hook from the publish command: the hook moves to publish/hook.py (batch helper)
-    ("s2sr_cloud.cli._batch", "s2sr_cloud.cli.publish_cmds"),
-}
+ALLOWED_CLI: set[tuple[str, str]] = set()
 ALLOWED_ENV: set[tuple[str, str]] = {
-    ("s2sr_cloud.batch", "'DASK_SCHEDULER_ADDRESS'"),  # SCHEDULER_ENV (unused): settings.DASK_SCHEDULER_VAR
-    ("s2sr_cloud.http", "'S2SR_HTTP_RETRIES'"),  # settings.env("S2SR_HTTP_RETRIES"): a settings accessor
-    ("s2sr_cloud.http", "settings.env(...) (add a named accessor to settings instead)"),
     ("s2sr_cloud.infer.gate", "'S2SR_GATE_SCENE'"),  # gate_scene_path() reads it by name
     ("s2sr_cloud.infer.gate", "imports settings.env (add a named accessor to settings instead)"),
     ("s2sr_cloud.pipeline", "'S2SR_CATALOG'"),  # a COG tag named like the variable of --catalog
 }
-ALLOWED_LONG: set[str] = {"s2sr_cloud.batch"}  # 774 lines
+ALLOWED_LONG: set[str] = set()
 
 #: String literals that look like environment variable names but name something else. Each
 #: entry says what; an environment variable must never be listed here.
@@ -167,9 +161,8 @@ def _imports() -> tuple[Import, ...]:
                     src = ".".join(base + ([node.module] if node.module else []))
                 else:
                     src = node.module or ""
-                names = [a.name for a in node.names]
-                if src == PKG and names == ["__version__"]:
-                    continue  # the version string: a constant of the root, no edge
+                names = [a.name for a in node.names if not (src == PKG and a.name == "__version__")]
+                # (the version string is a constant of the root: no edge)
                 targets = [f"{src}.{n}" if f"{src}.{n}" in mods else src for n in names]
             for t in targets:
                 target = _known(t) if t.split(".")[0] == PKG else None

@@ -53,7 +53,10 @@ _terminated = False
 
 def _on_sigterm(signum: int, frame: object) -> None:
     global _terminated
+    from ..stop import request
+
     _terminated = True
+    request("terminated")  # work in flight (an inference call, a block) ends within a second or two
     raise Terminated()
 
 
@@ -84,10 +87,14 @@ def main(argv: list[str] | None = None) -> None:
     A bug (anything else) still shows its traceback.
     """
     import signal
-    from contextlib import suppress
 
-    with suppress(ValueError):  # not the main thread (embedded use): leave signals alone
+    try:
+        from ..stop import on_signal
+
         signal.signal(signal.SIGTERM, _on_sigterm)
+        signal.signal(signal.SIGINT, on_signal)  # KeyboardInterrupt as before, plus a stop request
+    except ValueError:  # not the main thread (embedded use): leave signals alone
+        pass
     usage = _usage_error_types()
     try:
         rc = app(args=argv, standalone_mode=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Sequence
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..settings import DASK_SCHEDULER_VAR
+from ..settings import SCHEDULER_VAR
 
 if TYPE_CHECKING:
     import pystac
@@ -19,12 +20,36 @@ if TYPE_CHECKING:
     from ..catalog.presets import CatalogProfile
     from ..pipeline import RunParams
 
+def _workers(value: int | None) -> int | None:
+    """At most two worker processes per usable core (each runs one unit at a time)."""
+    if value is None:
+        return None
+    from ..batch.models import usable_cpus
+
+    cores = usable_cpus()
+    if value > 2 * cores:
+        raise typer.BadParameter(f"{value} worker processes on {cores} usable core(s) would only fight for them; "
+                                 f"use at most {2 * cores} (one per core is best: each worker uses its share of the "
+                                 "cores), or --scheduler for a cluster of several machines")
+    return value
+
+
+def _scheduler(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> str | None:
+    from ..options import parse_scheduler_address
+
+    try:
+        return parse_scheduler_address(value)
+    except ValueError as err:
+        from_env = str(getattr(ctx.get_parameter_source(param.name), "name", "")) == "ENVIRONMENT"
+        raise typer.BadParameter(str(err), param_hint=SCHEDULER_VAR if from_env else "'--scheduler'") from None
+
+
 Workers = Annotated[int | None, typer.Option(
-    "--workers", min=1, help="Spread the items over a local Dask cluster of N worker processes "
+    "--workers", min=1, callback=_workers, help="Spread the items over a local Dask cluster of N worker processes "
     "(`pip install 's2sr-cloud\\[dask]'`); default: this process only.")]
 Scheduler = Annotated[str | None, typer.Option(
-    "--scheduler", envvar=DASK_SCHEDULER_VAR, help="Submit to a running Dask scheduler, e.g. "
-    "tcp://10.0.0.5:8786 (--out must be a folder every worker and this machine see).")]
+    "--scheduler", envvar=SCHEDULER_VAR, callback=_scheduler, help="Submit to a running Dask scheduler, "
+    "e.g. tcp://10.0.0.5:8786 (--out must be a folder every worker and this machine see).")]
 JsonResults = Annotated[bool, typer.Option(
     "--json", help="One JSON result per item on stdout (JSON Lines, as items finish); the rest goes to stderr.")]
 
@@ -39,7 +64,7 @@ class _View:
         self.progress = make_progress()
         self.items = self.progress.add_task("items", total=total)
         self.tiles: Any = None
-        self.current = ""
+        self.current: str | None = None  # an item id may be "" (a catalog's bug): not a sentinel
 
     def __enter__(self) -> _View:
         self.progress.__enter__()
@@ -56,7 +81,7 @@ class _View:
                 self.current = t.item_id
                 if self.tiles is not None:
                     p.remove_task(self.tiles)
-                self.tiles = p.add_task(t.item_id, total=None)
+                self.tiles = p.add_task(t.item_id or "(no id)", total=None)
             p.update(self.tiles, completed=t.done, total=t.total)
             return
         minutes = max(ev.elapsed_s, 1e-6) / 60
@@ -73,6 +98,7 @@ class _View:
 
 
 def _summary(outcomes: Sequence[ItemOutcome], seconds: float) -> Any:
+    from rich.markup import escape
     from rich.table import Table
 
     n = sum(o.status == "done" for o in outcomes)
@@ -85,8 +111,8 @@ def _summary(outcomes: Sequence[ItemOutcome], seconds: float) -> Any:
     style = {"done": "green", "failed": "bold red", "skipped": "dim"}
     for o in outcomes:
         size = f"{o.result.grid.shape[1]} x {o.result.grid.shape[0]}" if o.result is not None else ""
-        what = f"{type(o.error).__name__}: {o.error}" if o.status == "failed" else str(o.path or "")
-        t.add_row(o.item_id, f"[{style[o.status]}]{o.status}[/]", size, f"{o.seconds:.1f}" if o.seconds else "",
+        what = escape(f"{o.error_type}: {o.error}" if o.status == "failed" else str(o.path or ""))
+        t.add_row(escape(o.item_id or "(no id)"), f"[{style[o.status]}]{o.status}[/]", size, f"{o.seconds:.1f}" if o.seconds else "",
                   str(o.units or ""), what)
     return t
 
@@ -101,39 +127,63 @@ def run_batch(
     a summary; raise when items failed (the first failure's exit code)."""
     import logging
 
-    from ..batch import ModelSpec, process_items, raise_for_failures
+    from ..batch import (
+        ModelSpec,
+        close_runners,
+        process_items,
+        raise_for_failures,
+    )
+    from ..publish.hook import publish_hook
     from . import _console
-    from ._console import err_console
+    from ._console import err_console, success
+    from ._options import model_files
 
     quiet = bool(getattr(_console, "QUIET", False))  # -q: errors only
-    from ._options import model_files
-    from .publish_cmds import publish_hook
-
+    cluster = workers is not None or bool(scheduler)
+    if len(items) == 1 and not cluster:
+        _precheck(items[0], profile, params, as_json)  # bbox, bands, credentials: before the models load
     ckpts, onnxs = model_files(checkpoint, onnx)
     spec = ModelSpec.of(onnx=onnxs, checkpoint=ckpts, device=str(getattr(device, "value", device)),
                         precision=str(getattr(precision, "value", precision)), build_engine=build_engine)
-    hook = publish_hook(publish, s3_endpoint=s3_endpoint, assets_to=assets_to, overwrite=params.overwrite)
-    cluster = workers is not None or bool(scheduler)
+    hook = publish_hook(publish, s3_endpoint=s3_endpoint, assets_to=assets_to, overwrite=params.overwrite,
+                        on_published=lambda r: success(f"{r.item_id}: {r.status} -> {r.href}"))
     models: Any = spec
     if cluster:
-        try:
+        with contextlib.suppress(ImportError):  # process_items says which extra to install
             import distributed  # noqa: F401 - importing it sets its loggers' levels: quieten them afterwards
-        except ImportError:
-            pass  # process_items says which extra to install
-        level = logging.WARNING if logging.getLogger().level <= logging.DEBUG else logging.ERROR
-        for name in ("distributed", "tornado", "bokeh"):
-            logging.getLogger(name).setLevel(level)
+        level = logging.WARNING if logging.getLogger().level <= logging.DEBUG else logging.CRITICAL
+        for name in ["distributed", "tornado", "bokeh", *logging.root.manager.loggerDict]:  # children set their own
+            if name.split(".")[0] in ("distributed", "tornado", "bokeh"):
+                logging.getLogger(name).setLevel(level)
         where = f"a local Dask cluster of {workers} workers" if workers is not None else f"the Dask scheduler {scheduler}"
         if not quiet:
-            err_console.print(f"{len(items)} item(s) on {where}", highlight=False)
+            err_console.print(f"{len(items)} item(s) on {where}", highlight=False, markup=False)
     else:
         models = spec.load()
         if not quiet:
             err_console.print("backends: " + ", ".join(f"{k}: {r.backend}" for k, r in models.items()), highlight=False)
     t0 = time.perf_counter()
-    with _View(len(items), as_json=as_json, cluster=cluster) as view:
-        outcomes = process_items(items, profile, params, models=models, workers=workers,
-                                 scheduler=scheduler or None, publish=hook, on_event=view)
+    try:
+        with _View(len(items), as_json=as_json, cluster=cluster) as view:
+            outcomes = process_items(items, profile, params, models=models, workers=workers,
+                                     scheduler=scheduler or None, publish=hook, on_event=view)
+    finally:
+        if not cluster:  # loaded here, released here (TensorRT device memory, engine contexts)
+            close_runners(models)
     if not quiet:
         err_console.print(_summary(outcomes, time.perf_counter() - t0))
     raise_for_failures(outcomes)
+
+
+def _precheck(item: pystac.Item, profile: CatalogProfile, params: RunParams, as_json: bool) -> None:
+    """Plan ``item`` (metadata only); on failure its ``--json`` line first, then the error."""
+    from ..batch import ItemOutcome
+    from ..errors import S2SRError
+    from ..pipeline import output_path, plan_item
+
+    try:
+        plan_item(item, profile, params)
+    except S2SRError as err:
+        if as_json:
+            typer.echo(json.dumps(ItemOutcome(item.id, "failed", output_path(item, params), error=err).to_json()))
+        raise

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..options import parse_out_file
 from ._options import (
     BACKPROJECT_DEFAULT,
     FIND,
@@ -56,7 +57,8 @@ def superres(
     input: Annotated[Path, typer.Argument(
         help="A .npz scene (b10, b20, b60) or a folder of per-band GeoTIFFs/COGs.", exists=True)],
     out: Annotated[Path, typer.Option(
-        "--out", "-o", metavar="PATH", help="Output .npz (for .npz input) or COG .tif.")],
+        "--out", "-o", metavar="PATH", help="Output .npz (for .npz input) or COG .tif.",
+        parser=lambda v: Path(parse_out_file(v)))],
     tile: Tile = None,
     block: Block = 1536,
     batch: Batch = None,
@@ -97,7 +99,10 @@ def superres(
     if adapt:
         runners = _adapted_runners(input, runners, ckpts, adapt, adapt_net)
     backends = ", ".join(f"{k}: {r.backend}" for k, r in runners.items())
-    with progress_task(f"super-resolving ({backends})") as update:
+    from ..io.lock import output_lock, sweep_staging
+
+    with output_lock(out), progress_task(f"super-resolving ({backends})") as update:  # one writer per output
+        sweep_staging(out)  # what a killed run left
         res = superres_scene(input, out, runners, tile=tile, block=block, batch=batch, overwrite=overwrite,
                              post=PostSteps(backproject, hybrid), on_progress=update,
                              **({"boa_offset": boa_offset} if boa_offset is not None else {}))

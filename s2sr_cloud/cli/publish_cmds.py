@@ -1,10 +1,9 @@
-"""``s2sr publish``: publish finished outputs as STAC; and the ``--publish`` hook of ``run``/``search --run``."""
+"""``s2sr publish``: publish finished outputs as STAC (the ``--publish`` hook of ``run``/``search --run`` is :func:`s2sr_cloud.publish.hook.publish_hook`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -17,36 +16,17 @@ app = typer.Typer()
 CollectionId = Annotated[str, typer.Option("--collection-id", help="Collection of the published items.")]
 
 
-def publish_hook(
-    to: str | None, *, s3_endpoint: str | None = None, assets_to: str | None = None,
-    collection_id: str | None = None, overwrite: bool = False,
-) -> Callable[[Any], None]:
-    """``on_result`` hook for the pipeline: write the sidecar record, then publish if ``to`` is set.
+def _to(value: str) -> str:
+    from ..options import parse_path_arg
 
-    The target is opened now, so a bad URL fails before any item is processed.
-    """
-    from ..publish import DEFAULT_COLLECTION, open_target
-    from ..publish.record import save_record, scene_from_result
-    from ._console import success
-
-    target = open_target(to, s3_endpoint=s3_endpoint, assets_to=assets_to,
-                         collection_id=collection_id or DEFAULT_COLLECTION) if to else None
-
-    def hook(result: Any) -> None:
-        scene = scene_from_result(result)
-        save_record(scene)
-        if target is not None:
-            res = target.publish(scene, overwrite=overwrite)
-            success(f"{res.item_id}: {res.status} -> {res.href}")
-
-    return hook
+    return parse_path_arg(value, "--to")
 
 
 @app.command("publish", rich_help_panel=PUBLISH)
 def publish_cmd(
     paths: Annotated[list[Path], typer.Argument(help="Output folders or COGs written by `s2sr … --run`.",
                                                 exists=True)],
-    to: Annotated[str, typer.Option("--to", help=_TO_HELP, envvar=PUBLISH_VAR)],
+    to: Annotated[str, typer.Option("--to", help=_TO_HELP, envvar=PUBLISH_VAR, parser=_to)],
     s3_endpoint: S3Endpoint = None,
     assets_to: AssetsTo = None,
     collection_id: CollectionId = "sentinel-2-l2a-s2sr",

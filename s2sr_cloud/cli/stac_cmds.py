@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..options import parse_path_arg
 from ..settings import CATALOG_VAR
 from . import _batch, _options
 from ._batch import run_batch
@@ -44,7 +45,11 @@ _CATALOG_HELP = (
 )
 _ASSET_MAP_HELP = "Band→asset keys for other catalogs: earth-search, esa, cdse, or B04=red,B08=nir,…"
 
-Out = Annotated[Path, typer.Option("--out", "-o", metavar="DIR", rich_help_panel=O_OUTPUT,
+def _parse_out_dir(value: object) -> Path:
+    return Path(parse_path_arg(value, "--out"))
+
+
+Out = Annotated[Path, typer.Option("--out", "-o", metavar="DIR", rich_help_panel=O_OUTPUT, parser=_parse_out_dir,
                                    help="Folder for the output COGs.")]
 IncludeTen = Annotated[bool, typer.Option("--include-10m", rich_help_panel=O_OUTPUT,
                                           help="Also write the 4 native 10 m bands.")]
@@ -196,7 +201,7 @@ def run_item(
 
     from ..catalog.presets import parse_asset_map, profile_for_item, resolve_catalog
     from ..catalog.search import load_item, parse_bbox
-    from ..pipeline import RunParams, plan_item
+    from ..pipeline import RunParams
     from ..post import PostSteps
 
     it = load_item(item)
@@ -209,7 +214,6 @@ def run_item(
     params = RunParams(out_dir=out, bbox=parse_bbox(bbox) if bbox else None, include_10m=include_10m,
                        tile=tile, block=block, batch=batch, overwrite=overwrite,
                        post=PostSteps(backproject, hybrid))
-    plan_item(it, profile, params)  # bbox, bands and credentials are checked before the models load
     run_batch([it], profile, params, checkpoint=checkpoint, onnx=onnx, device=device, precision=precision,
               build_engine=build_engine, workers=workers, scheduler=scheduler, as_json=as_json,
               publish=publish, s3_endpoint=s3_endpoint, assets_to=assets_to)

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from ..options import MAX_CONTEXT
 from ._options import BACKPROJECT_DEFAULT, MODELS, O_MODELS, O_POST, net_of
 
 app = typer.Typer()
@@ -56,7 +57,7 @@ def train_cmd(
         int | None,
         typer.Option(
             "--context", rich_help_panel=T_DATA, metavar="PX",
-            min=0,
+            min=0, max=MAX_CONTEXT,
             help="Input context around each patch (real pixels, mirrored at scene borders) cropped off before the loss; default: the net's receptive radius.",
         ),
     ] = None,
@@ -225,6 +226,7 @@ def evaluate_cmd(
     default weights are used. "s2sr" rows are what the product outputs (net +
     back-projection), "net only" the raw nets.
     """
+    from ..dn import check_scene
     from ..errors import InputError
     from ..evaluation import evaluate_scene, output_consistency, summarize
     from ..infer import load_runners
@@ -243,7 +245,7 @@ def evaluate_cmd(
             raise InputError("--output checks one output against one --scene")
         if not output.exists():
             raise InputError(f"output {output} does not exist")
-        cons = output_consistency(load_scene(scene[0]), output)
+        cons = output_consistency(check_scene(load_scene(scene[0]), scene[0].name), output)
         if as_json:
             typer.echo(json.dumps({"scene": str(scene[0]), "output": str(output), "consistency": cons}, indent=2))
         else:
@@ -270,7 +272,7 @@ def evaluate_cmd(
                 progress.update(task, description=f"evaluate {p.name}")
                 group.append(
                     evaluate_scene(
-                        load_scene(p), runners, real=real_scale, tile=tile, post=post, adapt=adapter,
+                        check_scene(load_scene(p), p.name), runners, real=real_scale, tile=tile, post=post, adapt=adapter,
                         on_tile=lambda d, t: progress.update(task, completed=d, total=t),
                     )
                 )

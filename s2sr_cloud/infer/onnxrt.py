@@ -152,8 +152,15 @@ class OnnxRunner(RunnerBase):
                 f"its manifest says {manifest['net']} ({spec.in_channels} / {spec.out_channels})"
             )
 
+    def cancel(self) -> None:
+        """End the run in flight (a stop request, :mod:`s2sr_cloud.stop`): ``RunOptions.terminate``."""
+        ro = getattr(self, "_run_options", None)
+        if ro is not None:
+            ro.terminate = True
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         t0 = time.perf_counter()
-        (y,) = self.session.run(None, {self._input_name: np.ascontiguousarray(x, dtype=np.float32)})
+        self._run_options = ro = import_onnxruntime().RunOptions()  # one per call: cancel() ends only this one
+        (y,) = self.session.run(None, {self._input_name: np.ascontiguousarray(x, dtype=np.float32)}, ro)
         self.inference_time += time.perf_counter() - t0
         return np.asarray(y)

@@ -54,16 +54,27 @@ def read_error(err: Exception, band: str, href: str) -> RasterReadError:
     from ..catalog.signing import redact
 
     msg = str(err)
+    low = msg.lower()
     code = _http_code(msg)
+    transient = True  # worth another attempt on a cluster (batch retries only these)
     if code in _HINTS:
         what = _HINTS[code]
+        transient = code == "429"
     elif code and code.startswith("5"):
         what = f"server error (HTTP {code}) after retries: try again later"
-    elif "timed out" in msg.lower() or "timeout" in msg.lower():
+    elif "timed out" in low or "timeout" in low:
         what = "the server was too slow (timeout) after retries: try again, or raise the timeouts"
+    elif any(s in low for s in ("could not connect", "failed to connect", "connection refused")):
+        what = "cannot connect to its server (connection refused): is the server up and the href right?"
+    elif "could not resolve host" in low:
+        what, transient = "its host name does not resolve: check the href (or the network's DNS)", False
+    elif "no such file" in low or "does not exist" in low:
+        what, transient = "the file does not exist: the item points at a missing file", False
     else:
-        what = f"unreadable ({msg.strip()[:200]}): the file may be truncated or corrupt"
-    return RasterReadError(f"band {band} ({redact(href)}): {what}")
+        what, transient = f"unreadable ({msg.strip()[:200]}): the file may be truncated or corrupt", False
+    out = RasterReadError(f"band {band} ({redact(href)}): {what}")
+    out.transient = transient  # type: ignore[attr-defined]
+    return out
 
 
 class ItemSource:

@@ -98,6 +98,8 @@ class ProcessedScene:
     """Back-projection iterations of the consistency post-step (-1: none; None: unknown)."""
     hybrid: bool | None = None
     """Whether the nets were blended with the local guided regression (None: unknown)."""
+    post: Mapping[str, Any] | None = None
+    """The whole post-step configuration (:meth:`s2sr_cloud.post.PostSteps.record`'s ``post``; None: unknown)."""
     consistency_rmse: Mapping[str, float] = field(default_factory=dict)
     """Per band, RMSE (DN) of the output degraded back against the observed band (empty: not measured)."""
     scl: Path | None = None
