@@ -207,7 +207,7 @@ def produce_assembly(item: pystac.Item, runners: Mapping[str, Runner], profile: 
     from ..io.parts import assemble, remove_parts
     from ..pipeline import cog_layout, item_result, qa_tags
     from ..post import ConsistencyQA
-    from ..stream import merge_qa
+    from ..post import merge_qa
 
     t0 = time.perf_counter()
     bad = [p for p in parts if p.error is not None]
