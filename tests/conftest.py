@@ -82,3 +82,13 @@ def shipped():  # type: ignore[no-untyped-def]
     from s2sr_cloud.infer import load_runners
 
     return load_runners(("net20", "net60"), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def narrow_runners(narrow):  # type: ignore[no-untyped-def]
+    """Both nets 8 features wide (random weights, real ONNX Runtime): for tests of *where* and
+    *how* the nets run (tiling, windows, margins, devices), whose property does not depend on the
+    weights — about 30× cheaper than the shipped nets."""
+    from s2sr_cloud.infer import load_runners
+
+    return load_runners(("net20", "net60"), onnx=dict(narrow.onnx), device="cpu")

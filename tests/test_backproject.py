@@ -12,16 +12,16 @@ from s2sr_cloud.sr import ArraySource, Window, super_resolve
 from s2sr_cloud.wald import wald_scene
 
 
-def test_tiled_windows_equal_the_whole_image(malmo, shipped) -> None:
+def test_tiled_windows_equal_the_whole_image(malmo, narrow_runners) -> None:
     """Blocks that do not divide the image give the whole-image projected result."""
     b10, b20, b60 = (malmo.b10[:, :288, :216], malmo.b20[:, :144, :108], malmo.b60[:, :48, :36])
     src = ArraySource(b10, b20, b60)
-    whole = super_resolve_consistent(src, shipped)
+    whole = super_resolve_consistent(src, narrow_runners)
     for name in whole:
         tiled = np.zeros_like(whole[name])
         for r in range(0, 288, 96):
             for c in range(0, 216, 72):
-                part = super_resolve_consistent(src, shipped, window=Window(r, c, 96, 72))[name]
+                part = super_resolve_consistent(src, narrow_runners, window=Window(r, c, 96, 72))[name]
                 tiled[:, r : r + 96, c : c + 72] = part
         np.testing.assert_allclose(tiled, whole[name], rtol=1e-5, atol=0.02)
 
@@ -67,14 +67,14 @@ def test_nodata_stays_nodata_and_is_not_used() -> None:
     np.testing.assert_allclose(back[:, ~near], lr[:, ~near], atol=0.05)
 
 
-def test_consistency_qa_accumulates_over_windows(malmo, shipped) -> None:
+def test_consistency_qa_accumulates_over_windows(malmo, narrow_runners) -> None:
     """The per-output QA figure fed window by window equals the whole-image consistency."""
     b10, b20, b60 = malmo.b10[:, :216, :216], malmo.b20[:, :108, :108], malmo.b60[:, :36, :36]
     src = ArraySource(b10, b20, b60)
     whole_qa, tiled_qa = ConsistencyQA(), ConsistencyQA()
-    whole = super_resolve_consistent(src, shipped, post=NONE, qa=whole_qa)
+    whole = super_resolve_consistent(src, narrow_runners, post=NONE, qa=whole_qa)
     for r in (0, 108):
-        super_resolve_consistent(src, shipped, post=NONE, qa=tiled_qa, window=Window(r, 0, 108, 216))
+        super_resolve_consistent(src, narrow_runners, post=NONE, qa=tiled_qa, window=Window(r, 0, 108, 216))
     # equal up to the 20 m blur's 2 px at window seams (mirrored there instead of the neighbour)
     assert whole_qa.result() == pytest.approx(tiled_qa.result(), rel=0.01)
     ref = consistency(whole["net60"], b60, 6, ["B01", "B09"])["per_band"]

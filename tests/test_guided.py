@@ -44,26 +44,26 @@ def test_regression_recovers_a_linear_relation_of_real_guides(malmo, factor) -> 
 
 
 @pytest.mark.parametrize("iterations", [-1, 2])
-def test_windows_equal_the_whole_image(malmo, shipped, iterations) -> None:
+def test_windows_equal_the_whole_image(malmo, narrow_runners, iterations) -> None:
     """Blocks that do not divide the image give the whole-image hybrid result (with and
     without the back-projection after it)."""
     src = ArraySource(malmo.b10[:, :288, :216], malmo.b20[:, :144, :108], malmo.b60[:, :48, :36])
-    whole = super_resolve_consistent(src, shipped, post=PostSteps(iterations, True))
-    plain = super_resolve_consistent(src, shipped, post=PostSteps(iterations, False))
+    whole = super_resolve_consistent(src, narrow_runners, post=PostSteps(iterations, True))
+    plain = super_resolve_consistent(src, narrow_runners, post=PostSteps(iterations, False))
     for name in whole:
         assert np.abs(whole[name] - plain[name]).mean() > 1.0  # the step does something
         tiled = np.zeros_like(whole[name])
         for r in range(0, 288, 96):
             for c in range(0, 216, 72):
                 tiled[:, r : r + 96, c : c + 72] = super_resolve_consistent(
-                    src, shipped, window=Window(r, c, 96, 72), post=PostSteps(iterations, True))[name]
+                    src, narrow_runners, window=Window(r, c, 96, 72), post=PostSteps(iterations, True))[name]
         np.testing.assert_allclose(tiled, whole[name], rtol=1e-5, atol=0.02)
 
 
-def test_a_margin_smaller_than_the_reach_makes_seams(malmo, shipped, monkeypatch) -> None:
+def test_a_margin_smaller_than_the_reach_makes_seams(malmo, narrow_runners, monkeypatch) -> None:
     """The margin is needed: with one LR pixel too few, windows no longer match the whole image."""
     src = ArraySource(malmo.b10[:, :288, :216], malmo.b20[:, :144, :108], malmo.b60[:, :48, :36])
-    runners = {"net60": shipped["net60"]}
+    runners = {"net60": narrow_runners["net60"]}
     whole = super_resolve_consistent(src, runners, post=PostSteps(-1, True))["net60"]
     monkeypatch.setattr(guided, "margin_lr", lambda radius: 2 * radius)
     part = super_resolve_consistent(src, runners, window=Window(96, 72, 96, 72), post=PostSteps(-1, True))["net60"]
