@@ -358,3 +358,27 @@ def test_mosaic_of_a_missing_catalog_is_one_line(tmp_path: Path) -> None:
         r = subprocess.run([s2sr, "mosaic", *args], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
         assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_split_item_on_a_cluster_gets_its_scl_too(two_zones: dict[str, Any], narrow: Any, client: Any,
+                                                     tmp_path: Path) -> None:
+    """An item cut into row bands on a Dask cluster (parts, then assembly on a worker) gets the
+    same 10 m scene classification beside its COG as the whole-item path."""
+    import rasterio
+
+    from s2sr_cloud.batch import process_items
+    from s2sr_cloud.catalog.presets import ESA_KEYS, CatalogProfile
+    from s2sr_cloud.io.scl import scl_path
+    from s2sr_cloud.pipeline import RunParams
+
+    (tmp_path / "in").mkdir()
+    item = _source_item("S2A_T18SVG_east", _east_part(tmp_path / "in"))
+    profile = CatalogProfile(name="file", url=None, static=True, asset_keys=ESA_KEYS, offset_rule="baseline")
+    totals: list[int] = []
+    [o] = process_items([item], profile, RunParams(out_dir=tmp_path / "out", block=60), models=narrow, client=client,
+                        unit_rows=60, on_event=lambda ev: totals.append(ev.units_total))
+    assert o.status == "done", o.error
+    assert max(totals) > 2, totals  # it was split: parts and their assembly
+    with rasterio.open(scl_path(o.path)) as got, rasterio.open(scl_path(two_zones["cogs"][0])) as want:
+        assert (got.crs, got.transform, got.shape) == (want.crs, want.transform, want.shape)
+        np.testing.assert_array_equal(got.read(1), want.read(1))

@@ -206,8 +206,8 @@ def produce_assembly(item: pystac.Item, runners: Mapping[str, Runner], profile: 
     from ..io.cog import CogWriter
     from ..io.parts import assemble, remove_parts
     from ..pipeline import cog_layout, item_result, qa_tags
-    from ..post import ConsistencyQA
-    from ..post import merge_qa
+    from ..io.scl import write_item_scl
+    from ..post import ConsistencyQA, merge_qa
 
     t0 = time.perf_counter()
     bad = [p for p in parts if p.error is not None]
@@ -228,6 +228,7 @@ def produce_assembly(item: pystac.Item, runners: Mapping[str, Runner], profile: 
         with CogWriter(path, overwrite=True, **layout) as w:
             assemble([(p.rows or (0, 0), Path(p.part or "")) for p in parts], w.write, plan.out.shape[1],
                      step=max(512, params.block))
+        write_item_scl(item, profile, plan.item_grid, plan.out, path, http=plan.http)  # L2A: as the whole-item path
         seconds = time.perf_counter() - t0
         res = item_result(item, plan, runners, profile, params, path, seconds + sum(p.seconds for p in parts),
                           consistency=qa.result())
