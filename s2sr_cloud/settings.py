@@ -176,3 +176,10 @@ CATALOG_VAR = "S2SR_CATALOG"  #: ``--catalog`` of ``s2sr search``
 PUBLISH_VAR = "S2SR_PUBLISH"  #: ``--publish`` of ``run``/``search --run``, ``--to`` of ``publish``
 S3_ENDPOINT_VAR = "S2SR_S3_ENDPOINT"  #: ``--s3-endpoint``
 ASSETS_TO_VAR = "S2SR_ASSETS_TO"  #: ``--assets-to``
+
+
+def http_proxy_configured() -> bool:
+    """Whether HTTP(S) goes through a proxy (``GDAL_HTTP_PROXY``, ``HTTPS_PROXY``, ``HTTP_PROXY``,
+    ``ALL_PROXY``, any case): a direct connection test then says nothing about the server."""
+    names = ("GDAL_HTTP_PROXY", "HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")
+    return any(env(n) or env(n.lower()) for n in names)

@@ -362,3 +362,19 @@ def test_band_folder_after_2022_without_baseline_is_refused(tmp_path: Any) -> No
                        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert r.returncode == 2 and "--boa-offset" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "sr.tif").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["bands"]
+
+
+def test_a_refused_connection_fails_in_seconds_not_after_gdal_retries() -> None:
+    """GDAL retries a refused connection with growing delays (~50 s by default); the reader
+    checks the server once, briefly, and says what is wrong."""
+    import time
+
+    from s2sr_cloud.errors import RasterReadError
+    from s2sr_cloud.io.env import HttpParams
+    from s2sr_cloud.io.read import check_connect
+
+    t0 = time.monotonic()
+    with pytest.raises(RasterReadError, match=r"band B05 .*cannot connect.*refused"):
+        check_connect("http://127.0.0.1:9/B05.tif", "B05", HttpParams())  # port 9 (discard): nothing listens
+    assert time.monotonic() - t0 < 10
+    check_connect("/a/local/file.tif", "B05", HttpParams())  # other schemes: nothing to check

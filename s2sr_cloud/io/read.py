@@ -77,6 +77,50 @@ def read_error(err: Exception, band: str, href: str) -> RasterReadError:
     return out
 
 
+#: Hosts (host, port) a TCP connection reached in this process: checked once each.
+_REACHED: set[tuple[str, int]] = set()
+
+
+def check_connect(href: str, band: str, http: HttpParams) -> None:
+    """Fail fast on a refused connection to an ``http(s)`` href's server.
+
+    GDAL retries a refused connection like a 5xx answer, with a growing delay (about 50 s with
+    the default retries) before the error reaches the user; a refused TCP connection is usually
+    a wrong port or a server that is down. A few quick attempts (``retry_delay_s``, doubling,
+    at most 3) tell a restarting server from an absent one. Skipped behind a proxy, for other
+    schemes and for hosts already reached; timeouts and DNS errors are left to GDAL."""
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    from ..settings import http_proxy_configured
+
+    parts = urlsplit(href)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    try:
+        key = (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    except ValueError:  # a malformed port: GDAL's message says so
+        return
+    if key in _REACHED or http_proxy_configured():
+        return
+    delay = max(0.05, http.retry_delay_s)
+    for attempt in range(min(3, http.max_retry + 1)):
+        try:
+            socket.create_connection(key, timeout=http.connect_timeout_s).close()
+        except ConnectionRefusedError as err:
+            last: Exception = err
+            log.debug("connection to %s:%d refused (attempt %d)", *key, attempt + 1)
+            time.sleep(delay)
+            delay *= 2
+            continue
+        except OSError:  # a timeout, an unreachable network, DNS: GDAL retries and words it
+            return
+        _REACHED.add(key)
+        return
+    raise read_error(OSError(f"connection refused: {last}"), band, href)
+
+
 class ItemSource:
     """Per-band windowed reader of one item, on the item's 10 m grid.
 
@@ -136,6 +180,7 @@ class ItemSource:
 
         ref = self.assets[band]
         signed = self.signer(ref.href)
+        check_connect(signed.href, band, self.http)
         try:
             ds = rasterio.open(vsi_path(signed.href))
         except (RasterioError, OSError) as err:
@@ -246,6 +291,7 @@ def probe_grid(ref: AssetRef, *, signer: Signer | None = None, http: HttpParams 
     from ..grid import ItemGrid
 
     signed = (signer or no_signer)(ref.href)
+    check_connect(signed.href, ref.band, http or HttpParams())
     with gdal_env(http, aws=s3_read_credentials(http) if ref.href.startswith("s3://") else None):
         try:
             with rasterio.open(vsi_path(signed.href)) as ds:
