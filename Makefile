@@ -17,7 +17,7 @@ demo: install
 	$(BIN)/s2sr search --catalog sample --bbox -75.71,37.725,-75.69,37.745 --run --out demo-output --overwrite
 
 test: install-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 4 --dist loadfile
 
 bench: install-test
 	$(BIN)/python bench/cpu_throughput.py

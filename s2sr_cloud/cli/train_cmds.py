@@ -25,6 +25,27 @@ T_OPT = "Optimiser"
 T_RUN = "Run"
 
 
+def _command_line() -> str:
+    """The command as typed (``s2sr train ...``); when run in-process (tests, notebooks: argv is
+    the host's), rebuilt from the parsed options of the current Typer command."""
+    import click
+
+    if Path(sys.argv[0]).name in ("s2sr", "__main__.py"):
+        return shlex.join(["s2sr", *sys.argv[1:]])
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return "s2sr train"
+    words = ["s2sr", *ctx.command_path.split()[1:]]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if value is None or value is False or not isinstance(param, click.Option):
+            continue
+        flag = max(param.opts, key=len)
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            words += [flag] if v is True else [flag, str(v)]
+    return shlex.join(words)
+
+
 @app.command("train", rich_help_panel=MODELS)
 def train_cmd(
     data: Annotated[
@@ -101,7 +122,7 @@ def train_cmd(
         gain_jitter=gain_jitter,
         context=_receptive_radius(variant) if context is None else context,
         phases=phases,
-        command=shlex.join(["s2sr", *sys.argv[1:]]),
+        command=_command_line(),
     )
     with make_progress() as progress:
         task = progress.add_task(f"train net{cfg.net}", total=steps)
