@@ -152,18 +152,48 @@ def evaluate_scene(
     return doc
 
 
+def bootstrap_ci(values: Sequence[float], *, resamples: int = 1000, seed: int = 0) -> list[float] | None:
+    """95 % percentile-bootstrap interval of the mean of ``values`` (scenes or patches resampled with
+    replacement, fixed ``seed`` so the figure is reproducible); None for fewer than two values."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, size=(resamples, v.size))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return [round(float(lo), 2), round(float(hi), 2)]
+
+
+def _ratio_ci(model: Sequence[float], base: Sequence[float], *, resamples: int = 1000, seed: int = 0) -> list[float] | None:
+    """95 % bootstrap interval of ``mean(model) / mean(base)`` (the same scenes resampled for both)."""
+    m, b = np.asarray(model, np.float64), np.asarray(base, np.float64)
+    if m.size < 2 or m.size != b.size:
+        return None
+    idx = np.random.default_rng(seed).integers(0, m.size, size=(resamples, m.size))
+    r = m[idx].mean(axis=1) / np.maximum(b[idx].mean(axis=1), 1e-9)
+    lo, hi = np.percentile(r, [2.5, 97.5])
+    return [round(float(lo), 4), round(float(hi), 4)]
+
+
 def summarize(docs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Means over scenes of each net's band-mean RMSE (model, net only, bicubic) and consistency."""
+    """Means over scenes of each net's band-mean RMSE (model, no hybrid = nets + back-projection,
+    net only, bicubic) and consistency, each with a 95 % bootstrap interval over the scenes
+    (``ci_*``, seed 0), and the ratio of each to bicubic."""
     out: dict[str, Any] = {"scenes": len(docs)}
     for net in ("net20", "net60"):
         entries = [d[net] for d in docs if net in d]
         if not entries:
             continue
         s: dict[str, Any] = {"scenes": len(entries)}
+        base = [e["bicubic"]["rmse"] for e in entries]
         for key in ("model", "net_only", "no_hybrid", "bicubic"):
             vals = [e[key]["rmse"] for e in entries if key in e]
             if vals:
                 s[f"rmse_{key}"] = round(float(np.mean(vals)), 2)
+                s[f"ci_{key}"] = bootstrap_ci(vals)
+                if key != "bicubic" and len(vals) == len(base) and np.mean(base) > 0:
+                    s[f"ratio_{key}"] = round(float(np.mean(vals) / np.mean(base)), 4)
+                    s[f"ci_ratio_{key}"] = _ratio_ci(vals, base)
         if s.get("rmse_bicubic"):
             s["rmse_ratio_vs_bicubic"] = round(s["rmse_model"] / s["rmse_bicubic"], 4)
         for key in ("model", "net_only", "bicubic"):

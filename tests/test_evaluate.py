@@ -182,3 +182,65 @@ def test_evaluate_onnx_matches_checkpoint(tmp_path: Path, malmo: Scene) -> None:
         docs.append(doc["net20"])
     assert docs[0]["runner"]["backend"].startswith("onnxruntime") and docs[1]["runner"]["backend"].startswith("torch")
     assert docs[0]["model"]["rmse"] == pytest.approx(docs[1]["model"]["rmse"], abs=0.01)
+
+
+def test_evaluate_unknown_protocol_lists_the_valid_ones(tmp_path: Path, malmo: Scene, capsys: pytest.CaptureFixture[str]) -> None:
+    from s2sr_cloud.cli import main
+
+    sc = _crop(malmo, 72)
+    p = tmp_path / "crop.npz"
+    np.savez(p, b10=sc.b10, b20=sc.b20, b60=sc.b60)
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--scene", str(p), "--protocol", "wald", "--protocol", "lanczos", "--no-real-scale"])
+    assert exc.value.code == 2
+    msg = " ".join(capsys.readouterr().err.split())
+    assert "lanczos" in msg
+    for name in ("wald", "bicubic", "mtf", "gaussian:SIGMA"):
+        assert name in msg
+
+
+def test_bootstrap_ci_is_reproducible_and_brackets_the_mean() -> None:
+    from s2sr_cloud.evaluation import bootstrap_ci
+
+    vals = [10.0, 12.0, 30.0, 8.0, 15.0]
+    ci = bootstrap_ci(vals)
+    assert ci == bootstrap_ci(vals) and ci is not None
+    assert ci[0] < float(np.mean(vals)) < ci[1]
+    assert bootstrap_ci([3.0]) is None
+
+
+def test_evaluate_several_protocols_in_one_command(tmp_path: Path, malmo: Scene) -> None:
+    """Every scene under every --protocol through the shipped ONNX nets; one JSON document with a
+    summary (ratios to bicubic, bootstrap CIs) per protocol; the protocols really differ."""
+    from s2sr_cloud.weights import default_onnx
+
+    onnx = [default_onnx(n) for n in ("net20", "net60")]
+    if None in onnx:
+        pytest.skip("shipped ONNX exports not present")
+    d = tmp_path / "set"
+    d.mkdir()
+    for i, (r0, c0) in enumerate(((0, 0), (144, 144))):
+        sc = _crop(malmo, 144, r0, c0)
+        np.savez(d / f"crop{i}.npz", b10=sc.b10, b20=sc.b20, b60=sc.b60)
+    args = ["evaluate", "--scene", str(d), "--json", "--no-real-scale", "--tile", "64"]
+    for f in onnx:
+        args += ["--onnx", str(f)]
+    for proto in ("wald", "bicubic", "gaussian:0.5", "mtf", "wald"):
+        args += ["--protocol", proto]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    sets = json.loads(r.stdout)["sets"]
+    assert [s["protocol"] for s in sets] == ["wald", "bicubic", "gaussian:0.5", "mtf"]
+    bic = set()
+    for st in sets:
+        for net in ("net20", "net60"):
+            m = st["summary"][net]
+            assert m["scenes"] == 2
+            for key in ("model", "no_hybrid", "net_only", "bicubic"):
+                lo, hi = m[f"ci_{key}"]
+                assert lo <= m[f"rmse_{key}"] <= hi
+            assert m["ratio_model"] == pytest.approx(m["rmse_model"] / m["rmse_bicubic"], abs=2e-3)
+            assert m["ratio_model"] < 1.0
+            bic.add((net, m["rmse_bicubic"]))
+        assert all(doc["protocol"] == st["protocol"] for doc in st["scenes"])
+    assert len(bic) == 8  # each protocol degrades differently

@@ -241,3 +241,22 @@ def test_wald_crop_keeps_the_area_every_band_covers(malmo) -> None:
     assert c10.shape[1:] == (438, 450) and c20.shape[1:] == (219, 225) and c60.shape[1:] == (73, 75)
     np.testing.assert_array_equal(c20, b20[:, :219, :225])
     assert make_pair(Scene("short", b10, b20, b60), "20").y.shape[1:] == (216, 222)
+
+
+def test_sets_are_disjoint_and_every_role_is_defined() -> None:
+    """train / validation / test / test2: no scene (or Havel row) in two roles."""
+    from s2sr_cloud.train.sets import SETS, load_set
+
+    shared = Path(__file__).parents[1].parent / "shared" / "data" / "s2"
+    if not shared.is_dir():
+        shared = Path("/work/shared/data/s2")
+    if not shared.is_dir():
+        pytest.skip("shared data not present")
+    assert set(SETS) == {"train", "validation", "test", "test2"}
+    tests = Path(__file__).parent / "data"
+    names = {r: {s.name for s in load_set(r, shared, tests)} for r in SETS}
+    stems = {r: {n.split("[")[0] for n in v} for r, v in names.items()}
+    assert not stems["train"] & (stems["validation"] | stems["test"] | stems["test2"])
+    assert not stems["test"] & (stems["validation"] | stems["test2"])
+    assert not names["validation"] & names["test2"]  # Havel: two disjoint row ranges
+    assert len(names["train"]) == 49 and len(names["validation"]) == 13

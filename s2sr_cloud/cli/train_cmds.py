@@ -158,7 +158,7 @@ def _print_table(doc: dict) -> None:  # type: ignore[type-arg]
 
     from ._console import out_console
 
-    table = Table(title=f"Wald protocol on {doc['scene']['name']} (means over bands)")
+    table = Table(title=f"{doc.get('protocol', 'wald')} protocol on {doc['scene']['name']} (means over bands)")
     for col in ("net", "method", "RMSE (DN)", "SRE (dB)", "SAM (°)", "UIQ", "PSNR (dB)", "real-scale RMSE (DN)"):
         table.add_column(col, justify="right" if "(" in col or col == "UIQ" else "left")
     for net in ("net20", "net60"):
@@ -186,24 +186,48 @@ def _print_summary(sets: list[dict]) -> None:  # type: ignore[type-arg]
 
     from ._console import out_console
 
-    table = Table(title="Summary: mean over the scenes of each --scene (RMSE in DN, Wald protocol)")
-    for col in ("scenes", "net", "n", "RMSE s2sr", "RMSE no hybrid", "RMSE net only", "RMSE bicubic", "ratio vs bicubic", "real-scale s2sr", "real-scale bicubic"):
-        table.add_column(col, justify="left" if col in ("scenes", "net") else "right")
+    table = Table(title="Summary: mean RMSE (DN) over the scenes of each --scene, per protocol; ratio to bicubic; [95 % bootstrap CI over scenes]")
+    for col in ("scenes", "protocol", "net", "n", "bicubic", "s2sr (default)", "no hybrid (nets + back-projection)", "net only",
+                "s2sr / bicubic", "no hybrid / bicubic", "net only / bicubic", "real-scale s2sr"):
+        table.add_column(col, justify="left" if col in ("scenes", "protocol", "net") else "right")
 
-    def f(v: object) -> str:
-        return "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+    def f(m: dict, key: str) -> str:  # type: ignore[type-arg]
+        v, ci = m.get(f"rmse_{key}"), m.get(f"ci_{key}")
+        return "-" if v is None else f"{v:.2f}" + (f" [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else "")
+
+    def r(m: dict, key: str) -> str:  # type: ignore[type-arg]
+        v, ci = m.get(f"ratio_{key}"), m.get(f"ci_ratio_{key}")
+        return "-" if v is None else f"{v:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
     for st in sets:
         for net in ("net20", "net60"):
             m = st["summary"].get(net)
             if m is None:
                 continue
+            cons = m.get("consistency_model")
             table.add_row(
-                Path(st["name"]).stem or st["name"], net, str(m["scenes"]), f(m.get("rmse_model")), f(m.get("rmse_no_hybrid")), f(m.get("rmse_net_only")), f(m.get("rmse_bicubic")),
-                "-" if m.get("rmse_ratio_vs_bicubic") is None else f"{m['rmse_ratio_vs_bicubic']:.3f}",
-                f(m.get("consistency_model")), f(m.get("consistency_bicubic")),
+                Path(st["name"]).stem or st["name"], st.get("protocol", "wald"), net, str(m["scenes"]), f(m, "bicubic"), f(m, "model"),
+                f(m, "no_hybrid"), f(m, "net_only"), r(m, "model"), r(m, "no_hybrid"), r(m, "net_only"),
+                "-" if cons is None else f"{cons:.2f}",
             )
     out_console.print(table)
+
+
+def _protocols(values: list[str] | None) -> list:  # type: ignore[type-arg]
+    """The --protocol values parsed (default: wald), duplicates dropped; an unknown one is an InputError."""
+    from ..errors import InputError
+    from ..ops import PROTOCOLS, parse_protocol
+
+    out = []
+    for v in values or ["wald"]:
+        try:
+            op = parse_protocol(v)
+        except ValueError as err:
+            raise InputError(f"--protocol {v!r} is not a degradation protocol; valid: {', '.join(PROTOCOLS)} "
+                             "or gaussian:SIGMA (0 < SIGMA <= 3, low-resolution pixels)") from err
+        if op not in out:
+            out.append(op)
+    return out
 
 
 @app.command("evaluate", rich_help_panel=MODELS)
@@ -240,6 +264,10 @@ def evaluate_cmd(
         typer.Option("--adapt", rich_help_panel=O_MODELS, metavar="STEPS", min=0, help="Scene-adaptive refinement: fine-tune each net this many steps on the evaluation input's own Wald pairs first (needs torch)."),
     ] = 0,
     adapt_lr: Annotated[float, typer.Option("--adapt-lr", rich_help_panel=O_MODELS, metavar="LR", help="Learning rate of --adapt.")] = 5e-5,
+    protocol: Annotated[
+        list[str] | None,
+        typer.Option("--protocol", metavar="P", help="How the input is degraded: wald (default), bicubic, mtf or gaussian:SIGMA (repeatable: every scene under every protocol, one summary table)."),
+    ] = None,
 ) -> None:
     """Wald-protocol metrics of the nets and of bicubic on scenes.
 
@@ -255,6 +283,7 @@ def evaluate_cmd(
     from ..scenes import find_scenes, load_scene
     from ._console import make_progress, out_console
 
+    protocols = _protocols(protocol)
     nets = {"all": ("net20", "net60"), "20": ("net20",), "60": ("net60",)}.get(net.removeprefix("net"))
     if nets is None:
         raise InputError(f"--net must be 20, 60 or all, not {net!r}")
@@ -283,31 +312,32 @@ def evaluate_cmd(
 
         adapter = make_adapter(AdaptConfig(steps=adapt, lr=adapt_lr), {k: str(v) for k, v in ckpts.items()})
     post = PostSteps(backproject, hybrid)
-    sets = [(str(p), find_scenes([p])) for p in scene]
+    sets = [(str(p), op, find_scenes([p])) for op in protocols for p in scene]
     docs: list[list[dict]] = []  # type: ignore[type-arg]
     with make_progress(transient=True) as progress:
         task = progress.add_task("evaluate", total=None)
-        for _name, paths in sets:
+        for _name, op, paths in sets:
             group = []
             for p in paths:
-                progress.update(task, description=f"evaluate {p.name}")
+                progress.update(task, description=f"evaluate {p.name} ({op.name})")
                 group.append(
                     evaluate_scene(
                         check_scene(load_scene(p), p.name), runners, real=real_scale, tile=tile, post=post, adapt=adapter,
-                        on_tile=lambda d, t: progress.update(task, completed=d, total=t),
+                        protocol=op, on_tile=lambda d, t: progress.update(task, completed=d, total=t),
                     )
                 )
             docs.append(group)
     single = len(sets) == 1 and len(docs[0]) == 1
+    summaries = [{"name": n, "protocol": op.name, "summary": summarize(g)} for (n, op, _), g in zip(sets, docs, strict=True)]
     if as_json:
         if single:
             typer.echo(json.dumps(docs[0][0], indent=2))
         else:
-            typer.echo(json.dumps({"sets": [{"name": n, "scenes": g, "summary": summarize(g)} for (n, _), g in zip(sets, docs, strict=True)]}, indent=2))
+            typer.echo(json.dumps({"sets": [{**sm, "scenes": g} for sm, g in zip(summaries, docs, strict=True)]}, indent=2))
         return
     for group in docs:
         for doc in group:
             if single or len(group) == 1:
                 _print_table(doc)
     if not single:
-        _print_summary([{"name": n, "summary": summarize(g)} for (n, _), g in zip(sets, docs, strict=True)])
+        _print_summary(summaries)
