@@ -10,6 +10,7 @@ sees the current environment. Variables:
 ``S2SR_FP32_BACKEND``   exact-fp32 CPU kernels under ``--device auto``: ``auto`` (the faster here), ``onnxruntime``, ``openvino``.
 ``S2SR_HTTP_RETRIES``   retries of one HTTP request (default 4; a whole number 0–20).
 ``S2SR_DASK_TIMEOUT``   seconds to wait for a Dask scheduler to answer and for a first worker (default 30; 1–3600).
+``S2SR_COG_THREADS``    threads compressing COG tiles (default: the cores this process may run on; 1–256).
 ``S2SR_S3_UNSIGNED``    ``YES``: never sign S3 reads, even with credentials set.
 ``CDSE_S3_ACCESS_KEY`` / ``CDSE_S3_SECRET_KEY`` (or the AWS pair), ``CDSE_S3_ENDPOINT``,
 ``CDSE_S3_HTTPS``       Copernicus Data Space S3 access.
@@ -70,6 +71,16 @@ def http_retries(default: int = 4) -> int:
 def dask_timeout(default: int = 30) -> int:
     """``$S2SR_DASK_TIMEOUT``: seconds to reach a Dask scheduler and to wait for a first worker."""
     return env_int(DASK_TIMEOUT_VAR, default, 1, 3600, " (seconds)")
+
+
+def cog_threads() -> int:
+    """``$S2SR_COG_THREADS``: threads compressing the tiles of an output COG (default: the cores this
+    process may run on, its CPU affinity)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return env_int("S2SR_COG_THREADS", max(1, min(cores, 256)), 1, 256)
 
 
 def cache_dir() -> Path:

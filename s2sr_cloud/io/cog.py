@@ -1,10 +1,17 @@
 """Atomic, block-by-block Cloud-Optimized GeoTIFF writing.
 
-:class:`CogWriter` takes windows one at a time into a temporary tiled GeoTIFF in the
-target directory; on a clean exit GDAL's COG driver copies it (streaming, bounded
-memory) into a second temporary file with overviews, which is then renamed onto the
-target. On any error both temporary files are removed: a COG at the target path is
-always complete.
+:class:`CogWriter` compresses 512² tiles on a thread pool as the windows arrive
+(:mod:`~s2sr_cloud.io.cog_tiles`; ``S2SR_COG_THREADS``) into a staging file beside the target and
+builds the ``average`` overviews strip by strip while the caller computes the next blocks. On a
+clean exit only the last tiles remain to compress; the COG is then assembled by copying the
+compressed bytes behind the IFDs (:mod:`~s2sr_cloud.io.cog_tiff`) into a second staging file,
+which is renamed onto the target. On any error both staging files are removed: a COG at the
+target path is always complete.
+
+:class:`GdalCogWriter` is the previous path (a staging GeoTIFF, then GDAL's single-threaded COG
+copy with overviews after the last block); :class:`CogWriter` falls back to it for what the
+tiled path does not write (other data types than 8/16-bit unsigned, other compressions), and the
+tests compare the two.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import numpy as np
 
 from ..bands import BANDS, SR_BANDS
 from ..fsutil import check_output, output_error, tmp_beside
+from ..settings import cog_threads
 from ..grid import Window
 
 log = logging.getLogger(__name__)
@@ -53,8 +61,8 @@ def _wrap_oserror(err: OSError, path: Path) -> Exception:
     return output_error(err, path)
 
 
-class CogWriter:
-    """Write a COG by windows, atomically.
+class GdalCogWriter:
+    """Write a COG by windows, atomically: a staging GeoTIFF, then GDAL's COG copy after the last block.
 
     Args:
         path: final COG path.
@@ -111,7 +119,7 @@ class CogWriter:
         self._tmp: Path | None = None
         self._ds: Any = None
 
-    def __enter__(self) -> CogWriter:
+    def __enter__(self) -> GdalCogWriter:
         import rasterio
 
         self._tmp = tmp_beside(self.path.parent, self.path.name, ".stage.tif")
@@ -127,7 +135,7 @@ class CogWriter:
         from rasterio.windows import Window as RioWindow
 
         if self._ds is None:
-            raise RuntimeError("CogWriter.write outside of a with-block")
+            raise RuntimeError("GdalCogWriter.write outside of a with-block")
         win = None if window is None else RioWindow(window.col, window.row, window.width, window.height)
         try:
             self._ds.write(array.astype(self.profile["dtype"], copy=False), window=win)
@@ -136,11 +144,8 @@ class CogWriter:
                 raise _wrap_oserror(err if isinstance(err, OSError) else OSError(str(err)), self.path) from err
             raise
 
-    def _finish(self) -> None:
-        import rasterio
-        import rasterio.shutil
-
-        ds = self._ds
+    def apply_metadata(self, ds: Any) -> None:
+        """Band descriptions, tags and GDAL scale/offset onto an open rasterio dataset."""
         for i, d in enumerate(self.descriptions, start=1):
             ds.set_band_description(i, d)
         if self.tags:
@@ -151,6 +156,13 @@ class CogWriter:
             ds.scales = self.scales
         if self.offsets is not None:
             ds.offsets = self.offsets
+
+    def _finish(self) -> None:
+        import rasterio
+        import rasterio.shutil
+
+        ds = self._ds
+        self.apply_metadata(ds)
         ds.close()
         self._ds = None
         assert self._tmp is not None
@@ -186,3 +198,142 @@ class CogWriter:
                 self._finish()
         finally:
             self._cleanup()
+
+
+#: Data types and compressions the tiled path writes; anything else goes through :class:`GdalCogWriter`.
+TILED_DTYPES = ("uint8", "uint16")
+TILED_COMPRESS = ("DEFLATE",)
+
+
+def _call(fn: Any) -> None:
+    fn()
+
+
+def _is_disk_error(err: BaseException) -> bool:
+    return isinstance(err, OSError) or (isinstance(err, Exception) and "No space left" in str(err))
+
+
+class CogWriter(GdalCogWriter):
+    """Write a COG by windows, atomically, compressing and building overviews as windows arrive.
+
+    The arguments of :class:`GdalCogWriter` (which it is, for data types other than
+    :data:`TILED_DTYPES` or a compression other than DEFLATE). ``threads``: compression threads
+    (default :func:`~s2sr_cloud.settings.cog_threads`). The full resolution is pixel-identical to
+    :class:`GdalCogWriter`'s; the overviews are GDAL's ``average`` from the previous level.
+    Windows must not overlap.
+    """
+
+    def __new__(cls, path: str | os.PathLike[str], **kw: Any) -> Any:
+        if str(kw.get("dtype", "uint16")) not in TILED_DTYPES or str(kw.get("compress", "DEFLATE")).upper() not in TILED_COMPRESS:
+            return GdalCogWriter(path, **{k: v for k, v in kw.items() if k != "threads"})
+        return super().__new__(cls)
+
+    def __init__(self, path: str | os.PathLike[str], *, threads: int | None = None, **kw: Any) -> None:
+        super().__init__(path, **kw)
+        self.threads = threads or cog_threads()
+        self._fd: int | None = None
+        self._store: Any = None
+        self._levels: list[Any] = []
+        self._chain: Any = None
+        self._chain_slots: Any = None
+        self._chain_futs: list[Any] = []
+
+    def __enter__(self) -> CogWriter:
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        from .cog_tiles import LevelBuilder, TileStore, overview_shapes
+
+        p = self.profile
+        self._tmp = tmp_beside(self.path.parent, self.path.name, ".stage.tif")
+        try:
+            self._fd = os.open(self._tmp, os.O_RDWR | getattr(os, "O_BINARY", 0))
+        except OSError as err:
+            self._cleanup()
+            raise _wrap_oserror(err, self.path) from err
+        self._store = TileStore(self._fd, self.threads, BLOCKSIZE)
+        self._chain = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s2sr-cog-ovr")
+        self._chain_slots = threading.BoundedSemaphore(3)  # complete strips waiting for the overviews
+        nodata = p["nodata"]
+        dtype = np.dtype(p["dtype"])
+        fill = 0 if nodata is None else nodata
+        shapes = [(p["height"], p["width"])] + overview_shapes(p["height"], p["width"], BLOCKSIZE)
+        # level 0 hands its strips to the overview thread; the levels below run on that thread
+        self._levels = [LevelBuilder(i, s, p["count"], dtype, fill, nodata, self._store,
+                                     self._submit if i == 0 else _call) for i, s in enumerate(shapes)]
+        for upper, lower in zip(self._levels, self._levels[1:]):
+            upper.below = lower
+        return self
+
+    def _submit(self, fn: Any) -> None:
+        """Run ``fn`` (a strip going down the overviews) on the one overview thread, in order."""
+        self._check()
+        self._chain_slots.acquire()
+
+        def run() -> None:
+            try:
+                fn()
+            finally:
+                self._chain_slots.release()
+
+        self._chain_futs = [f for f in self._chain_futs if not f.done() or f.exception() is not None]
+        self._chain_futs.append(self._chain.submit(run))
+
+    def _check(self) -> None:
+        self._store.check()
+        for f in self._chain_futs:
+            if f.done() and f.exception() is not None:
+                raise f.exception()
+
+    def write(self, array: np.ndarray, window: Window | None = None) -> None:
+        """Write (count, h, w) at ``window`` (default: the whole raster)."""
+        if self._store is None:
+            raise RuntimeError("CogWriter.write outside of a with-block")
+        row, col = (0, 0) if window is None else (window.row, window.col)
+        try:
+            self._check()
+            self._levels[0].write(np.asarray(array).astype(self.profile["dtype"], copy=False), row, col)
+        except Exception as err:
+            if _is_disk_error(err):
+                raise _wrap_oserror(err if isinstance(err, OSError) else OSError(str(err)), self.path) from err
+            raise
+
+    def _finish(self) -> None:
+        from .cog_tiff import Level, template_tags, write_cog
+
+        out_tmp = tmp_beside(self.path.parent, self.path.name, ".cog.tif")
+        try:
+            self._levels[0].finish()
+            self._chain.shutdown(wait=True)
+            self._check()
+            self._store.drain()
+            index = self._store.index
+            levels = []
+            for lv in self._levels:
+                n = lv.rows_t * lv.cols_t
+                spots = [index[(lv.level, k)] for k in range(n)]
+                levels.append(Level(lv.width, lv.height, [o for o, _ in spots], [s for _, s in spots]))
+            tags = template_tags(self.profile, self.apply_metadata)
+            with open(out_tmp, "wb", buffering=8 << 20) as f:
+                write_cog(f, self._fd, levels, tags, block=BLOCKSIZE, spp=self.profile["count"])
+            os.replace(out_tmp, self.path)
+        except BaseException as err:  # Ctrl-C / SIGTERM during the assembly too: no staging file left
+            out_tmp.unlink(missing_ok=True)
+            if _is_disk_error(err):
+                raise _wrap_oserror(err if isinstance(err, OSError) else OSError(str(err)), self.path) from err
+            raise
+        log.info("wrote %s", self.path)
+
+    def _cleanup(self) -> None:
+        if self._chain is not None:
+            self._chain.shutdown(wait=True, cancel_futures=True)
+            self._chain = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
