@@ -8,6 +8,7 @@ sees the current environment. Variables:
 ``S2SR_CATALOG``        default ``--catalog`` of ``s2sr search``.
 ``S2SR_GATE_SCENE``    scene of the precision gate (default: the held-out Malmö crop or the packaged sample).
 ``S2SR_FP32_BACKEND``   exact-fp32 CPU kernels under ``--device auto``: ``auto`` (the faster here), ``onnxruntime``, ``openvino``.
+``S2SR_TORCH_COMPILE``  ``1``/``yes``: the PyTorch runner wraps its nets in ``torch.compile`` (default off).
 ``S2SR_HTTP_RETRIES``   retries of one HTTP request (default 4; a whole number 0–20).
 ``S2SR_DASK_TIMEOUT``   seconds to wait for a Dask scheduler to answer and for a first worker (default 30; 1–3600).
 ``S2SR_S3_UNSIGNED``    ``YES``: never sign S3 reads, even with credentials set.
@@ -125,6 +126,19 @@ def fp32_cpu_backend() -> str:
 
         raise InputError(f"S2SR_FP32_BACKEND must be auto, onnxruntime or openvino, not {v!r}")
     return v
+
+
+def torch_compile() -> bool:
+    """``$S2SR_TORCH_COMPILE``: wrap the PyTorch runner's nets in ``torch.compile`` (``1``/``yes``/``true``
+    on, ``0``/``no``/``false`` or unset off; anything else is an :class:`~s2sr_cloud.errors.InputError`)."""
+    v = (env("S2SR_TORCH_COMPILE", "0") or "0").strip().lower()
+    if v in ("1", "yes", "true", "on"):
+        return True
+    if v in ("0", "no", "false", "off"):
+        return False
+    from .errors import InputError
+
+    raise InputError(f"S2SR_TORCH_COMPILE must be 1/yes/true or 0/no/false, not {v!r}")
 
 
 def default_catalog() -> str:

@@ -223,3 +223,33 @@ def test_cuda_streams_per_thread_and_pinned_buffers():
     t.join()
     assert other[0] is not s0
     assert torch_window.host_buffers(torch, True).get("p", (8,), torch.float32).is_pinned()
+
+
+def test_residual_scale_folded_at_load_gives_the_same_net(models):
+    from s2sr_cloud.nets.model import fold_residual_scale
+
+    model = models["net20"]
+    folded = fold_residual_scale(model)
+    assert all(b.scale == 1.0 for b in folded.blocks) and all(b.scale == 0.1 for b in model.blocks)
+    assert torch.equal(model.blocks[0].conv2.weight * 0.1, folded.blocks[0].conv2.weight)
+    x = torch.from_numpy(np.random.default_rng(1).uniform(0, 2, (2, 10, 60, 60)).astype(np.float32))
+    with torch.no_grad():
+        a, b = model(x), folded(x)
+    rel = (a - b).abs().max() / a.abs().max()
+    assert rel < 1e-5, float(rel)
+    runner = TorchGpuRunner(model, "cpu")
+    assert runner.model is not model and runner.model.blocks[0].scale == 1.0
+
+
+def test_torch_compile_setting(monkeypatch):
+    from s2sr_cloud.errors import InputError
+    from s2sr_cloud.settings import torch_compile
+
+    monkeypatch.delenv("S2SR_TORCH_COMPILE", raising=False)
+    assert torch_compile() is False
+    for v, want in (("1", True), ("YES", True), ("0", False), ("off", False)):
+        monkeypatch.setenv("S2SR_TORCH_COMPILE", v)
+        assert torch_compile() is want
+    monkeypatch.setenv("S2SR_TORCH_COMPILE", "maybe")
+    with pytest.raises(InputError, match="S2SR_TORCH_COMPILE"):
+        torch_compile()

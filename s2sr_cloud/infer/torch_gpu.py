@@ -13,8 +13,10 @@
   block as uint16 from reused pinned buffers, on one CUDA stream per host worker thread, runs
   fixed tile shapes, skips all-nodata tiles and leaves the result on the GPU for the post-steps,
   so host-side work of the other blocks runs while the GPU computes;
-* ``compile=True`` wraps the net in ``torch.compile`` (Triton kernels; measured by
-  ``scripts/gpu_bench.py`` — worth it only for long runs).
+* ``compile=True`` (``S2SR_TORCH_COMPILE=1`` through :func:`~s2sr_cloud.infer.select.load_runners`)
+  wraps the net in ``torch.compile`` (Triton kernels on CUDA; measured by ``scripts/gpu_fulltile.py``);
+* the residual blocks' ×0.1 is folded into their second conv at load
+  (:func:`~s2sr_cloud.nets.model.fold_residual_scale`).
 
 Needs the ``train`` extra (torch); no CUDA is needed for the CPU path.
 """
@@ -100,8 +102,11 @@ class TorchGpuRunner(RunnerBase):
         self._torch = torch
         self.device = torch.device(device)
         self._dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        from ..nets.model import fold_residual_scale
+
         fmt = torch.channels_last if cuda else torch.contiguous_format
-        self.model = model.eval().to(self.device, memory_format=fmt)
+        # a copy with the blocks' ×0.1 folded into their second conv: one elementwise pass less per block
+        self.model = fold_residual_scale(model.eval()).to(self.device, memory_format=fmt)
         self._fmt = fmt
         if cuda:
             torch.backends.cudnn.benchmark = True
