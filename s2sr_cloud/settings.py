@@ -3,8 +3,9 @@
 Every setting is read when asked for (not at import), so a test or a long-lived worker
 sees the current environment. Variables:
 
-``S2SR_ENGINE_DIR``     TensorRT / ORT-TensorRT engine cache folder (default ``./engines``).
-``S2SR_CACHE_DIR``      per-user cache (ONNX exported on the fly; default ``~/.cache/s2sr-cloud``).
+``S2SR_CACHE_DIR``      the one tuning cache (ONNX exported on the fly, int8 models, precision gate, fp32
+                        probe, TensorRT engines under ``engines/``; default ``~/.cache/s2sr-cloud``).
+``S2SR_ENGINE_DIR``     TensorRT / ORT-TensorRT engines elsewhere (default ``$S2SR_CACHE_DIR/engines``).
 ``S2SR_CATALOG``        default ``--catalog`` of ``s2sr search``.
 ``S2SR_GATE_SCENE``    scene of the precision gate (default: the held-out Malmö crop or the packaged sample).
 ``S2SR_FP32_BACKEND``   exact-fp32 CPU kernels under ``--device auto``: ``auto`` (the faster here), ``onnxruntime``, ``openvino``.
@@ -35,10 +36,27 @@ def env(name: str, default: str | None = None) -> str | None:
 
 
 def engine_dir(path: str | os.PathLike[str] | None = None) -> Path:
-    """The engine cache folder: ``path``, else ``$S2SR_ENGINE_DIR``, else ``./engines``."""
+    """The engine cache folder: ``path``, else ``$S2SR_ENGINE_DIR``, else ``engines/`` in :func:`cache_dir`
+    (one folder holds every tuning cache)."""
     if path is not None:
         return Path(path)
-    return Path(env("S2SR_ENGINE_DIR", "engines") or "engines")
+    given = env("S2SR_ENGINE_DIR")
+    return Path(given) if given else cache_dir() / "engines"
+
+
+def use_cache_dir(path: str | os.PathLike[str]) -> Path:
+    """Make ``path`` the cache folder of this process (``--cache-dir``): checked like
+    ``$S2SR_CACHE_DIR`` (an :class:`~s2sr_cloud.errors.InputError` naming it when it is not a
+    writable folder), then set as ``$S2SR_CACHE_DIR`` for everything this process runs."""
+    from .errors import InputError
+
+    p = Path(path).expanduser()
+    problem = _unusable_dir(p)
+    if problem is not None:
+        raise InputError(f"--cache-dir {str(path)!r} cannot be used as the cache folder: {problem}; "
+                         "point it at a writable folder")
+    os.environ["S2SR_CACHE_DIR"] = str(p.resolve())
+    return p
 
 
 def env_int(name: str, default: int, low: int, high: int, what: str = "") -> int:
@@ -186,6 +204,7 @@ def aws_credentials_present() -> bool:
 # --- names of the variables that command-line options fall back to ---------------------------
 # Typer reads these itself (``typer.Option(envvar=...)``); the names live here with the others.
 ENGINE_DIR_VAR = "S2SR_ENGINE_DIR"  #: ``--engine-dir`` of ``s2sr engine``
+CACHE_DIR_VAR = "S2SR_CACHE_DIR"  #: ``--cache-dir`` of ``s2sr tune``
 CATALOG_VAR = "S2SR_CATALOG"  #: ``--catalog`` of ``s2sr search``
 PUBLISH_VAR = "S2SR_PUBLISH"  #: ``--publish`` of ``run``/``search --run``, ``--to`` of ``publish``
 S3_ENDPOINT_VAR = "S2SR_S3_ENDPOINT"  #: ``--s3-endpoint``
