@@ -3,11 +3,13 @@
 Every setting is read when asked for (not at import), so a test or a long-lived worker
 sees the current environment. Variables:
 
-``S2SR_ENGINE_DIR``     TensorRT / ORT-TensorRT engine cache folder (default ``./engines``).
-``S2SR_CACHE_DIR``      per-user cache (ONNX exported on the fly; default ``~/.cache/s2sr-cloud``).
+``S2SR_CACHE_DIR``      the one tuning cache (ONNX exported on the fly, int8 models, precision gate, fp32
+                        probe, TensorRT engines under ``engines/``; default ``~/.cache/s2sr-cloud``).
+``S2SR_ENGINE_DIR``     TensorRT / ORT-TensorRT engines elsewhere (default ``$S2SR_CACHE_DIR/engines``).
 ``S2SR_CATALOG``        default ``--catalog`` of ``s2sr search``.
 ``S2SR_GATE_SCENE``    scene of the precision gate (default: the held-out Malmö crop or the packaged sample).
 ``S2SR_FP32_BACKEND``   exact-fp32 CPU kernels under ``--device auto``: ``auto`` (the faster here), ``onnxruntime``, ``openvino``.
+``S2SR_TORCH_COMPILE``  ``1``/``yes``: the PyTorch runner wraps its nets in ``torch.compile`` (default off).
 ``S2SR_HTTP_RETRIES``   retries of one HTTP request (default 4; a whole number 0–20).
 ``S2SR_DASK_TIMEOUT``   seconds to wait for a Dask scheduler to answer and for a first worker (default 30; 1–3600).
 ``S2SR_COG_THREADS``    threads compressing COG tiles (default: the cores this process may run on; 1–256).
@@ -35,10 +37,27 @@ def env(name: str, default: str | None = None) -> str | None:
 
 
 def engine_dir(path: str | os.PathLike[str] | None = None) -> Path:
-    """The engine cache folder: ``path``, else ``$S2SR_ENGINE_DIR``, else ``./engines``."""
+    """The engine cache folder: ``path``, else ``$S2SR_ENGINE_DIR``, else ``engines/`` in :func:`cache_dir`
+    (one folder holds every tuning cache)."""
     if path is not None:
         return Path(path)
-    return Path(env("S2SR_ENGINE_DIR", "engines") or "engines")
+    given = env("S2SR_ENGINE_DIR")
+    return Path(given) if given else cache_dir() / "engines"
+
+
+def use_cache_dir(path: str | os.PathLike[str]) -> Path:
+    """Make ``path`` the cache folder of this process (``--cache-dir``): checked like
+    ``$S2SR_CACHE_DIR`` (an :class:`~s2sr_cloud.errors.InputError` naming it when it is not a
+    writable folder), then set as ``$S2SR_CACHE_DIR`` for everything this process runs."""
+    from .errors import InputError
+
+    p = Path(path).expanduser()
+    problem = _unusable_dir(p)
+    if problem is not None:
+        raise InputError(f"--cache-dir {str(path)!r} cannot be used as the cache folder: {problem}; "
+                         "point it at a writable folder")
+    os.environ["S2SR_CACHE_DIR"] = str(p.resolve())
+    return p
 
 
 def env_int(name: str, default: int, low: int, high: int, what: str = "") -> int:
@@ -138,6 +157,19 @@ def fp32_cpu_backend() -> str:
     return v
 
 
+def torch_compile() -> bool:
+    """``$S2SR_TORCH_COMPILE``: wrap the PyTorch runner's nets in ``torch.compile`` (``1``/``yes``/``true``
+    on, ``0``/``no``/``false`` or unset off; anything else is an :class:`~s2sr_cloud.errors.InputError`)."""
+    v = (env("S2SR_TORCH_COMPILE", "0") or "0").strip().lower()
+    if v in ("1", "yes", "true", "on"):
+        return True
+    if v in ("0", "no", "false", "off"):
+        return False
+    from .errors import InputError
+
+    raise InputError(f"S2SR_TORCH_COMPILE must be 1/yes/true or 0/no/false, not {v!r}")
+
+
 def default_catalog() -> str:
     return env("S2SR_CATALOG", "earth-search") or "earth-search"
 
@@ -183,6 +215,7 @@ def aws_credentials_present() -> bool:
 # --- names of the variables that command-line options fall back to ---------------------------
 # Typer reads these itself (``typer.Option(envvar=...)``); the names live here with the others.
 ENGINE_DIR_VAR = "S2SR_ENGINE_DIR"  #: ``--engine-dir`` of ``s2sr engine``
+CACHE_DIR_VAR = "S2SR_CACHE_DIR"  #: ``--cache-dir`` of ``s2sr tune``
 CATALOG_VAR = "S2SR_CATALOG"  #: ``--catalog`` of ``s2sr search``
 PUBLISH_VAR = "S2SR_PUBLISH"  #: ``--publish`` of ``run``/``search --run``, ``--to`` of ``publish``
 S3_ENDPOINT_VAR = "S2SR_S3_ENDPOINT"  #: ``--s3-endpoint``

@@ -194,34 +194,43 @@ def _read_group(source: SceneSource, res: int, rows10: np.ndarray, cols10: np.nd
     return GroupWindow(s, win, rows10, cols10, (lr_rows[0], lr_cols[0]), lr_shape)
 
 
-def _nodata_mask(source: SceneSource, window: Window, groups: set[int]) -> np.ndarray:
-    """True where the output is nodata: any input band is 0 at (or above) the pixel."""
+def _mask_from_reads(reads: Mapping[int, GroupWindow], window: Window) -> np.ndarray:
+    """True where the output is nodata: any input band is 0 at (or above) the pixel — from the group
+    windows already read for the nets (they cover the window and its halo), so nothing is read twice."""
     rows = np.arange(window.row, window.row + window.height)
     cols = np.arange(window.col, window.col + window.width)
     mask = np.zeros((window.height, window.width), dtype=bool)
-    for res in sorted(groups):
-        s = res // 10
-        lr_r = (window.row // s, (window.row + window.height - 1) // s + 1)
-        lr_c = (window.col // s, (window.col + window.width - 1) // s + 1)
-        lr = source.read(res, lr_r, lr_c)
-        bad = np.any(lr == NODATA, axis=0)
-        mask |= bad[(rows // s - lr_r[0])[:, None], (cols // s - lr_c[0])[None, :]]
+    for res in sorted(reads):
+        g = reads[res]
+        bad = np.any(g.window == NODATA, axis=0)
+        mask |= bad[(rows // g.factor - g.origin[0])[:, None], (cols // g.factor - g.origin[1])[None, :]]
     return mask
+
+
+def _live_tiles(starts: list[tuple[int, int]], th: int, tw: int, mask: np.ndarray) -> list[tuple[int, int]]:
+    """The tiles whose output is not all nodata (the others stay 0, which masking gives them anyway)."""
+    if not mask.any():
+        return starts
+    if mask.all():
+        return []
+    return [(r, c) for r, c in starts if not mask[r : r + th, c : c + tw].all()]
+
+
+def tile_plan(n: int, tile: int, fixed: bool) -> tuple[int, list[int]]:
+    """``(side, starts)`` of the tiles covering ``n`` pixels: balanced (:func:`balanced_tile`), or with
+    ``fixed`` always ``tile`` — shifted back inside when ``n`` > ``tile``, one tile padded past the end
+    (by the runner) when ``n`` < ``tile`` — so a GPU runner sees one shape (cuDNN/TensorRT tune once).
+    The number of tiles is the same either way (:func:`count_tiles`)."""
+    side = tile if fixed else balanced_tile(n, tile)
+    return side, tile_starts(n, side)
 
 
 ProgressFn = Callable[[int, int], None]
 
 
 def super_resolve(
-    source: SceneSource,
-    runners: Mapping[str, Runner],
-    *,
-    window: Window | None = None,
-    tile: int | None = None,
-    batch: int | None = None,
-    halo: int | None = None,
-    on_tile: ProgressFn | None = None,
-    device: bool = False,
+    source: SceneSource, runners: Mapping[str, Runner], *, window: Window | None = None, tile: int | None = None,
+    batch: int | None = None, halo: int | None = None, on_tile: ProgressFn | None = None, device: bool = False,
 ) -> dict[str, Any]:
     """Super-resolve ``window`` of ``source`` with each runner.
 
@@ -230,8 +239,8 @@ def super_resolve(
         runners: ``{"net20": runner, "net60": runner}`` (either may be absent).
         window: 10 m window to produce (default: the whole scene).
         tile: largest tile side in 10 m pixels (output pixels per tile, halo excluded);
-            tiles are balanced (:func:`balanced_tile`). Default: the runners' preference
-            (:func:`runner_tiling`).
+            tiles are balanced (:func:`balanced_tile`), fixed for runners with ``fixed_tiles``
+            (:func:`tile_plan`), skipped where all nodata. Default: :func:`runner_tiling`.
         batch: tiles per runner call (default: the runners' preference).
         halo: override of the halo (default: the largest receptive radius of the runners).
         on_tile: called as ``on_tile(done, total)`` after each batch.
@@ -259,6 +268,7 @@ def super_resolve(
     with stage("read"):
         reads = {g: _read_group(source, g, rows, cols, shape10) for g in groups}
     reads[10] = replace(reads[10], window=reads[10].window[list(NET_INDEX_10M)])  # the nets' band order
+    mask = _mask_from_reads(reads, window)
     stacks: dict[int, np.ndarray] = {}  # host-side inputs, made once for the runners that need them
     th, tw = balanced_tile(window.height, tile), balanced_tile(window.width, tile)
     starts = [(r, c) for r in tile_starts(window.height, th) for c in tile_starts(window.width, tw)]
@@ -269,14 +279,29 @@ def super_resolve(
         spec: NetSpec = specs[name]
         run_window = getattr(runner, "run_window", None)
         if run_window is not None:  # the runner builds the input and tiles it on its device
-            def tick(n: int, _done: int = done) -> None:
+            fixed = bool(getattr(runner, "fixed_tiles", False))
+            (fh, rs), (fw, cs) = tile_plan(window.height, tile, fixed), tile_plan(window.width, tile, fixed)
+            live = _live_tiles([(r, c) for r in rs for c in cs], fh, fw, mask)
+            skipped = len(starts) - len(live)
+
+            def tick(n: int, _done: int = done + skipped) -> None:
                 if on_tile is not None:
                     on_tile(_done + n, total)
 
             kw = {"out": "device"} if device and getattr(runner, "array_namespace", "numpy") != "numpy" else {}
             with stage("nets"), stop.cancelling(runner):  # a stop request ends the call in flight (its cancel, if any)
-                out[name] = run_window([reads[g] for g in spec.groups], starts, th, tw, halo, batch, on_tiles=tick, **kw)
+                out[name] = run_window([reads[g] for g in spec.groups], live, fh, fw, halo, batch, on_tiles=tick, **kw)
             done += len(starts)
+            if on_tile is not None and not live:
+                on_tile(done, total)
+            continue
+        res = np.zeros((spec.out_channels, window.height, window.width), dtype=np.float32)
+        live = _live_tiles(starts, th, tw, mask)
+        done += len(starts) - len(live)
+        if not live:  # all nodata: nothing to compute
+            out[name] = res
+            if on_tile is not None:
+                on_tile(done, total)
             continue
         with stage("input"):
             for g in spec.groups:
@@ -284,10 +309,9 @@ def super_resolve(
                     stacks[g] = reads[g].stack()
         x = np.concatenate([stacks[g] for g in spec.groups], axis=0)
         x /= np.float32(SCALE)
-        res = np.zeros((spec.out_channels, window.height, window.width), dtype=np.float32)
-        xb = np.empty((min(batch, len(starts)), x.shape[0], th + 2 * halo, tw + 2 * halo), dtype=np.float32)
-        for i in range(0, len(starts), batch):
-            chunk = starts[i : i + batch]
+        xb = np.empty((min(batch, len(live)), x.shape[0], th + 2 * halo, tw + 2 * halo), dtype=np.float32)
+        for i in range(0, len(live), batch):
+            chunk = live[i : i + batch]
             for k, (r, c) in enumerate(chunk):  # one reused input buffer, no per-batch np.stack
                 xb[k] = x[:, r : r + th + 2 * halo, c : c + tw + 2 * halo]
             with stage("nets"), stop.cancelling(runner):  # checks for a stop request before and after each batch
@@ -299,8 +323,6 @@ def super_resolve(
                 on_tile(done, total)
         res *= np.float32(SCALE)
         out[name] = res
-    with stage("read"):
-        mask = _nodata_mask(source, window, groups)
     for name, res in out.items():
         if isinstance(res, np.ndarray):
             np.clip(res, 1.0, 65535.0, out=res)

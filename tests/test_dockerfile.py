@@ -201,9 +201,9 @@ def test_runtime_stage(dockerfile, target):
     user = st.args("USER")[-1]
     assert re.fullmatch(r"\d+:\d+", user) and not user.startswith("0:"), "must run as a numeric non-root user"
     assert any(str(10001) in a for a in st.args("RUN")), "the user is created"
-    assert json.loads(st.args("VOLUME")[-1]) == ["/engines"]
+    assert json.loads(st.args("VOLUME")[-1]) == ["/cache"]  # every tuning cache, shareable between pods
     env = env_of(st)
-    assert env["S2SR_ENGINE_DIR"] == "/engines"
+    assert env["S2SR_CACHE_DIR"] == "/cache" and "S2SR_ENGINE_DIR" not in env  # engines: /cache/engines
     from s2sr_cloud.io.env import gdal_options
 
     for k, v in gdal_options().items():
@@ -264,3 +264,14 @@ def test_extras_compose_and_install_lines_work_from_a_clone():
     assert "pip install '.[cpu]'" in readme and "pip install 's2sr-cloud[" not in readme
     install = (ROOT / "scripts" / "install.sh").read_text()
     assert re.search(r'-e "\.\[cpu,train,test,[a-z0-9,]*cube[a-z0-9,]*\]"', install)
+
+
+def test_gpu_image_has_torch_and_cupy_for_its_cuda_major(dockerfile):
+    """The device post-steps need an array library on the GPU: torch and CuPy, both built for the
+    base image's CUDA major, are installed (and checked) in the gpu build stage."""
+    _, stages, _ = dockerfile
+    build = stages["gpu-build"]
+    text = " ".join(build.args("RUN") + build.args("ARG"))
+    major = re.search(r"ARG CUDA_IMAGE=nvidia/cuda:(\d+)\.", (ROOT / "Dockerfile").read_text()).group(1)
+    assert f"whl/cu{major}0" in text and "torch==${TORCH_VERSION}" in text
+    assert f"cupy-cuda{major}x==${{CUPY_VERSION}}" in text and "import torch, cupy" in text

@@ -88,7 +88,8 @@ def test_precision_and_profile_validation():
 
 def test_engine_dir_env(monkeypatch, tmp_path):
     monkeypatch.delenv("S2SR_ENGINE_DIR", raising=False)
-    assert engine_dir() == Path("engines")
+    monkeypatch.setenv("S2SR_CACHE_DIR", str(tmp_path / "cache"))
+    assert engine_dir() == tmp_path / "cache" / "engines"  # one cache folder for every tuning cache
     monkeypatch.setenv("S2SR_ENGINE_DIR", str(tmp_path))
     assert engine_dir() == tmp_path
     assert engine_dir("x") == Path("x")

@@ -21,6 +21,7 @@ from . import (
     stac_cmds,
     task_cmds,
     train_cmds,
+    tune_cmds,
 )
 from ._options import SYSTEM
 
@@ -41,6 +42,7 @@ app.add_typer(task_cmds.app)  # task (a stac-task step)
 app.add_typer(train_cmds.app)  # train, evaluate
 app.add_typer(model_cmds.app)  # export, import-keras
 app.add_typer(engine_cmds.app, name="engine", rich_help_panel=SYSTEM)  # engine build|list|check
+app.add_typer(tune_cmds.app)  # tune
 app.add_typer(info_cmds.app)  # info
 
 

@@ -15,12 +15,12 @@ from ._options import in_panel
 #: ``s2sr engine …`` (the root app adds it as the ``engine`` group)
 app = typer.Typer(
     help="Build, list and check native TensorRT engines.\n\n"
-    "Engines are cached per GPU and TensorRT version under --engine-dir (default: ./engines).",
+    "Engines are cached per GPU and TensorRT version under --engine-dir (default: engines/ in the cache folder, $S2SR_CACHE_DIR).",
     no_args_is_help=True,
 )
 
 EngineDir = Annotated[Path | None, typer.Option(
-    "--engine-dir", envvar=ENGINE_DIR_VAR, metavar="DIR", help="Engine cache folder (default: ./engines).")]
+    "--engine-dir", envvar=ENGINE_DIR_VAR, metavar="DIR", help="Engine cache folder (default: engines/ in the cache folder).")]
 Precision = in_panel(_Precision, None)  # a typo is a usage error listing the choices
 
 

@@ -46,7 +46,7 @@ IDENTITY = ("name", "onnx_sha256", "gpu_name", "compute_capability", "tensorrt_v
 
 
 def engine_dir(path: str | os.PathLike[str] | None = None) -> Path:
-    """The engine cache folder: ``path``, else ``$S2SR_ENGINE_DIR``, else ``./engines``."""
+    """The engine cache folder: ``path``, else ``$S2SR_ENGINE_DIR``, else ``engines/`` in the cache folder."""
     from ..settings import engine_dir as _engine_dir
 
     return _engine_dir(path)

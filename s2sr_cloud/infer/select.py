@@ -81,8 +81,11 @@ def _torch_runner(net: str, checkpoint: str | os.PathLike[str] | None, device: s
     where = resolve_device(device)
     loaded = load_checkpoint(ckpt, net=net)
 
+    from ..settings import torch_compile
+
     def make(prec: str) -> TorchGpuRunner:
-        return TorchGpuRunner(loaded.model, where, prec, name=Path(ckpt).stem, checkpoint_sha256=loaded.sha256)
+        return TorchGpuRunner(loaded.model, where, prec, name=Path(ckpt).stem, checkpoint_sha256=loaded.sha256,
+                              compile=torch_compile())
 
     if precision == "auto":
         precision = "fp32"

@@ -9,18 +9,20 @@
 * channels-last memory format and ``cudnn.benchmark`` (cuDNN autotunes each tile shape;
   :func:`~s2sr_cloud.sr.super_resolve` feeds equal tiles, so it tunes once);
 * ``fp32`` is strict fp32 (TF32 off), the reference the low precisions are gated against;
-* inputs are copied from a pinned host buffer with a non-blocking copy and outputs come
-  back the same way, so host-side work of the next block (reads, upsampling, in the
-  block-overlap threads of :mod:`~s2sr_cloud.infer.overlap`) runs while the GPU computes;
-* ``compile=True`` wraps the net in ``torch.compile`` (Triton kernels; measured by
-  ``scripts/gpu_bench.py`` — worth it only for long runs).
+* the window path (:mod:`~s2sr_cloud.infer.torch_window`) uploads each band group once per
+  block as uint16 from reused pinned buffers, on one CUDA stream per host worker thread, runs
+  fixed tile shapes, skips all-nodata tiles and leaves the result on the GPU for the post-steps,
+  so host-side work of the other blocks runs while the GPU computes;
+* ``compile=True`` (``S2SR_TORCH_COMPILE=1`` through :func:`~s2sr_cloud.infer.select.load_runners`)
+  wraps the net in ``torch.compile`` (Triton kernels on CUDA; measured by ``scripts/gpu_fulltile.py``);
+* the residual blocks' ×0.1 is folded into their second conv at load
+  (:func:`~s2sr_cloud.nets.model.fold_residual_scale`).
 
 Needs the ``train`` extra (torch); no CUDA is needed for the CPU path.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from typing import Any
@@ -78,10 +80,16 @@ class TorchGpuRunner(RunnerBase):
         compile: wrap the net in ``torch.compile``.
         device_window: build, tile and assemble each window on the device
             (:meth:`_run_window`; default: on CUDA).
+        fixed_tiles: one tile shape for every window and batch (padded; default: on CUDA,
+            where cuDNN would re-tune each new shape; see :func:`~s2sr_cloud.sr.tile_plan`).
     """
 
+    array_namespace = "torch"
+    """Where :meth:`_run_window` can leave its output (``out="device"``): torch tensors."""
+
     def __init__(self, model: Any, device: str = "cpu", precision: str = "fp32", *, name: str | None = None,
-                 checkpoint_sha256: str | None = None, compile: bool = False, device_window: bool | None = None) -> None:
+                 checkpoint_sha256: str | None = None, compile: bool = False, device_window: bool | None = None,
+                 fixed_tiles: bool | None = None) -> None:
         import torch
 
         if precision not in PRECISIONS:
@@ -94,17 +102,20 @@ class TorchGpuRunner(RunnerBase):
         self._torch = torch
         self.device = torch.device(device)
         self._dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        from ..nets.model import fold_residual_scale
+
         fmt = torch.channels_last if cuda else torch.contiguous_format
-        self.model = model.eval().to(self.device, memory_format=fmt)
+        # a copy with the blocks' ×0.1 folded into their second conv: one elementwise pass less per block
+        self.model = fold_residual_scale(model.eval()).to(self.device, memory_format=fmt)
         self._fmt = fmt
         if cuda:
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
-            self._stream = torch.cuda.Stream(self.device)
         self._fn = torch.compile(self.model) if compile else self.model
-        self._pinned: dict[str, Any] = {}
         self.net: str = model.spec.name
+        self.out_channels = int(model.spec.out_channels)
+        self.fixed_tiles = cuda if fixed_tiles is None else bool(fixed_tiles)
         self.halo: int = int(model.halo)
         self.backend = f"torch-{'cuda' if cuda else 'cpu'}"
         self.precision = precision
@@ -124,65 +135,22 @@ class TorchGpuRunner(RunnerBase):
         )
 
     def _run_window(self, groups: list[Any], starts: list[tuple[int, int]], th: int, tw: int, halo: int, batch: int,
-                    on_tiles: Any = None) -> np.ndarray:
-        """The whole window on the device: the native-resolution band windows
-        (:class:`~s2sr_cloud.sr.GroupWindow`) go over once, the bilinear upsampling, scaling,
-        tiling and assembly happen on the device, and only the result comes back.
+                    on_tiles: Any = None, out: str = "host") -> Any:
+        """The whole window on the device (:func:`~s2sr_cloud.infer.torch_window.run_window`): the
+        native-resolution band windows (:class:`~s2sr_cloud.sr.GroupWindow`) go over once per block
+        (uint16 when exact), the bilinear upsampling, scaling, tiling and assembly happen on the
+        device, and the result stays there (``out="device"``) or comes back as float32 or uint16.
 
         The same arithmetic as the host path (:func:`~s2sr_cloud.resample.upsample_at`, the
-        tile loop of :func:`~s2sr_cloud.sr.super_resolve`), in float32; returns float32
-        (C_out, h, w) DN, not yet clipped or masked.
+        tile loop of :func:`~s2sr_cloud.sr.super_resolve`), in float32; not yet clipped or masked.
         """
-        from ..bands import SCALE
-        from ..ops.resample import _axis
+        from .torch_window import run_window
 
-        torch = self._torch
-        dev = self.device
-        cuda = dev.type == "cuda"
         t0 = time.perf_counter()
-
-        def to_dev(a: np.ndarray, dtype: Any = None) -> Any:
-            t = torch.from_numpy(np.ascontiguousarray(a))
-            if dtype is not None:
-                t = t.to(dtype)
-            return t.pin_memory().to(dev, non_blocking=True) if cuda else t
-
-        with torch.inference_mode(), torch.cuda.stream(self._stream) if cuda else contextlib.nullcontext():
-            parts = []
-            for g in groups:
-                w = to_dev(g.window, torch.float32)
-                if g.factor == 1:
-                    rows = to_dev(g.rows10 - g.origin[0])
-                    cols = to_dev(g.cols10 - g.origin[1])
-                    parts.append(w.index_select(1, rows).index_select(2, cols))
-                    continue
-                r0, r1, wr = _axis(g.rows10, g.factor, g.lr_shape[0])
-                c0, c1, wc = _axis(g.cols10, g.factor, g.lr_shape[1])
-                r0, r1, c0, c1 = (to_dev(a - o) for a, o in ((r0, g.origin[0]), (r1, g.origin[0]), (c0, g.origin[1]), (c1, g.origin[1])))
-                wr_, wc_ = to_dev(wr)[None, :, None], to_dev(wc)[None, None, :]
-                tmp = w.index_select(1, r0) * (1.0 - wr_) + w.index_select(1, r1) * wr_
-                parts.append(tmp.index_select(2, c0) * (1.0 - wc_) + tmp.index_select(2, c1) * wc_)
-            x = torch.cat(parts, 0)
-            x /= SCALE
-            h, w_ = x.shape[1] - 2 * halo, x.shape[2] - 2 * halo
-            res = None
-            for i in range(0, len(starts), batch):
-                chunk = starts[i : i + batch]
-                xb = torch.stack([x[:, r : r + th + 2 * halo, c : c + tw + 2 * halo] for r, c in chunk])
-                y = self._net(xb.contiguous(memory_format=self._fmt))
-                if res is None:
-                    res = torch.zeros((y.shape[1], h, w_), dtype=torch.float32, device=dev)
-                for (r, c), yy in zip(chunk, y, strict=True):
-                    res[:, r : r + th, c : c + tw] = yy[:, halo : halo + th, halo : halo + tw]
-                if on_tiles is not None:
-                    on_tiles(i + len(chunk))
-            assert res is not None
-            res *= SCALE
-            out = res.cpu().numpy()
-        if cuda:
-            self._stream.synchronize()
-        self.inference_time += time.perf_counter() - t0
-        return out
+        try:
+            return run_window(self, groups, starts, th, tw, halo, batch, on_tiles, out, fixed=self.fixed_tiles)
+        finally:
+            self.inference_time += time.perf_counter() - t0
 
     def _net(self, x: Any) -> Any:
         """The net on a device batch in this runner's precision (low precisions under autocast); float32 out."""
@@ -190,13 +158,6 @@ class TorchGpuRunner(RunnerBase):
             return self._fn(x).float()
         with self._torch.autocast("cuda", dtype=self._dtype):
             return self._fn(x).float()
-
-    def _pin(self, key: str, shape: tuple[int, ...]) -> Any:
-        buf = self._pinned.get(key)
-        if buf is None or tuple(buf.shape) != shape:
-            buf = self._torch.empty(shape, dtype=self._torch.float32, pin_memory=True)
-            self._pinned[key] = buf
-        return buf
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         torch = self._torch
@@ -206,18 +167,23 @@ class TorchGpuRunner(RunnerBase):
                 y = self._fn(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
                 out = y.float().numpy()
             else:
-                host_in = self._pin("in", tuple(x.shape))
+                from .torch_window import host_buffers, thread_stream
+
+                bufs, stream = host_buffers(torch, True), thread_stream(torch, self.device)
+                host_in = bufs.get("call_in", tuple(x.shape), torch.float32)
                 host_in.numpy()[...] = x
-                with torch.cuda.stream(self._stream):
+                with torch.cuda.stream(stream):
                     y = self._net(host_in.to(self.device, non_blocking=True).contiguous(memory_format=self._fmt))
-                    host_out = self._pin("out", tuple(y.shape))
+                    host_out = bufs.get("call_out", tuple(y.shape), torch.float32)
                     host_out.copy_(y, non_blocking=True)
-                self._stream.synchronize()
+                stream.synchronize()
                 out = host_out.numpy().copy()
         self.inference_time += time.perf_counter() - t0
         return out
 
     def close(self) -> None:
-        self._pinned.clear()
+        from .torch_window import release_thread
+
+        release_thread()
         if self.device.type == "cuda":
             self._torch.cuda.empty_cache()

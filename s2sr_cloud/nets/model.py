@@ -25,6 +25,8 @@ class ResBlock(nn.Module):
         self.scale = scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scale == 1.0:  # folded into conv2 (:func:`fold_residual_scale`): one multiply less
+            return x + self.conv2(torch.relu(self.conv1(x)))
         return x + self.conv2(torch.relu(self.conv1(x))) * self.scale
 
 
@@ -62,6 +64,23 @@ class DSen2(nn.Module):
             convs += [b.conv1, b.conv2]
         convs.append(self.tail)
         return convs
+
+
+def fold_residual_scale(model: DSen2) -> DSen2:
+    """A copy of ``model`` for inference with each block's ``× scale`` folded into its second conv
+    (weights and bias times the scale; the same function up to float rounding, one elementwise
+    pass less per block). The original is untouched, so training and checkpoints keep the
+    reference layout (the fold is done at load, never saved)."""
+    import copy
+
+    folded = copy.deepcopy(model)
+    with torch.no_grad():
+        for b in folded.blocks:
+            if b.scale != 1.0:
+                b.conv2.weight.mul_(b.scale)
+                b.conv2.bias.mul_(b.scale)
+                b.scale = 1.0
+    return folded
 
 
 def build_net(net: str, variant: str = "dsen2") -> DSen2:
