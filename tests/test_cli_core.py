@@ -36,13 +36,13 @@ HEAVY = (
 LIGHT_OWN = {"s2sr_cloud", "s2sr_cloud.errors", "s2sr_cloud.options", "s2sr_cloud.settings", "s2sr_cloud.stop"}  # stop: the signal handler (stdlib only)
 COMMANDS = [  # every command path, in the order of `s2sr --help`
     "search", "run", "superres", "publish", "mosaic", "task", "train", "evaluate", "export", "import-keras",
-    "engine", "engine build", "engine list", "engine check", "info",
+    "engine", "engine build", "engine list", "engine check", "tune", "info",
 ]
 PANELS = {
     "Find and process": ["search", "run", "superres"],
     "Publish": ["publish", "mosaic", "task"],
     "Models": ["train", "evaluate", "export", "import-keras"],
-    "Engines and system": ["engine", "info"],
+    "Engines and system": ["engine", "tune", "info"],
 }
 _HELP_ALL = r"""
 import contextlib, io, json, sys

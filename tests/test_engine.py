@@ -466,10 +466,10 @@ def test_overlapped_stream_over_real_geotiffs(tiny_onnx_pair):
 
 
 class FailingSource(SlowSource):
-    """Reads fail from the 3rd block's rows on, like a truncated COG."""
+    """Reads of the 3rd block's rows (the 10 m row 300 inside them) fail, like a damaged COG."""
 
     def read(self, res, rows, cols):
-        if rows[0] * res // 10 >= 240:
+        if rows[0] * res // 10 <= 300 < rows[1] * res // 10:
             from s2sr_cloud.errors import RasterReadError
 
             raise RasterReadError("cannot read rows (truncated file)")
