@@ -33,6 +33,8 @@ def cache(tmp_path, monkeypatch):
     # a smaller calibration set keeps the test quick; the recipe is the same
     monkeypatch.setattr(quant, "CALIB_TILES", 4)
     monkeypatch.setattr(quant, "CALIB_TILE", 64)
+    # quantize here (the path of any ONNX that ships no int8 model): hide the shipped ones
+    monkeypatch.setattr(quant, "SHIPPED_INT8", tmp_path / "no-shipped-int8")
     return d
 
 
@@ -88,6 +90,24 @@ def test_int8_quantized_once_cached_and_close_to_fp32(cache):
     d = np.abs(x - y)
     # int8 is an approximation: close on average, not equal
     assert 0 < d.mean() < 25, d.mean()
+
+
+def test_default_weights_use_the_shipped_int8_models_without_quantizing(tmp_path, monkeypatch):
+    """A cold cache: the default weights' int8 IR comes with the package (nothing quantized, nothing
+    written to the cache), and it is close to fp32 like one quantized here."""
+    import s2sr_cloud.infer.quant as quant
+    from s2sr_cloud.infer.onnxrt import OnnxRunner
+    from s2sr_cloud.infer.openvino import OpenVinoRunner
+
+    monkeypatch.setenv("S2SR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(quant, "calibration_inputs", lambda *a, **k: pytest.fail("quantized although shipped"))
+    path, man = _onnx("net60")
+    assert quant.shipped_int8(man) is not None
+    src = _crop()
+    with OpenVinoRunner(path, man, "int8") as q, OnnxRunner(path, man, "cpu") as ref:
+        d = np.abs(super_resolve(src, {"net60": q})["net60"] - super_resolve(src, {"net60": ref})["net60"])
+    assert 0 < d.mean() < 25, d.mean()
+    assert not (tmp_path / "cache" / "int8").exists()
 
 
 def test_gate_measures_states_tolerance_and_caches(cache, monkeypatch):

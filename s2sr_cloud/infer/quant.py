@@ -86,11 +86,27 @@ def int8_path(manifest: dict[str, Any]) -> Path:
     return cache_dir() / "int8" / f"{manifest['name']}-{str(manifest['onnx_sha256'])[:16]}-ov{ver}-q{QUANT_VERSION}.xml"
 
 
+#: int8 IRs shipped with the default weights (what does not depend on the machine): a cold run
+#: uses them instead of quantizing; other ONNX files are quantized on first use and cached.
+SHIPPED_INT8 = Path(__file__).parents[1] / "weights" / "int8"
+
+
+def shipped_int8(manifest: dict[str, Any]) -> Path | None:
+    """The shipped int8 IR of ``manifest``'s ONNX file (same name, sha256 and recipe), if any."""
+    p = SHIPPED_INT8 / f"{manifest['name']}-{str(manifest['onnx_sha256'])[:16]}-q{QUANT_VERSION}.xml"
+    return p if p.exists() and p.with_suffix(".bin").exists() else None
+
+
 def quantized_model(onnx_path: str | os.PathLike[str], manifest: dict[str, Any]) -> Path:
-    """The int8 OpenVINO IR of ``onnx_path`` (built on first use, cached by the ONNX sha256)."""
+    """The int8 OpenVINO IR of ``onnx_path``: the shipped one for the default weights, else built
+    on first use and cached by the ONNX sha256."""
     out = int8_path(manifest)
     if out.exists() and out.with_suffix(".bin").exists():
         return out
+    shipped = shipped_int8(manifest)
+    if shipped is not None:
+        log.debug("int8 model of %s: the shipped %s", onnx_path, shipped.name)
+        return shipped
     require("nncf", "openvino")
     import logging as _logging
 
