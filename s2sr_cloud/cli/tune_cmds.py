@@ -25,7 +25,9 @@ def tune(
         "(what ships as s2sr_cloud/weights/precision-gate.json).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Tune this machine once: int8 models, the CPU precision gate, the fp32 kernel probe (and the
+    """Fill the tuning cache ahead of a fleet.
+
+    Tunes this machine once: int8 models, the CPU precision gate, the fp32 kernel probe (and the
     GPU gate where PyTorch sees a GPU), cached so every later run (every pod sharing the cache
     volume) starts tuned."""
     from rich.table import Table
