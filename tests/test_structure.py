@@ -145,6 +145,14 @@ def _known(name: str) -> str | None:
     return None
 
 
+def _source(pkg: str, node: ast.ImportFrom) -> str:
+    """The absolute module name a ``from ... import`` in package ``pkg`` reads from."""
+    if not node.level:
+        return node.module or ""
+    base = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 @cache
 def _imports() -> tuple[Import, ...]:
     mods = _modules()
@@ -156,11 +164,7 @@ def _imports() -> tuple[Import, ...]:
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
-                    src = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    src = node.module or ""
+                src = _source(pkg, node)
                 names = [a.name for a in node.names if not (src == PKG and a.name == "__version__")]
                 # (the version string is a constant of the root: no edge)
                 targets = [f"{src}.{n}" if f"{src}.{n}" in mods else src for n in names]
@@ -350,18 +354,12 @@ def test_every_import_inside_the_package_resolves() -> None:
     import importlib
 
     missing = []
-    for path in sorted(ROOT.rglob("*.py")):
-        rel = path.relative_to(ROOT.parent).with_suffix("")
-        parts = list(rel.parts)
-        pkg = parts[:-1]  # the package a relative import starts from (an __init__'s own package too)
-        for node in ast.walk(ast.parse(path.read_text())):
+    for module, path in sorted(_modules().items()):
+        pkg = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):  # `if TYPE_CHECKING:` blocks too
             if not isinstance(node, ast.ImportFrom):
                 continue
-            if node.level:
-                base = pkg[: len(pkg) - (node.level - 1)]
-                name = ".".join(base + ([node.module] if node.module else []))
-            else:
-                name = node.module or ""
+            name = _source(pkg, node)
             if not name.startswith(PKG):
                 continue
             try:

@@ -205,8 +205,8 @@ def produce_assembly(item: pystac.Item, runners: Mapping[str, Runner], profile: 
     """The parts of an item → its COG (a lossless copy of their rows) and its record; the parts go."""
     from ..io.cog import CogWriter
     from ..io.parts import assemble, remove_parts
-    from ..pipeline import cog_layout, item_result, qa_tags
     from ..io.scl import write_item_scl
+    from ..pipeline import cog_layout, item_result, qa_tags
     from ..post import ConsistencyQA, merge_qa
 
     t0 = time.perf_counter()

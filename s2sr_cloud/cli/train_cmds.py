@@ -26,24 +26,11 @@ T_RUN = "Run"
 
 
 def _command_line() -> str:
-    """The command as typed (``s2sr train ...``); when run in-process (tests, notebooks: argv is
-    the host's), rebuilt from the parsed options of the current Typer command."""
-    import click
-
+    """The command as typed (``s2sr train ...``). Run in-process (tests, notebooks), argv is the
+    host's (pytest's, a kernel's) and says nothing of this command: only its name is recorded."""
     if Path(sys.argv[0]).name in ("s2sr", "__main__.py"):
         return shlex.join(["s2sr", *sys.argv[1:]])
-    ctx = click.get_current_context(silent=True)
-    if ctx is None:
-        return "s2sr train"
-    words = ["s2sr", *ctx.command_path.split()[1:]]
-    for param in ctx.command.params:
-        value = ctx.params.get(param.name or "")
-        if value is None or value is False or not isinstance(param, click.Option):
-            continue
-        flag = max(param.opts, key=len)
-        for v in value if isinstance(value, (list, tuple)) else [value]:
-            words += [flag] if v is True else [flag, str(v)]
-    return shlex.join(words)
+    return "s2sr train"
 
 
 @app.command("train", rich_help_panel=MODELS)

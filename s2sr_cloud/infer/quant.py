@@ -78,12 +78,17 @@ def _sample_scene() -> Any:
     return load_scene(folders[0])
 
 
+def _int8_stem(manifest: dict[str, Any]) -> str:
+    """What names an int8 model: the ONNX file's name and sha256 (the recipe version follows)."""
+    return f"{manifest['name']}-{str(manifest['onnx_sha256'])[:16]}"
+
+
 def int8_path(manifest: dict[str, Any]) -> Path:
     """Where the int8 model (OpenVINO IR ``.xml``; its ``.bin`` beside it) of ``manifest`` is cached."""
     import openvino
 
     ver = openvino.__version__.split("-")[0]
-    return cache_dir() / "int8" / f"{manifest['name']}-{str(manifest['onnx_sha256'])[:16]}-ov{ver}-q{QUANT_VERSION}.xml"
+    return cache_dir() / "int8" / f"{_int8_stem(manifest)}-ov{ver}-q{QUANT_VERSION}.xml"
 
 
 #: int8 IRs shipped with the default weights (what does not depend on the machine): a cold run
@@ -93,7 +98,7 @@ SHIPPED_INT8 = Path(__file__).parents[1] / "weights" / "int8"
 
 def shipped_int8(manifest: dict[str, Any]) -> Path | None:
     """The shipped int8 IR of ``manifest``'s ONNX file (same name, sha256 and recipe), if any."""
-    p = SHIPPED_INT8 / f"{manifest['name']}-{str(manifest['onnx_sha256'])[:16]}-q{QUANT_VERSION}.xml"
+    p = SHIPPED_INT8 / f"{_int8_stem(manifest)}-q{QUANT_VERSION}.xml"
     return p if p.exists() and p.with_suffix(".bin").exists() else None
 
 
