@@ -106,13 +106,14 @@ def check_connect(href: str, band: str, http: HttpParams) -> None:
         return
     delay = max(0.05, http.retry_delay_s)
     for attempt in range(min(3, http.max_retry + 1)):
+        if attempt:
+            time.sleep(delay)
+            delay *= 2
         try:
             socket.create_connection(key, timeout=http.connect_timeout_s).close()
         except ConnectionRefusedError as err:
             last: Exception = err
             log.debug("connection to %s:%d refused (attempt %d)", *key, attempt + 1)
-            time.sleep(delay)
-            delay *= 2
             continue
         except OSError:  # a timeout, an unreachable network, DNS: GDAL retries and words it
             return
