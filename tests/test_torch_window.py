@@ -197,17 +197,22 @@ def test_second_net_reuses_the_blocks_group_stacks(crop, models, monkeypatch):
     assert len(torch_window.group_cache().items) == 3
 
 
+def _in_another_thread(fn):
+    """``fn()`` called from a new thread (per-thread state is that thread's own)."""
+    got = []
+    t = threading.Thread(target=lambda: got.append(fn()))
+    t.start()
+    t.join()
+    return got[0]
+
+
 def test_host_buffers_are_reused_per_thread_and_pinned_only_with_cuda():
     bufs = torch_window.host_buffers(torch, False)
     a = bufs.get("x", (4, 10, 10), torch.float32)
     b = bufs.get("x", (2, 5, 5), torch.int16)
     assert a.data_ptr() == b.data_ptr() and not a.is_pinned()
     assert torch_window.host_buffers(torch, False) is bufs
-    other = []
-    t = threading.Thread(target=lambda: other.append(torch_window.host_buffers(torch, False)))
-    t.start()
-    t.join()
-    assert other[0] is not bufs
+    assert _in_another_thread(lambda: torch_window.host_buffers(torch, False)) is not bufs
     assert torch_window.thread_stream(torch, torch.device("cpu")) is None
 
 
@@ -217,11 +222,7 @@ def test_cuda_streams_per_thread_and_pinned_buffers():
     dev = torch.device("cuda:0")
     s0 = torch_window.thread_stream(torch, dev)
     assert torch_window.thread_stream(torch, dev) is s0
-    other = []
-    t = threading.Thread(target=lambda: other.append(torch_window.thread_stream(torch, dev)))
-    t.start()
-    t.join()
-    assert other[0] is not s0
+    assert _in_another_thread(lambda: torch_window.thread_stream(torch, dev)) is not s0
     assert torch_window.host_buffers(torch, True).get("p", (8,), torch.float32).is_pinned()
 
 
