@@ -94,12 +94,46 @@ def dask_timeout(default: int = 30) -> int:
 
 def cog_threads() -> int:
     """``$S2SR_COG_THREADS``: threads compressing the tiles of an output COG (default: the cores this
-    process may run on, its CPU affinity)."""
+    process may use, :func:`usable_cpus`)."""
+    return env_int("S2SR_COG_THREADS", min(usable_cpus(), 256), 1, 256)
+
+
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs allowed by this process's cgroup (v2 ``cpu.max`` or v1 CFS quota), or None when unlimited."""
+    rel = ""
     try:
-        cores = len(os.sched_getaffinity(0))
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            parts = line.split(":", 2)
+            if len(parts) == 3 and (parts[0] == "0" or "cpu" in parts[1].split(",")):
+                rel = parts[2].lstrip("/")
+                break
+    except OSError:
+        pass
+    for d in dict.fromkeys([root / rel, root]):
+        try:
+            quota, period = (d / "cpu.max").read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        except (OSError, ValueError):
+            pass
+        try:
+            quota = int((root / "cpu" / rel / "cpu.cfs_quota_us").read_text())
+            period = int((root / "cpu" / rel / "cpu.cfs_period_us").read_text())
+            return None if quota <= 0 else quota / period
+        except (OSError, ValueError):
+            pass
+    return None
+
+
+def usable_cpus() -> int:
+    """Cores this process may use: its CPU affinity, bounded by its cgroup CPU quota (containers)."""
+    try:
+        n = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return env_int("S2SR_COG_THREADS", max(1, min(cores, 256)), 1, 256)
+        n = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    if quota is not None:
+        n = min(n, max(1, int(quota)))
+    return max(1, n)
 
 
 def cache_dir() -> Path:

@@ -5,7 +5,6 @@ worker processes sharing its host)."""
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 import time
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..settings import usable_cpus
 from ..sr import Runner
 
 log = logging.getLogger(__name__)
@@ -84,45 +84,7 @@ def worker_runners(spec: ModelSpec, threads: int | None = None) -> dict[str, Run
         return runners
 
 
-# --------------------------------------------------------------------------- CPU limits
-def _cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
-    """CPUs allowed by this process's cgroup (v2 ``cpu.max`` or v1 CFS quota), or None when unlimited."""
-    rel = ""
-    try:
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            parts = line.split(":", 2)
-            if len(parts) == 3 and (parts[0] == "0" or "cpu" in parts[1].split(",")):
-                rel = parts[2].lstrip("/")
-                break
-    except OSError:
-        pass
-    for d in dict.fromkeys([root / rel, root]):
-        try:
-            quota, period = (d / "cpu.max").read_text().split()[:2]
-            return None if quota == "max" else int(quota) / int(period)
-        except (OSError, ValueError):
-            pass
-        try:
-            quota = int((root / "cpu" / rel / "cpu.cfs_quota_us").read_text())
-            period = int((root / "cpu" / rel / "cpu.cfs_period_us").read_text())
-            return None if quota <= 0 else quota / period
-        except (OSError, ValueError):
-            pass
-    return None
-
-
-def usable_cpus() -> int:
-    """Cores this process may use: its CPU affinity, bounded by its cgroup CPU quota (containers)."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        n = os.cpu_count() or 1
-    quota = _cgroup_quota()
-    if quota is not None:
-        n = min(n, max(1, math.floor(quota)))
-    return max(1, n)
-
-
+# --------------------------------------------------------------------------- CPU limits: settings.usable_cpus
 def host_of(address: str) -> str:
     """``tcp://10.0.0.5:40000`` → ``10.0.0.5``."""
     return address.split("://")[-1].rsplit(":", 1)[0]
