@@ -292,11 +292,11 @@ def test_worker_threads_come_from_the_worker_and_idle_threads_warn(client, narro
 
 
 def test_cgroup_cpu_quota_bounds_the_threads(tmp_path: Path) -> None:
-    from s2sr_cloud.settings import cgroup_cpu_quota as _cgroup_quota
+    from s2sr_cloud.settings import cgroup_cpu_quota
 
     (tmp_path / "cpu.max").write_text("150000 100000\n")  # the cgroup v2 file of a container with cpus=1.5
-    assert _cgroup_quota(tmp_path) == 1.5
+    assert cgroup_cpu_quota(tmp_path) == 1.5
     (tmp_path / "cpu.max").write_text("max 100000\n")
-    assert _cgroup_quota(tmp_path) is None
+    assert cgroup_cpu_quota(tmp_path) is None
 
 
