@@ -295,7 +295,8 @@ def test_torch_gate_scores_modes_against_fp32_and_caches(cache, monkeypatch):
 
 def test_auto_device_runs_fp32_on_the_faster_fp32_kernels(cache, monkeypatch):
     """--device auto --precision fp32 on a CPU runs on whichever exact-fp32 kernels are faster here:
-    from the cached gate if there is one, else from a short probe (cached; never the full gate);
+    from the cached gate if there is one, else from the probe ``s2sr tune`` ran (cached; never the
+    full gate); with neither, ONNX Runtime, unmeasured (a first run costs what a later one does);
     --device cpu stays ONNX Runtime."""
     from s2sr_cloud.infer import gate, load_runner
 
@@ -305,7 +306,11 @@ def test_auto_device_runs_fp32_on_the_faster_fp32_kernels(cache, monkeypatch):
     monkeypatch.setattr(gate, "measure", no_measuring)
     monkeypatch.setenv("S2SR_FP32_BACKEND", "auto")  # the default (the test session pins onnxruntime)
     path, man = _onnx("net60")
-    r = load_runner("net60", device="auto", precision="fp32")  # no gate: the probe decides, once
+    r = load_runner("net60", device="auto", precision="fp32")  # nothing cached: no probe on a first run
+    assert (r.backend, r.precision) == ("onnxruntime-cpu", "fp32")
+    assert not (cache / "precision-gate").exists()
+    gate.fp32_kernels(path, man, probe=True)  # what `s2sr tune` runs
+    r = load_runner("net60", device="auto", precision="fp32")
     probes = [json.loads(p.read_text()) for p in (cache / "precision-gate").glob("*.json")]
     assert len(probes) == 1 and set(probes[0]["seconds"]) == {"onnxruntime", "openvino"}
     want = {"onnxruntime": "onnxruntime-cpu", "openvino": "openvino-cpu"}[probes[0]["fastest"]]
@@ -330,3 +335,47 @@ def test_auto_device_runs_fp32_on_the_faster_fp32_kernels(cache, monkeypatch):
     assert load_runner("net60", device="auto", precision="fp32").backend == "onnxruntime-cpu"
     monkeypatch.setenv("S2SR_FP32_BACKEND", "openvino")
     assert load_runner("net60", device="auto", precision="fp32").backend == "openvino-cpu"
+
+
+def test_feature_pick_takes_the_first_passing_mode_the_cpu_runs_natively():
+    from s2sr_cloud.infer.gate import feature_pick
+
+    ok = {"passed": True}
+    modes = {"fp32": ok, "openvino-fp32": ok, "openvino-bf16": ok, "openvino-int8": ok}
+    assert feature_pick(modes, ["avx2", "avx512_vnni", "avx512_bf16"]) == "openvino-int8"
+    assert feature_pick(modes, ["avx2", "avx_vnni"]) == "openvino-int8"
+    assert feature_pick(modes, ["avx2", "avx512_bf16"]) == "openvino-bf16"
+    assert feature_pick(modes, ["avx2", "fma"]) == "fp32"
+    assert feature_pick({**modes, "openvino-int8": {"passed": False}}, ["avx512_vnni", "amx_bf16"]) == "openvino-bf16"
+    assert feature_pick({**modes, "openvino-int8": {"passed": False}}, ["avx512_vnni"]) == "fp32"
+
+
+def test_cold_auto_with_the_shipped_accuracy_measures_and_caches_nothing(tmp_path, monkeypatch):
+    """A first ``--precision auto`` run with the default weights: the shipped accuracy figures and
+    the CPU's features decide, so it runs nothing extra (a later run costs the same) and leaves the
+    cache empty; ``measure_speed`` (``s2sr tune``) measures the speeds and caches them."""
+    from s2sr_cloud.infer import gate, gate_shipped, load_runner
+
+    monkeypatch.setenv("S2SR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("S2SR_GATE_SCENE", raising=False)
+
+    def boom(*a, **k):
+        raise AssertionError("measured on a first run")
+
+    monkeypatch.setattr(gate, "measure", boom)
+    monkeypatch.setattr(gate_shipped, "_speed", boom)
+    path, man = _onnx("net60")
+    result = gate.load_or_measure({"net60": path}, {"net60": man})
+    assert result["speed"] == "cpu-features" and result["accuracy"] == "shipped"
+    key = result["pick"]["net60"]
+    assert key == gate.feature_pick(result["nets"]["net60"]) and result["nets"]["net60"][key]["passed"]
+    r = load_runner("net60", device="cpu", precision="auto")
+    assert r.backend == ("onnxruntime-cpu" if key == "fp32" else "openvino-cpu")
+    assert r.precision == ("fp32" if key == "fp32" else key.removeprefix("openvino-"))
+    assert not (tmp_path / "cache" / "precision-gate").exists()
+    monkeypatch.undo()
+    monkeypatch.setenv("S2SR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("S2SR_GATE_SCENE", raising=False)
+    tuned = gate.load_or_measure({"net60": path}, {"net60": man}, measure_speed=True)
+    assert "pick" not in tuned and all("s_per_mpx" in v for v in tuned["nets"]["net60"].values() if "error" not in v)
+    assert gate.load_or_measure({"net60": path}, {"net60": man})["nets"] == tuned["nets"]  # now cached: measured wins

@@ -69,6 +69,16 @@ def train_cmd(
             help="Input context around each patch (real pixels, mirrored at scene borders) cropped off before the loss; default: the net's receptive radius.",
         ),
     ] = None,
+    degrade: Annotated[
+        str,
+        typer.Option(
+            "--degrade", rich_help_panel=T_DATA, metavar="OP",
+            help="How each scene is degraded: wald (the reference's operator), bicubic, mtf, gaussian:SIGMA, or random (several operators per scene: Gaussians of random width, bicubic, Wald).",
+        ),
+    ] = "wald",
+    degrade_copies: Annotated[
+        int, typer.Option("--degrade-copies", rich_help_panel=T_DATA, metavar="N", min=1, max=64, help="With --degrade random: operators (degraded copies) per scene.")
+    ] = 8,
     phases: Annotated[
         bool,
         typer.Option(
@@ -109,6 +119,8 @@ def train_cmd(
         gain_jitter=gain_jitter,
         context=_receptive_radius(variant) if context is None else context,
         phases=phases,
+        degrade=degrade,
+        degrade_copies=degrade_copies,
         command=_command_line(),
     )
     with make_progress() as progress:

@@ -59,8 +59,8 @@ def tune(
         quantized_model(onnx[net], manifests[net])
 
     steps: list[tuple[str, Any]] = [(f"int8 model {n}", lambda n=n: int8(n)) for n in onnx]
-    steps.append(("CPU precision gate", lambda: gate.load_or_measure(onnx, manifests)))
-    steps += [(f"fp32 kernels {n}", lambda n=n: gate.fp32_kernels(onnx[n], manifests[n])) for n in onnx]
+    steps.append(("CPU precision gate", lambda: gate.load_or_measure(onnx, manifests, measure_speed=True)))
+    steps += [(f"fp32 kernels {n}", lambda n=n: gate.fp32_kernels(onnx[n], manifests[n], probe=True)) for n in onnx]
     from ..infer.torch_gpu import cuda_devices
 
     if cuda_devices():

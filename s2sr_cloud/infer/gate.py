@@ -75,7 +75,7 @@ def _cpu_flags() -> list[str]:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return sorted(x for x in line.split(":", 1)[1].split() if x.startswith(("avx512", "amx", "avx2", "fma")))
+                    return sorted(x for x in line.split(":", 1)[1].split() if x.startswith(("avx512", "amx", "avx2", "avx_vnni", "fma")))
     except OSError:
         pass
     return []
@@ -156,6 +156,21 @@ def _wald_rmse(scene: Any, net: str, runner: Any) -> float:
     from ..evaluation import wald_metrics
 
     return float(wald_metrics(scene, net, runner)["model"]["rmse"])
+
+
+#: CPU flags with int8 dot-product instructions (VNNI) and native bf16: where OpenVINO's int8 and
+#: bf16 kernels beat fp32 (every gate measured so far, e.g. on Zen 4 per net: int8 5.8-7.5, bf16
+#: 9.9-10.8, fp32 14.8-16.8 s/Mpx).
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def feature_pick(modes: Mapping[str, Any], flags: list[str] | None = None) -> str:
+    """The mode ``auto`` takes when no speed was measured on this machine: the first that passed the
+    (shipped) accuracy gate of int8 (CPUs with VNNI), bf16 (CPUs with native bf16), fp32."""
+    flags = _cpu_flags() if flags is None else flags
+    order = [key for key, want in (("openvino-int8", VNNI_FLAGS), ("openvino-bf16", BF16_FLAGS)) if any(f in flags for f in want)]
+    return next((k for k in [*order, "fp32"] if modes.get(k, {}).get("passed")), "fp32")
 
 
 def _fastest_passing(modes: Mapping[str, Any]) -> str:
@@ -249,7 +264,7 @@ def torch_best(result: Mapping[str, Any]) -> str:
 def best_mode(result: Mapping[str, Any], net: str) -> tuple[str, str]:
     """``(backend, precision)`` of the fastest passing mode for ``net``: ``("onnxruntime", "fp32")``
     or ``("openvino", mode)``."""
-    best = _fastest_passing(result["nets"][net])
+    best = result["pick"][net] if "pick" in result else _fastest_passing(result["nets"][net])
     if best == "fp32":
         return "onnxruntime", "fp32"
     return "openvino", best.removeprefix("openvino-")
@@ -274,12 +289,13 @@ def fastest_fp32(result: Mapping[str, Any], net: str) -> str:
     return "onnxruntime"
 
 
-def fp32_kernels(onnx: Path, manifest: dict[str, Any]) -> str:
+def fp32_kernels(onnx: Path, manifest: dict[str, Any], *, probe: bool = False) -> str:
     """``onnxruntime`` or ``openvino``: the faster exact-fp32 kernels for this net on this machine.
 
-    From the cached gate if there is one; else a short probe (the packaged 120² Malmö crop, best of
-    three runs per backend, a few seconds once), cached beside the gate. Both backends run the same
-    ONNX file in fp32; the gate and the tests check that their outputs agree (≤ 0.05 DN).
+    From the cached gate or probe if there is one; else, with ``probe`` (``s2sr tune``), a short probe
+    (the packaged 120² crop, best of three runs per backend, a few seconds once), cached beside the
+    gate; else ONNX Runtime, unmeasured (a first run costs what later runs cost). Both backends run
+    the same ONNX file in fp32; the gate and the tests check that their outputs agree (≤ 0.05 DN).
     """
     from ..sr import ArraySource, super_resolve
     from .onnxrt import OnnxRunner
@@ -291,9 +307,12 @@ def fp32_kernels(onnx: Path, manifest: dict[str, Any]) -> str:
     if cached is not None:
         return fastest_fp32(cached, net)
     key = {**gate_key, "probe": "fp32-kernels"}
-    probe = _read_cached(key)
-    if probe is not None and probe.get("fastest") in ("onnxruntime", "openvino"):
-        return str(probe["fastest"])
+    cached_probe = _read_cached(key)
+    if cached_probe is not None and cached_probe.get("fastest") in ("onnxruntime", "openvino"):
+        return str(cached_probe["fastest"])
+    if not probe:
+        log.info("fp32 kernels for %s: ONNX Runtime (not compared on this machine; `s2sr tune` measures it)", net)
+        return "onnxruntime"
     with np.load(Path(__file__).resolve().parent.parent / "data" / "verify_T33UUB_120.npz") as z:
         src = ArraySource(z["b10"], z["b20"], z["b60"])
     times: dict[str, float] = {}
@@ -312,8 +331,13 @@ def fp32_kernels(onnx: Path, manifest: dict[str, Any]) -> str:
     return fastest
 
 
-def load_or_measure(onnx: Mapping[str, Path], manifests: Mapping[str, dict[str, Any]], *, remeasure: bool = False) -> dict[str, Any]:
-    """The cached gate for these models on this machine, measured now if there is none."""
+def load_or_measure(onnx: Mapping[str, Path], manifests: Mapping[str, dict[str, Any]], *, remeasure: bool = False,
+                    measure_speed: bool = False) -> dict[str, Any]:
+    """The cached gate for these models on this machine; else, when the shipped accuracy figures fit
+    these models, those figures with the mode picked by CPU features (:func:`feature_pick`: nothing
+    measured, nothing cached, so a first run costs what later runs cost) or, with ``measure_speed``
+    (``s2sr tune``), with every passing mode's speed measured here and cached; else the full gate,
+    measured now and cached."""
     from .openvino import supported_precisions
 
     key = machine_key(manifests)
@@ -321,14 +345,22 @@ def load_or_measure(onnx: Mapping[str, Path], manifests: Mapping[str, dict[str, 
     if cached is not None:
         return cached
     modes = [m for m in supported_precisions() if m != "fp32"]
-    from .gate_shipped import measure_speed, shipped_accuracy
+    from .gate_shipped import measure_speed as speed_here
+    from .gate_shipped import shipped_accuracy
     from .quant import QUANT_VERSION
 
     scene = gate_scene_path()
     acc = None if remeasure else shipped_accuracy(manifests, modes, recipe=QUANT_VERSION, scene=scene.name, tolerance=_tolerance())
+    if acc is not None and not measure_speed:
+        flags = _cpu_flags()
+        pick = {net: feature_pick(acc["nets"][net], flags) for net in onnx}
+        log.info("precision gate: shipped accuracy figures; picked by CPU features: %s (`s2sr tune` measures the speeds here)",
+                 ", ".join(f"{n} {k}" for n, k in pick.items()))
+        return {"format": GATE_FORMAT, "scene": str(scene), "tolerance": acc["tolerance"], "accuracy": "shipped",
+                "speed": "cpu-features", "cpu_flags": flags, "nets": {n: acc["nets"][n] for n in onnx}, "pick": pick}
     if acc is not None:
         log.warning("precision gate: the shipped accuracy figures fit; measuring the speed of %s here (once, cached in %s)",
                     ", ".join(["fp32", *modes]), gate_path(key))
-        return _write_cached(key, measure_speed(onnx, manifests, modes, acc, gate_format=GATE_FORMAT, scene=str(scene)))
+        return _write_cached(key, speed_here(onnx, manifests, modes, acc, gate_format=GATE_FORMAT, scene=str(scene)))
     log.warning("measuring the precision gate on this machine (%s; once, cached in %s)", ", ".join(modes) or "fp32 only", gate_path(key))
     return _write_cached(key, measure(onnx, manifests, modes))

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..bands import NET_INDEX_10M, SCALE, net_spec
 from ..errors import InputError
-from ..ops import upsample
+from ..ops import WALD, Degradation, parse_protocol, upsample
 from ..scenes import Scene, load_scene
 from ..wald import WaldScene, wald_scene
 
@@ -45,10 +45,46 @@ class Pair:
     valid: np.ndarray
 
 
-def make_pair(scene: Scene, net: str) -> Pair:
-    """Degrade ``scene`` for ``net`` and build its scaled (input, target)."""
-    ws: WaldScene = wald_scene(scene.b10, scene.b20, scene.b60, net)
-    return Pair(scene.name, net_input(ws), ws.target / np.float32(SCALE), ws.valid)
+def make_pair(scene: Scene, net: str, op: Degradation = WALD) -> Pair:
+    """Degrade ``scene`` for ``net`` with ``op`` and build its scaled (input, target)."""
+    ws: WaldScene = wald_scene(scene.b10, scene.b20, scene.b60, net, op)
+    name = scene.name if op == WALD else f"{scene.name}~{op.name}"
+    return Pair(name, net_input(ws), ws.target / np.float32(SCALE), ws.valid)
+
+
+#: Range of the Gaussian widths (LR pixels) :func:`random_degradations` draws from: from below the
+#: Wald operator's effective width (about 0.29) to well past the Sentinel-2 MTF's (0.45-0.55).
+RANDOM_SIGMA = (0.2, 0.8)
+
+
+def random_degradations(n: int, rng: np.random.Generator) -> list[Degradation]:
+    """``n`` degradation operators for randomised-degradation training: the Wald operator first,
+    then per copy a kernel family drawn at random — a Gaussian of width ``U(RANDOM_SIGMA)`` LR px
+    (half of the draws), antialiased bicubic (a quarter) or the Wald operator again (a quarter).
+
+    Training on several degradations of each scene teaches the net a blur it cannot know exactly
+    (the sensor's is none of these kernels), instead of inverting the one operator it was trained on."""
+    ops = [WALD]
+    for _ in range(max(0, n - 1)):
+        u = float(rng.random())
+        if u < 0.5:
+            ops.append(Degradation("gaussian", round(float(rng.uniform(*RANDOM_SIGMA)), 3)))
+        else:
+            ops.append(parse_protocol("bicubic") if u < 0.75 else WALD)
+    return ops
+
+
+
+def degradations(spec: str, copies: int, seed: int) -> list[Degradation]:
+    """The operators training degrades each scene with: ``random`` (:func:`random_degradations`,
+    ``copies`` of them, drawn from their own generator seeded by ``seed``, so a resumed run builds
+    the same data) or one protocol by name (``wald``, ``bicubic``, ``mtf``, ``gaussian:SIGMA``)."""
+    if spec.strip().lower() == "random":
+        return random_degradations(copies, np.random.default_rng([seed, 0x5EED]))
+    try:
+        return [parse_protocol(spec)]
+    except ValueError as e:
+        raise InputError(f"--degrade: {e}; or random") from None
 
 
 def phase_shifts(scene: Scene, net: str) -> list[Scene]:
@@ -83,22 +119,24 @@ def phase_shifts(scene: Scene, net: str) -> list[Scene]:
     return out
 
 
-def make_pairs(scene: Scene, net: str, phases: bool = False) -> list[Pair]:
-    """Wald pairs of ``scene`` for ``net``: one, or one per phase (:func:`phase_shifts`)."""
+def make_pairs(scene: Scene, net: str, phases: bool = False, ops: Sequence[Degradation] = (WALD,)) -> list[Pair]:
+    """Training pairs of ``scene`` for ``net``: one per operator in ``ops``, for the scene or for each
+    of its phases (:func:`phase_shifts`)."""
     scenes = phase_shifts(scene, net) if phases else [scene]
     pairs = []
     for sc in scenes:
-        try:
-            pairs.append(make_pair(sc, net))
-        except InputError:
-            if sc is scene:
-                raise
+        for op in ops:
+            try:
+                pairs.append(make_pair(sc, net, op))
+            except InputError:
+                if sc is scene:
+                    raise
     return pairs
 
 
-def load_pairs(paths: Iterable[Path], net: str, phases: bool = False) -> list[Pair]:
-    """The Wald pairs of every scene in ``paths`` (:func:`make_pairs`), as training uses them."""
-    return [q for p in paths for q in make_pairs(load_scene(p), net, phases)]
+def load_pairs(paths: Iterable[Path], net: str, phases: bool = False, ops: Sequence[Degradation] = (WALD,)) -> list[Pair]:
+    """The pairs of every scene in ``paths`` (:func:`make_pairs`), as training uses them."""
+    return [q for p in paths for q in make_pairs(load_scene(p), net, phases, ops)]
 
 
 class PatchSampler:

@@ -30,7 +30,7 @@ from ..bands import net_spec
 from ..errors import InputError
 from ..nets import build_net, load_checkpoint, save_checkpoint
 from ..scenes import find_scenes, sha256_of
-from .data import PatchSampler, load_pairs
+from .data import PatchSampler, degradations, load_pairs
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,10 @@ class TrainConfig:
     """Input pixels around each patch (real or mirrored) cropped off the output before the loss."""
     phases: bool = False
     """Also train on every phase of the Wald grid (:func:`~s2sr_cloud.train.data.phase_shifts`)."""
+    degrade: str = "wald"
+    """How each scene is degraded: one protocol (``wald``, ``bicubic``, ``mtf``, ``gaussian:SIGMA``)
+    or ``random`` (``degrade_copies`` operators, :func:`~s2sr_cloud.train.data.random_degradations`)."""
+    degrade_copies: int = 8
     seed: int = 0
     checkpoint_every: int = 100
     out: str = "runs/train"
@@ -216,15 +220,18 @@ def train(cfg: TrainConfig, on_step: StepFn | None = None, log_every: int = 50) 
         start, wall0, init_sha = _resume(cfg, state_path, model, opt, rng)
     paths = find_scenes(cfg.data, cfg.exclude)
     files = _data_provenance(paths)
+    ops = degradations(cfg.degrade, cfg.degrade_copies, cfg.seed)
+    log.info("degradations: %s", ", ".join(op.name for op in ops))
     sampler = PatchSampler(
-        load_pairs(paths, cfg.net, cfg.phases), cfg.patch, rng, cfg.gain_jitter, cfg.context
+        load_pairs(paths, cfg.net, cfg.phases, ops), cfg.patch, rng, cfg.gain_jitter, cfg.context
     )
     log.info("training %s/%s on %d scenes (%s), steps %d..%d", cfg.net, cfg.variant, len(sampler.pairs), device, start, cfg.steps)
     t0 = time.monotonic()
     loss_v = float("nan")
 
     def save(step: int, path: Path, with_state: bool) -> None:
-        ex: dict[str, Any] = {"init_from": cfg.init_from, "init_from_sha256": init_sha, "last_loss": loss_v}
+        ex: dict[str, Any] = {"init_from": cfg.init_from, "init_from_sha256": init_sha, "last_loss": loss_v,
+                              "degradations": [op.name for op in ops]}
         if with_state:
             ex["resume"] = {"step": step, "rng": rng.bit_generator.state}
         prov = _provenance(cfg, files, device, step, wall0 + time.monotonic() - t0, ex)
