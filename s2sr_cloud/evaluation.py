@@ -79,7 +79,7 @@ def wald_metrics(
     }
     if post.active:
         doc["net_only"] = all_metrics(ws.target, raw, bands)
-    if post.backproject >= 0 and post.hybrid:
+    if post.backproject >= 0 and post.blends(spec.name):
         no_hybrid = PostSteps(post.backproject, False, post.guided, post.operator)
         doc["no_hybrid"] = all_metrics(ws.target, no_hybrid.finish(spec.name, raw, lr, b10=b10, b20=b20), bands)
     if adapt_info is not None:

@@ -260,3 +260,28 @@ def test_sets_are_disjoint_and_every_role_is_defined() -> None:
     assert not stems["test"] & (stems["validation"] | stems["test2"])
     assert not names["validation"] & names["test2"]  # Havel: two disjoint row ranges
     assert len(names["train"]) == 49 and len(names["validation"]) == 13
+
+
+def test_randomised_degradations_share_targets_and_are_reproducible(malmo, tmp_path: Path) -> None:
+    """``--degrade random``: the Wald operator and random others (Gaussians of random width,
+    bicubic), the same draw for the same seed (a resumed run rebuilds the same data); each is one
+    pair per scene with the same target and a different input; recorded in the provenance."""
+    from s2sr_cloud.errors import InputError
+    from s2sr_cloud.ops import WALD
+    from s2sr_cloud.train.data import RANDOM_SIGMA, degradations, make_pairs
+
+    ops = degradations("random", 8, seed=3)
+    assert ops == degradations("random", 8, seed=3) and ops != degradations("random", 8, seed=4)
+    assert ops[0] == WALD and len(ops) == 8 and {op.kind for op in ops} <= {"wald", "gaussian", "bicubic"}
+    assert all(RANDOM_SIGMA[0] <= op.sigma <= RANDOM_SIGMA[1] for op in ops if op.kind == "gaussian")
+    assert [op.name for op in degradations("gaussian:0.5", 8, 0)] == ["gaussian:0.5"]
+    with pytest.raises(InputError, match="--degrade"):
+        degradations("box", 8, 0)
+    two = [WALD, next(op for op in ops if op.kind == "gaussian")]
+    a, b = make_pairs(malmo, "20", ops=two)
+    np.testing.assert_array_equal(a.y, b.y)
+    assert np.abs(a.x[4:] - b.x[4:]).mean() > 1e-4 and b.name.endswith(two[1].name)
+    res = train(_cfg(tmp_path, "rd", steps=1, degrade="random", degrade_copies=3))
+    prov = load_checkpoint(res.final).meta["provenance"]
+    assert prov["config"]["degrade"] == "random"
+    assert prov["degradations"] == [op.name for op in degradations("random", 3, seed=3)]  # the operators drawn

@@ -63,6 +63,10 @@ class PostSteps:
                 return cfg
         return DEFAULTS[name]
 
+    def blends(self, net: str) -> bool:
+        """Whether the hybrid blend runs for ``net`` (on, with a weight above 0)."""
+        return self.hybrid and self.config(net).weight > 0
+
     def margin10(self, nets: Iterable[str]) -> int:
         """10 m pixels a window is extended by so that its post-stepped values are exact
         (``nets``: the nets' names, e.g. a runners mapping)."""
@@ -70,7 +74,7 @@ class PostSteps:
         for n in nets:
             s = net_spec(n).factor
             m = backproject.margin10(s, self.backproject) if self.backproject >= 0 else 0
-            if self.hybrid:
+            if self.blends(n):
                 m += guided.margin10(s, self.config(n).radius)
             margins.append(m)
         return max(margins)
@@ -84,7 +88,7 @@ class PostSteps:
         s = net_spec(net).factor
         op = self.degradation
         out = sr
-        if self.hybrid:
+        if self.blends(net):
             if b10 is None:
                 raise ValueError("the hybrid post-step needs the 10 m bands")
             with stage("hybrid"):

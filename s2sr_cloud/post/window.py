@@ -65,9 +65,10 @@ def super_resolve_consistent(
     ext = expand(win, post.margin10(runners), shape10)
     out = super_resolve(source, runners, window=ext, device=True, **kwargs)
     r, c = win.row - ext.row, win.col - ext.col
-    b10 = source.read(10, (ext.row, ext.row + ext.height), (ext.col, ext.col + ext.width)) if post.hybrid else None
+    blends = {n for n in out if post.blends(n)}
+    b10 = source.read(10, (ext.row, ext.row + ext.height), (ext.col, ext.col + ext.width)) if blends else None
     factors = {net_spec(n).factor for n in out}
-    if post.hybrid and 6 in factors:
+    if any(net_spec(n).factor == 6 for n in blends):
         factors.add(2)  # the 60 m net's guides include the 20 m bands
     with stage("read"):
         lows = {s: read_lr(source, s, ext) for s in factors}  # each group read once, shared by the nets

@@ -1,0 +1,125 @@
+"""Choose the post-step defaults on the **validation** set, by the mean RMSE over degradation protocols.
+
+For each validation scene, protocol and net the net runs once (``super_resolve``, as ``s2sr evaluate``
+does); every post-step configuration of the grid is then applied to that raw output (the hybrid
+blend's weight, the back-projection's iterations, the operator both assume), and scored against
+the true bands. The figure of a configuration is the mean over protocols of the mean RMSE over
+scenes (DN, band mean), the rule of issue 19: a step that does not lower it is not on by default.
+Only the validation set is read (``s2sr_cloud/train/sets.py``); the test sets never are.
+
+    python scripts/post_sweep.py [--checkpoint NET20.safetensors --checkpoint NET60.safetensors]
+        [--protocol wald --protocol bicubic ...] [--json out.json]
+
+One line per configuration and net (``sweep net=... weight=... backproject=... operator=... mean=...``),
+then the best per net.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from s2sr_cloud.bands import net_spec  # noqa: E402
+from s2sr_cloud.infer import load_runner  # noqa: E402
+from s2sr_cloud.metrics import all_metrics, bicubic_baseline  # noqa: E402
+from s2sr_cloud.ops import parse_protocol  # noqa: E402
+from s2sr_cloud.post import PostSteps  # noqa: E402
+from s2sr_cloud.post.guided import DEFAULTS, GuidedConfig  # noqa: E402
+from s2sr_cloud.sr import ArraySource, super_resolve  # noqa: E402
+from s2sr_cloud.train.sets import load_set  # noqa: E402
+from s2sr_cloud.wald import wald_scene  # noqa: E402
+
+PROTOCOLS = ("wald", "bicubic", "mtf", "gaussian:0.6")
+WEIGHTS = (0.0, 0.2, 0.4, 0.6)
+BACKPROJECT = (-1, 2, 4)
+OPERATORS = ("wald", "gaussian:0.4", "mtf")
+
+
+def raw_outputs(scenes, net: str, runner, protocols):
+    """``(protocol, scene, raw, lr, b10, b20, target, bicubic)`` for every scene and protocol."""
+    spec = net_spec(net)
+    for proto in protocols:
+        op = parse_protocol(proto)
+        for sc in scenes:
+            ws = wald_scene(sc.b10, sc.b20, sc.b60, spec.name, op)
+            raw = super_resolve(ArraySource(ws.b10, ws.b20, ws.b60), {spec.name: runner})[spec.name]
+            lr = ws.b20 if spec.factor == 2 else ws.b60
+            bic = bicubic_baseline(lr, spec.factor, ws.target.shape[1:])
+            yield proto, sc.name, raw, lr, ws.b10[:, : raw.shape[1], : raw.shape[2]], ws.b20, ws.target, bic
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", action="append", default=[], type=Path, help="net checkpoints (default: the shipped ONNX)")
+    ap.add_argument("--protocol", action="append", default=None)
+    ap.add_argument("--shared-data", type=Path, default=ROOT.parent / "shared" / "data" / "s2")
+    ap.add_argument("--weights", default=",".join(map(str, WEIGHTS)))
+    ap.add_argument("--backproject", default=",".join(map(str, BACKPROJECT)))
+    ap.add_argument("--operators", default=",".join(OPERATORS))
+    ap.add_argument("--net", action="append", default=None, help="20 and/or 60 (default both)")
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args()
+    protocols = tuple(a.protocol or PROTOCOLS)
+    weights = [float(w) for w in a.weights.split(",")]
+    bps = [int(b) for b in a.backproject.split(",")]
+    operators = a.operators.split(",")
+    scenes = load_set("validation", a.shared_data, ROOT / "tests" / "data")
+    ckpts = {}
+    for p in a.checkpoint:
+        from s2sr_cloud.nets import load_checkpoint
+
+        ckpts[load_checkpoint(p).meta["net"]] = p
+    print(f"set          validation: {len(scenes)} scenes; protocols {', '.join(protocols)}")
+    doc: dict = {"set": "validation", "scenes": [s.name for s in scenes], "protocols": protocols, "nets": {}}
+    for net in [net_spec(n).name for n in (a.net or ["20", "60"])]:
+        t0 = time.perf_counter()
+        if net in ckpts:
+            runner = load_runner(net, checkpoint=ckpts[net], device="torch")
+        else:
+            runner = load_runner(net, device="cpu")
+        base = DEFAULTS[net]
+        grid = list(itertools.product(weights, bps, operators))
+        # rmse[config][protocol] -> list over scenes
+        rmse: dict = {cfg: {p: [] for p in protocols} for cfg in grid}
+        bic: dict = {p: [] for p in protocols}
+        with runner:
+            for proto, _name, raw, lr, b10, b20, target, bicubic in raw_outputs(scenes, net, runner, protocols):
+                bands = list(net_spec(net).outputs)
+                bic[proto].append(all_metrics(target, bicubic, bands)["rmse"])
+                for w, bp, opname in grid:
+                    if w == 0 and bp < 0 and opname != operators[0]:
+                        rmse[(w, bp, opname)][proto].append(rmse[(w, bp, operators[0])][proto][-1])  # the raw net
+                        continue
+                    post = PostSteps(bp, w > 0, ((net, GuidedConfig(base.radius, base.ridge, w)),), opname)
+                    out = post.finish(net, raw, lr, b10=b10, b20=b20) if post.active else raw
+                    rmse[(w, bp, opname)][proto].append(all_metrics(target, out, bands)["rmse"])
+        rows = []
+        bic_mean = float(np.mean([np.mean(v) for v in bic.values()]))
+        for (w, bp, opname), per in rmse.items():
+            per_proto = {p: float(np.mean(v)) for p, v in per.items()}
+            mean = float(np.mean(list(per_proto.values())))
+            rows.append({"weight": w, "backproject": bp, "operator": opname, "mean": round(mean, 3),
+                         "per_protocol": {p: round(v, 3) for p, v in per_proto.items()}})
+            print(f"sweep        net={net} weight={w:g} backproject={bp} operator={opname} mean={mean:.2f} "
+                  + " ".join(f"{p}={v:.2f}" for p, v in per_proto.items()))
+        best = min(rows, key=lambda r: r["mean"])
+        print(f"bicubic      net={net} mean={bic_mean:.2f} " + " ".join(f"{p}={np.mean(v):.2f}" for p, v in bic.items()))
+        print(f"best         net={net} weight={best['weight']:g} backproject={best['backproject']} operator={best['operator']} "
+              f"mean={best['mean']:.2f} ({time.perf_counter() - t0:.0f} s)")
+        doc["nets"][net] = {"runner": runner.backend, "checkpoint": str(ckpts.get(net, "shipped")), "bicubic_mean": round(bic_mean, 3),
+                            "bicubic": {p: round(float(np.mean(v)), 3) for p, v in bic.items()}, "rows": rows, "best": best}
+    if a.json:
+        a.json.write_text(json.dumps(doc, indent=1))
+
+
+if __name__ == "__main__":
+    main()
