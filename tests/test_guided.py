@@ -130,3 +130,20 @@ def test_an_output_made_without_the_hybrid_step_is_not_taken_as_done(tmp_path) -
     assert done_before("x", cog, models, PostSteps())
     other = PostSteps(guided=(("net20", guided.GuidedConfig(2, 30.0, 0.4)), ("net60", guided.config("net60"))))
     assert not done_before("x", cog, models, other)
+
+
+def test_a_zero_weight_turns_the_blend_off_for_that_net_only(malmo, narrow_runners) -> None:
+    """A per-net weight of 0 is that net without the hybrid step (no margin for it, the other net
+    still blended); a per-band operator (mtf) is refused for the post-steps."""
+    from s2sr_cloud.post.guided import DEFAULTS, GuidedConfig
+
+    sc = malmo
+    src = ArraySource(sc.b10[:, :144, :144], sc.b20[:, :72, :72], sc.b60[:, :24, :24])
+    off60 = PostSteps(2, True, (("net20", DEFAULTS["net20"]), ("net60", GuidedConfig(1, 300.0, 0.0))))
+    assert off60.blends("net20") and not off60.blends("net60")
+    assert off60.margin10(["net60"]) == PostSteps(2, False).margin10(["net60"])
+    mixed = super_resolve_consistent(src, narrow_runners, post=off60)
+    np.testing.assert_array_equal(mixed["net60"], super_resolve_consistent(src, narrow_runners, post=PostSteps(2, False))["net60"])
+    np.testing.assert_array_equal(mixed["net20"], super_resolve_consistent(src, narrow_runners, post=PostSteps(2, True))["net20"])
+    with pytest.raises(ValueError, match="one operator for every band"):
+        PostSteps(operator="mtf")

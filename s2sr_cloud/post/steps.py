@@ -43,7 +43,8 @@ class PostSteps:
     def __post_init__(self) -> None:
         if not isinstance(self.backproject, int) or isinstance(self.backproject, bool) or not -1 <= self.backproject <= 50:
             raise ValueError(f"back-projection iterations must be an integer from -1 (none) to 50, got {self.backproject!r}")
-        parse_protocol(self.operator)
+        if parse_protocol(self.operator).per_band:
+            raise ValueError(f"the post-steps take one operator for every band (wald, bicubic or gaussian:SIGMA), not {self.operator!r}")
 
     # ------------------------------------------------------------------ what runs
     @property
