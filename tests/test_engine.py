@@ -667,3 +667,28 @@ def test_trt_runtime_does_not_import_its_builder_or_selector():
     import s2sr_cloud.infer.trt_select as sel
 
     assert sel.native_runner_if_cached.__module__ == "s2sr_cloud.infer.trt_select"
+
+
+@pytest.mark.gpu
+def test_gpu_engine_window_path_equals_its_tile_path(gpu_trt, tiny_onnx, tmp_path, malmo_npz):
+    """With a CUDA build of torch beside TensorRT (the GPU image), the engine runs the device window
+    path (device pointers bound, fixed tiles = the profile's opt shape); it equals the engine's
+    NumPy tile path."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA build of torch here")
+    from s2sr_cloud.infer.trt_build import build_engine
+    from s2sr_cloud.infer.trt_select import native_runner_if_cached
+
+    path, manifest = tiny_onnx
+    d = tmp_path / "engines"
+    build_engine(path, manifest, precision="fp32", tile=128, max_batch=2, directory=d)
+    runner = native_runner_if_cached(path, manifest, precision="fp32", build=False, directory=d)
+    assert callable(getattr(runner, "run_window", None)) and runner.fixed_tiles
+    with np.load(malmo_npz) as z:
+        src = ArraySource(z["b10"][:, :300, :300], z["b20"][:, :150, :150], z["b60"][:, :50, :50])
+    net = manifest["net"]
+    window = super_resolve(src, {net: runner}, tile=128, batch=2)[net]
+    del runner.run_window  # the instance attribute: back to the NumPy tile path
+    tiles = super_resolve(src, {net: runner}, tile=128, batch=2)[net]
+    np.testing.assert_allclose(window, tiles, atol=0.05)

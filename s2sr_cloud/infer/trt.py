@@ -1,7 +1,15 @@
-"""Native TensorRT runtime: engines from the cache, run with pinned host buffers.
+"""Native TensorRT runtime: engines from the cache, run with pinned host buffers, and, where the
+GPU image's PyTorch is present, a device-resident window path.
 
-``tensorrt`` and ``cuda-python`` are imported when first needed (the ``gpu`` extra); no
-PyTorch is involved. The selection hook (a cached engine, or one built now) is
+``tensorrt`` and ``cuda-python`` are imported when first needed (the ``gpu`` extra). The plain
+call path (NumPy tiles in, NumPy tiles out) involves no PyTorch. With a CUDA build of torch
+importable, :meth:`TrtRunner.run_window` runs the window path of
+:mod:`~s2sr_cloud.infer.torch_window` (uint16 band groups over once per block, upsampling, tiling
+and assembly on the device, reused pinned buffers, one CUDA stream per host worker, fixed tile
+shapes) with the engine as the net: the batch tensors' device pointers are bound to the engine's
+input and output (no copy), on the calling thread's stream, with one execution context per host
+thread. The tiles fed are always ``(max_batch, C, tile + 2·halo, tile + 2·halo)``: the profile's
+``opt`` shape, the one TensorRT tuned its kernels for. The selection hook (a cached engine, or one built now) is
 :func:`~s2sr_cloud.infer.trt_select.native_runner_if_cached`, above this module and the
 builder (:mod:`.trt_build`), so the two do not import each other.
 """
@@ -10,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +27,7 @@ import numpy as np
 
 from ..errors import BackendUnavailable, EngineMismatch, MissingDependency
 from . import cuda
-from .base import gpu_host_workers
+from .base import ModelInfo, RunnerBase, gpu_host_workers
 from .engine_cache import (
     CacheEntry,
     EngineSpec,
@@ -85,7 +94,16 @@ def current_gpu(device: int = 0) -> GpuInfo | None:
     return GpuInfo(name=name, compute_capability=cc)
 
 
-class TrtRunner:
+def _torch_cuda() -> Any:
+    """torch when it is a CUDA build that sees a GPU (the GPU image), else None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch if torch.cuda.is_available() else None
+
+
+class TrtRunner(RunnerBase):
     """A :class:`~s2sr_cloud.sr.Runner` over a serialized TensorRT engine.
 
     Host buffers are page-locked and sized for the engine's largest profile shape; a
@@ -110,12 +128,11 @@ class TrtRunner:
         self.max_batch = self.profile.max_batch
         self.batch = self.max_batch
         self.inference_time = 0.0
-        self.model_info: dict[str, Any] = {
-            "name": meta["name"], "net": self.net, "variant": meta.get("variant"),
-            "onnx_sha256": meta["onnx_sha256"], "checkpoint_sha256": meta.get("checkpoint_sha256"),
-            "precision": self.precision, "backend": self.backend, "engine": entry.engine.name,
-            "tensorrt_version": meta["tensorrt_version"], "gpu": meta["gpu_name"],
-        }
+        self.info = ModelInfo(
+            name=meta["name"], net=self.net, backend=self.backend, precision=self.precision, variant=meta.get("variant"),
+            onnx_sha256=meta["onnx_sha256"], checkpoint_sha256=meta.get("checkpoint_sha256"),
+            extra={"engine": entry.engine.name, "tensorrt_version": meta["tensorrt_version"], "gpu": meta["gpu_name"]},
+        )
         self._runtime = trt.Runtime(trt_logger(trt))
         try:
             self._engine = self._runtime.deserialize_cuda_engine(entry.engine.read_bytes())
@@ -130,7 +147,18 @@ class TrtRunner:
         self._context = self._engine.create_execution_context()
         self._in, self._out = self._io_names(trt)
         self._out_channels = int(self._engine.get_tensor_shape(self._out)[1])
+        self.out_channels = self._out_channels
         self._alloc()
+        self._contexts: dict[int, Any] = {}
+        self._lock = threading.Lock()
+        torch = _torch_cuda()
+        if torch is not None:  # the device-resident window path (see the module docstring)
+            self._torch = torch
+            self.device = torch.device("cuda", 0)
+            self._fmt = torch.contiguous_format
+            self.fixed_tiles = True
+            self.array_namespace = "torch"
+            self.run_window = self._run_window
 
     def _io_names(self, trt: Any) -> tuple[str, str]:
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
@@ -181,6 +209,44 @@ class TrtRunner:
         self.inference_time += time.perf_counter() - t0
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
+    def _thread_context(self) -> Any:
+        """This host thread's execution context (tensor addresses and shapes are per context)."""
+        key = threading.get_ident()
+        ctx = self._contexts.get(key)
+        if ctx is None:
+            with self._lock:
+                ctx = self._contexts[key] = self._engine.create_execution_context()
+        return ctx
+
+    def _net(self, x: Any) -> Any:
+        """The engine on a torch CUDA batch ``x`` (N ≤ max_batch, C_in, S, S), float32 contiguous;
+        returns a new torch tensor (N, C_out, S, S) computed on the current stream."""
+        torch = self._torch
+        if tuple(x.shape[1:2]) != (self.profile.channels,) or x.shape[0] > self.max_batch or not self.profile.covers(tuple(x.shape)):
+            raise EngineMismatch(f"window batch {tuple(x.shape)} is outside engine {self.entry.engine.name}'s profile")
+        x = x.contiguous()
+        y = torch.empty((x.shape[0], self._out_channels, x.shape[2], x.shape[3]), dtype=torch.float32, device=x.device)
+        ctx = self._thread_context()
+        if not ctx.set_input_shape(self._in, tuple(x.shape)):
+            raise EngineMismatch(f"{self.entry.engine.name} rejected input shape {tuple(x.shape)}")
+        ctx.set_tensor_address(self._in, x.data_ptr())
+        ctx.set_tensor_address(self._out, y.data_ptr())
+        if not ctx.execute_async_v3(torch.cuda.current_stream(x.device).cuda_stream):
+            raise BackendUnavailable(f"TensorRT failed to run {self.entry.engine.name}")
+        return y
+
+    def _run_window(self, groups: list[Any], starts: list[tuple[int, int]], th: int, tw: int, halo: int, batch: int,
+                    on_tiles: Any = None, out: str = "host") -> Any:
+        """The whole window on the device (:func:`~s2sr_cloud.infer.torch_window.run_window`), the
+        engine as the net; ``batch`` is capped at the profile's ``max_batch``."""
+        from .torch_window import run_window
+
+        t0 = time.perf_counter()
+        try:
+            return run_window(self, groups, starts, th, tw, halo, min(batch, self.max_batch), on_tiles, out, fixed=True)
+        finally:
+            self.inference_time += time.perf_counter() - t0
+
     def close(self) -> None:
         """Free the CUDA buffers and the stream (also done when garbage collected)."""
         for name in ("_h_in", "_h_out", "_d_in", "_d_out"):
@@ -190,6 +256,10 @@ class TrtRunner:
         stream = getattr(self, "_stream", None)
         if stream is not None:
             stream.destroy()
+            self._stream = None
+        for name in ("_h_in", "_h_out", "_d_in", "_d_out"):
+            setattr(self, name, None)
+        getattr(self, "_contexts", {}).clear()
 
     def __del__(self) -> None:
         try:
@@ -197,11 +267,6 @@ class TrtRunner:
         except Exception:  # noqa: BLE001 - interpreter shutdown: CUDA may be gone
             log.debug("TrtRunner cleanup failed", exc_info=True)
 
-    def __enter__(self) -> TrtRunner:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def engine_spec_here(manifest: dict[str, Any], precision: str, **profile: int) -> EngineSpec | None:
