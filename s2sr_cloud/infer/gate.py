@@ -5,7 +5,7 @@ For every reduced-precision CPU mode (OpenVINO ``bf16`` where the CPU has it nat
 within the export gate):
 
 * **DN difference on real imagery**: both run :func:`~s2sr_cloud.sr.super_resolve` on a
-  real scene at its own scale; mean and 99.9th percentile of ``|Δ|`` in DN, and the max.
+  real scene at its own scale (:data:`GATE_SCENE`, validation data); mean and 99.9th percentile of ``|Δ|`` in DN, and the max.
 * **Wald protocol**: the RMSE of the net on the scene degraded by its factor
   (:func:`~s2sr_cloud.train.evaluate.wald_metrics`, what ``s2sr evaluate`` reports), fp32
   vs the mode; the relative change.
@@ -44,19 +44,18 @@ MAX_P999_DN = 60.0
 GATE_FORMAT = "s2sr-precision-gate/1"
 
 
+#: The gate's scene, inside the package (so a wheel or container measures against what the shipped
+#: accuracy figures name): a crop of the validation half of Havel (``data/README.md``).
+GATE_SCENE = Path(__file__).resolve().parent.parent / "data" / "gate_T33UUU_396x792.npz"
+
+
 def gate_scene_path() -> Path:
-    """``$S2SR_GATE_SCENE``, else the held-out Malmö scene of a source checkout, else the packaged sample."""
+    """``$S2SR_GATE_SCENE``, else the packaged validation crop :data:`GATE_SCENE` (never a test set:
+    the gate decides which precision runs)."""
     from ..settings import env as _env
 
     env = _env("S2SR_GATE_SCENE")
-    if env:
-        return Path(env)
-    pkg = Path(__file__).resolve().parent.parent
-    malmo = pkg.parent / "tests" / "data" / "S2A_MSIL1C_20170527_T33UUB.npz"
-    if malmo.exists():
-        return malmo
-    root = pkg / "sample" / "sentinel-2-l1c"
-    return sorted(p for p in root.iterdir() if p.is_dir())[0]
+    return Path(env) if env else GATE_SCENE
 
 
 def _cpu_name() -> str:
