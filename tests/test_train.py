@@ -272,8 +272,12 @@ def test_randomised_degradations_share_targets_and_are_reproducible(malmo, tmp_p
 
     ops = degradations("random", 8, seed=3)
     assert ops == degradations("random", 8, seed=3) and ops != degradations("random", 8, seed=4)
-    assert ops[0] == WALD and len(ops) == 8 and {op.kind for op in ops} <= {"wald", "gaussian", "bicubic"}
-    assert all(RANDOM_SIGMA[0] <= op.sigma <= RANDOM_SIGMA[1] for op in ops if op.kind == "gaussian")
+    assert ops[0] == WALD and ops[1].kind == "bicubic" and len(ops) == 8
+    sig = sorted(op.sigma for op in ops[2:])
+    lo, hi = RANDOM_SIGMA
+    assert all(op.kind == "gaussian" for op in ops[2:]) and lo <= sig[0] and sig[-1] <= hi
+    slices = [int((x - lo) / (hi - lo) * 6) for x in sig]
+    assert slices == list(range(6)), sig  # stratified: one width in each sixth of the range
     assert [op.name for op in degradations("gaussian:0.5", 8, 0)] == ["gaussian:0.5"]
     with pytest.raises(InputError, match="--degrade"):
         degradations("box", 8, 0)

@@ -73,7 +73,7 @@ def train_cmd(
         str,
         typer.Option(
             "--degrade", rich_help_panel=T_DATA, metavar="OP",
-            help="How each scene is degraded: wald (the reference's operator), bicubic, mtf, gaussian:SIGMA, or random (several operators per scene: Gaussians of random width, bicubic, Wald).",
+            help="How each scene is degraded: wald (the reference's operator), bicubic, mtf, gaussian:SIGMA, or random (several operators per scene: Wald, bicubic and Gaussians of widths drawn over 0.2-0.8 LR px).",
         ),
     ] = "wald",
     degrade_copies: Annotated[

@@ -58,21 +58,19 @@ RANDOM_SIGMA = (0.2, 0.8)
 
 
 def random_degradations(n: int, rng: np.random.Generator) -> list[Degradation]:
-    """``n`` degradation operators for randomised-degradation training: the Wald operator first,
-    then per copy a kernel family drawn at random — a Gaussian of width ``U(RANDOM_SIGMA)`` LR px
-    (half of the draws), antialiased bicubic (a quarter) or the Wald operator again (a quarter).
+    """``n`` degradation operators for randomised-degradation training: the Wald operator, antialiased
+    bicubic, then ``n - 2`` Gaussians whose widths are drawn stratified over :data:`RANDOM_SIGMA` (LR
+    pixels; one uniform draw in each of ``n - 2`` equal slices, so every part of the range is covered
+    whatever the seed).
 
     Training on several degradations of each scene teaches the net a blur it cannot know exactly
     (the sensor's is none of these kernels), instead of inverting the one operator it was trained on."""
-    ops = [WALD]
-    for _ in range(max(0, n - 1)):
-        u = float(rng.random())
-        if u < 0.5:
-            ops.append(Degradation("gaussian", round(float(rng.uniform(*RANDOM_SIGMA)), 3)))
-        else:
-            ops.append(parse_protocol("bicubic") if u < 0.75 else WALD)
+    ops = [WALD, parse_protocol("bicubic")][: max(1, n)]
+    lo, hi = RANDOM_SIGMA
+    k = max(0, n - 2)
+    for i in range(k):
+        ops.append(Degradation("gaussian", round(lo + (i + float(rng.random())) * (hi - lo) / k, 3)))
     return ops
-
 
 
 def degradations(spec: str, copies: int, seed: int) -> list[Degradation]:
