@@ -272,6 +272,11 @@ def test_info_json():
     assert "CPUExecutionProvider" in d["onnxruntime_providers"]
     assert d["backends"]["onnxruntime CPU"] is True
     assert d["gpus"] == [] or all("name" in g for g in d["gpus"])
+    # which backend and where the post-steps would run, per net and --precision
+    runs = {(r["net"], r["precision_option"]): r for r in d["will_run"]}
+    assert set(runs) == {(n, p) for n in ("net20", "net60") for p in ("fp32", "auto")}
+    for r in runs.values():
+        assert r["backend"] and (r["post_steps"] == "host (NumPy)" or r["post_steps"].startswith("device (")), r
 
 
 def test_outputs_are_world_readable(tmp_path, random_models):

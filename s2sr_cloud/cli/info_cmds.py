@@ -18,9 +18,11 @@ def info(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable 
     from rich.table import Table
 
     from ..infer import describe_backends
+    from ..infer.select import will_run
     from ._console import out_console
 
     d = describe_backends()
+    d["will_run"] = will_run()
     if as_json:
         typer.echo(json.dumps(d, indent=2))
         return
@@ -41,3 +43,12 @@ def info(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable 
     out_console.print("GPUs: " + (gpus or "none found"))
     for net, w in d["default_weights"].items():
         out_console.print(f"default {net}: checkpoint {w['checkpoint']}, onnx {w['onnx']}")
+    w = Table(title="a default run here (--device auto)")
+    for col in ("net", "--precision", "backend", "precision", "post-steps on"):
+        w.add_column(col)
+    for row in d["will_run"]:
+        if "error" in row:
+            w.add_row(row["net"], row["precision_option"], f"[red]{row['error']}[/]", "", "")
+        else:
+            w.add_row(row["net"], row["precision_option"], row["backend"], row["precision"], row["post_steps"])
+    out_console.print(w)

@@ -330,3 +330,24 @@ def describe_backends() -> dict[str, Any]:
             for n in ("net20", "net60")
         },
     }
+
+
+def will_run(precisions: tuple[str, ...] = ("fp32", "auto")) -> list[dict[str, Any]]:
+    """What a default run would use here, per net and ``--precision``: the backend and precision
+    chosen (the runner is loaded, then closed) and where the post-steps run (on the runner's device
+    when it keeps its windows there, else on the host in NumPy). A choice that fails names why."""
+    rows: list[dict[str, Any]] = []
+    for net in ("net20", "net60"):
+        if default_onnx(net) is None and default_checkpoint(net) is None:
+            continue
+        for precision in precisions:
+            try:
+                with load_runner(net, device="auto", precision=precision) as r:
+                    ns = getattr(r, "array_namespace", "numpy")
+                    on_device = getattr(r, "run_window", None) is not None and ns != "numpy"
+                    dev = str(getattr(r, "device", "")) if on_device else ""
+                    rows.append({"net": net, "precision_option": precision, "backend": r.backend, "precision": r.precision,
+                                 "post_steps": f"device ({ns} on {dev})" if on_device else "host (NumPy)"})
+            except Exception as err:  # noqa: BLE001 - a diagnostic: report, do not fail
+                rows.append({"net": net, "precision_option": precision, "error": str(err)})
+    return rows
