@@ -11,7 +11,8 @@ Only the validation set is read (``s2sr_cloud/train/sets.py``); the test sets ne
         [--protocol wald --protocol bicubic ...] [--json out.json]
 
 One line per configuration and net (``sweep net=... weight=... backproject=... operator=... mean=...``),
-then the best per net.
+the best per net, then the best joint choice (one back-projection count and operator for both nets, as
+:class:`~s2sr_cloud.post.PostSteps` has them, a hybrid weight per net).
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ from s2sr_cloud.train.sets import load_set  # noqa: E402
 from s2sr_cloud.wald import wald_scene  # noqa: E402
 
 PROTOCOLS = ("wald", "bicubic", "mtf", "gaussian:0.6")
-WEIGHTS = (0.0, 0.2, 0.4, 0.6)
-BACKPROJECT = (-1, 2, 4)
-OPERATORS = ("wald", "gaussian:0.4", "gaussian:0.5")
+WEIGHTS = (0.0, 0.2, 0.4, 0.6, 0.8)
+BACKPROJECT = (-1, 1, 2)
+OPERATORS = ("wald", "gaussian:0.4", "gaussian:0.5", "gaussian:0.6")
 
 
 def raw_outputs(scenes, net: str, runner, protocols):
@@ -117,6 +118,22 @@ def main() -> None:
               f"mean={best['mean']:.2f} ({time.perf_counter() - t0:.0f} s)")
         doc["nets"][net] = {"runner": runner.backend, "checkpoint": str(ckpts.get(net, "shipped")), "bicubic_mean": round(bic_mean, 3),
                             "bicubic": {p: round(float(np.mean(v)), 3) for p, v in bic.items()}, "rows": rows, "best": best}
+    if len(doc["nets"]) > 1:
+        # PostSteps has one back-projection count and one operator for both nets, a weight per net:
+        # the joint choice minimises the sum over nets of (mean RMSE / bicubic mean RMSE)
+        joint = []
+        for bp, opname in itertools.product(bps, operators):
+            pick, score = {}, 0.0
+            for net, d in doc["nets"].items():
+                r = min((r for r in d["rows"] if r["backproject"] == bp and r["operator"] == opname), key=lambda r: r["mean"])
+                pick[net] = r
+                score += r["mean"] / d["bicubic_mean"]
+            joint.append((score, bp, opname, pick))
+        score, bp, opname, pick = min(joint, key=lambda t: t[0])
+        print(f"best-joint   backproject={bp} operator={opname} score={score:.4f} "
+              + " ".join(f"{n}:weight={r['weight']:g},mean={r['mean']:.2f}" for n, r in pick.items()))
+        doc["joint"] = {"backproject": bp, "operator": opname, "score": round(score, 4),
+                        "weights": {n: r["weight"] for n, r in pick.items()}, "means": {n: r["mean"] for n, r in pick.items()}}
     if a.json:
         a.json.write_text(json.dumps(doc, indent=1))
 
