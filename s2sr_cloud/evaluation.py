@@ -21,7 +21,7 @@ import numpy as np
 from .bands import BANDS_20M, BANDS_60M, net_spec
 from .metrics import all_metrics, bicubic_baseline, consistency
 from .ops import WALD, Degradation
-from .post import DEFAULT, PostSteps
+from .post import DEFAULT, ITERATIONS, PostSteps
 from .scenes import Scene
 from .sr import ArraySource, ProgressFn, Runner, model_info, super_resolve
 from .wald import crop_to, wald_scene
@@ -31,6 +31,15 @@ log = logging.getLogger(__name__)
 #: ``adapt(scene, net, runner) -> (runner, info)``: an optional scene-adaptive refinement
 #: (:mod:`s2sr_cloud.train.adapt` builds one), given only the evaluation *input*.
 Adapter = Callable[[Scene, str, Runner], tuple[Runner, dict[str, Any] | None]]
+
+
+def nets_backprojected(post: PostSteps) -> PostSteps:
+    """The comparison "nets + back-projection" for ``post``: its back-projection (and operator) without
+    the hybrid step, or, when ``post`` does not back-project, the reference back-projection
+    (:data:`~s2sr_cloud.post.ITERATIONS` iterations of the Wald operator)."""
+    if post.backproject >= 0:
+        return PostSteps(post.backproject, False, post.guided, post.operator)
+    return PostSteps(ITERATIONS, False, post.guided, "wald")
 
 
 def wald_metrics(
@@ -48,7 +57,7 @@ def wald_metrics(
 
     ``model`` is what the product outputs (the net, then ``post``); ``net_only`` is the net's
     raw output when a post-step is applied, ``no_hybrid`` the net with the back-projection alone
-    (when both are on). ``protocol`` is how the input is degraded. With ``adapt``, the net is
+    (:func:`nets_backprojected`). ``protocol`` is how the input is degraded. With ``adapt``, the net is
     first fine-tuned on the degraded scene (the evaluation input) — never on the target.
     """
     spec = net_spec(net)
@@ -79,9 +88,8 @@ def wald_metrics(
     }
     if post.active:
         doc["net_only"] = all_metrics(ws.target, raw, bands)
-    if post.backproject >= 0 and post.blends(spec.name):
-        no_hybrid = PostSteps(post.backproject, False, post.guided, post.operator)
-        doc["no_hybrid"] = all_metrics(ws.target, no_hybrid.finish(spec.name, raw, lr, b10=b10, b20=b20), bands)
+    if post.active:
+        doc["no_hybrid"] = all_metrics(ws.target, nets_backprojected(post).finish(spec.name, raw, lr, b10=b10, b20=b20), bands)
     if adapt_info is not None:
         doc["adapt"] = adapt_info
     return doc
