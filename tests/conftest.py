@@ -85,6 +85,22 @@ def shipped():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
+def narrow_models():  # type: ignore[no-untyped-def]
+    """Both nets as PyTorch modules 8 features wide (random weights, seeded): for tests of the
+    PyTorch runners' paths (device windows, fixed tiles, skipped tiles), whose property does not
+    depend on the weights."""
+    torch = pytest.importorskip("torch")
+    from s2sr_cloud.bands import VariantSpec, net_spec
+    from s2sr_cloud.nets.model import DSen2
+
+    out = {}
+    for i, n in enumerate(("net20", "net60")):
+        torch.manual_seed(11 + i)
+        out[n] = DSen2(net_spec(n), VariantSpec("dsen2", 6, 8)).eval()
+    return out
+
+
+@pytest.fixture(scope="session")
 def narrow_runners(narrow):  # type: ignore[no-untyped-def]
     """Both nets 8 features wide (random weights, real ONNX Runtime): for tests of *where* and
     *how* the nets run (tiling, windows, margins, devices), whose property does not depend on the

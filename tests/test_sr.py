@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from s2sr_cloud.errors import ShapeMismatch
-from s2sr_cloud.infer import load_runners
 from s2sr_cloud.sr import (
     ArraySource,
     Window,
@@ -25,8 +24,9 @@ def malmo_crop(malmo_npz):
 
 
 @pytest.fixture(scope="module")
-def ort_runners(random_models):
-    return load_runners(onnx={n: m["onnx"] for n, m in random_models.items()}, device="cpu")
+def ort_runners(narrow_runners):
+    """Tiling, windows and nodata do not depend on the weights: the narrow random nets (real ONNX Runtime)."""
+    return narrow_runners
 
 
 @pytest.fixture(scope="module")
@@ -140,20 +140,17 @@ def test_runner_tiling_defaults_and_overrides():
 
 
 @pytest.mark.parametrize(("window", "tile", "batch"), [(None, 64, 2), (Window(30, 42, 90, 78), 40, 3)])
-def test_device_window_path_equals_the_host_path(malmo_crop, window, tile, batch):
+def test_device_window_path_equals_the_host_path(malmo_crop, narrow_models, window, tile, batch):
     """A runner with ``run_window`` (PyTorch, here on the CPU) gets the native band windows and does
     the upsampling, scaling, tiling and assembly itself — the path GPU runners take by default.
     It gives the host path's result: whole image and an inner window, shifted last tiles,
     batches, both nets, and through the streaming loop with the back-projection post-step."""
     pytest.importorskip("torch")
     from s2sr_cloud.infer.torch_gpu import TorchGpuRunner
-    from s2sr_cloud.nets.checkpoint import load_checkpoint
     from s2sr_cloud.stream import ArraySink, run_blocks
-    from s2sr_cloud.weights import default_checkpoint
 
     host, device = {}, {}
-    for net in ("net20", "net60"):
-        model = load_checkpoint(default_checkpoint(net), net=net).model
+    for net, model in narrow_models.items():
         host[net] = TorchGpuRunner(model, "cpu", device_window=False)
         device[net] = TorchGpuRunner(model, "cpu", device_window=True)
     assert not hasattr(host["net20"], "run_window") and callable(device["net20"].run_window)

@@ -31,11 +31,8 @@ def crop(malmo_npz):
 
 
 @pytest.fixture(scope="module")
-def models():
-    from s2sr_cloud.nets.checkpoint import load_checkpoint
-    from s2sr_cloud.weights import default_checkpoint
-
-    return {n: load_checkpoint(default_checkpoint(n), net=n).model for n in ("net20", "net60")}
+def models(narrow_models):
+    return narrow_models
 
 
 def _runners(models, **kw):
@@ -74,15 +71,12 @@ def test_tile_plan_fixed_has_one_shape_and_the_balanced_count():
     assert count_tiles(Window(0, 0, 1080, 740), 512) == 3 * 2
 
 
-def test_all_nodata_tiles_are_skipped_and_the_output_is_unchanged(malmo):
+def test_all_nodata_tiles_are_skipped_and_the_output_is_unchanged(malmo, narrow_models):
     b10 = malmo.b10[:, :144, :144].copy()
     b20, b60 = malmo.b20[:, :72, :72].copy(), malmo.b60[:, :24, :24].copy()
     b10[:, :72, :] = 0  # the top half is nodata: its tiles need not run
     src = ArraySource(b10, b20, b60)
-    from s2sr_cloud.nets.checkpoint import load_checkpoint
-    from s2sr_cloud.weights import default_checkpoint
-
-    model = load_checkpoint(default_checkpoint("net20"), net="net20").model
+    model = narrow_models["net20"]
     calls = {"host": 0, "device": 0}
 
     class Counting(TorchGpuRunner):
