@@ -42,7 +42,7 @@ from s2sr_cloud.wald import wald_scene  # noqa: E402
 PROTOCOLS = ("wald", "bicubic", "mtf", "gaussian:0.6")
 WEIGHTS = (0.0, 0.2, 0.4, 0.6, 0.8)
 BACKPROJECT = (-1, 1, 2)
-OPERATORS = ("wald", "gaussian:0.4", "gaussian:0.5", "gaussian:0.6")
+OPERATORS = ("wald", "gaussian:0.4", "gaussian:0.5", "gaussian:0.6", "gaussian:0.7")
 
 
 def raw_outputs(scenes, net: str, runner, protocols):

@@ -210,7 +210,7 @@ def test_superres_geotiff_to_cog(tmp_path, random_models):
     out = tmp_path / "sr.tif"
     r = runner.invoke(
         app,
-        ["superres", str(DATA / "T18SVG_crop240"), "--out", str(out), "--tile", "64", "--block", "120", *_models(random_models)],
+        ["superres", str(DATA / "T18SVG_crop240"), "--out", str(out), "--tile", "120", "--block", "120", *_models(random_models)],
     )
     assert r.exit_code == 0, r.output
     with rasterio.open(out) as d, rasterio.open(DATA / "T18SVG_crop240" / "T18SVG_20160112_B02.tif") as ref:
@@ -224,7 +224,7 @@ def test_superres_geotiff_to_cog(tmp_path, random_models):
     out2 = tmp_path / "sr2.tif"
     r = runner.invoke(
         app,
-        ["superres", str(DATA / "T18SVG_crop240"), "--out", str(out2), "--tile", "64", "--block", "240", *_models(random_models)],
+        ["superres", str(DATA / "T18SVG_crop240"), "--out", str(out2), "--tile", "120", "--block", "240", *_models(random_models)],
     )
     assert r.exit_code == 0, r.output
     with rasterio.open(out2) as d:
