@@ -50,7 +50,7 @@ def main() -> None:
             name = st["name"].removeprefix("set:")
             print(f"| {name} | {st['protocol']} | {net[3:]} m | {m['scenes']} | {b} | " + " | ".join(cell(m, k) for k, _ in COLS) + " |")
     roles = [r for r in a.check.split(",") if r]
-    failed = 0
+    failed = checked = 0
     for st in sets:
         name = st["name"].removeprefix("set:")
         if name not in roles:
@@ -64,11 +64,13 @@ def main() -> None:
             others = [m[f"rmse_{k}"] for k in ("no_hybrid", "net_only") if f"rmse_{k}" in m]
             ok_ratio, ok_steps = ratio <= bound, all(m["rmse_model"] <= o for o in others)
             failed += not (ok_ratio and ok_steps)
+            checked += 1
             print(f"check        set={name} protocol={st['protocol']} net={net} ratio={ratio:.3f} bound={bound:.2f} "
                   f"{'ok' if ok_ratio else 'ABOVE'}; default {m['rmse_model']:.2f} vs "
                   + "/".join(f"{o:.2f}" for o in others) + f" {'not worse' if ok_steps else 'WORSE'}")
     if roles:
-        print(f"check        {'all met' if not failed else f'{failed} not met'}")
+        verdict = "no such set in the document" if not checked else "all met" if not failed else f"{failed} of {checked} not met"
+        print(f"check        {verdict}")
 
 
 if __name__ == "__main__":
