@@ -341,7 +341,7 @@ def test_record_and_item_carry_the_consistency_qa(cog_server: RangeServer, tmp_p
     with rasterio.open(res[2].path) as ds:
         tags = ds.tags()
     assert json.loads(tags["S2SR_CONSISTENCY_RMSE"]) == on and tags["S2SR_BACKPROJECT"] == "2"
-    assert tags["S2SR_HYBRID"] == "net20=1/30/0.4,net60=1/300/0.6"
+    assert tags["S2SR_HYBRID"] == PostSteps(2, True).hybrid_tag(["net20", "net60"])
     assert float(tags["S2SR_CONSISTENCY_RMSE_MAX"]) == res[2].consistency_rmse_max
     docs = []
     for it, r in res.items():
