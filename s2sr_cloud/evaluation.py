@@ -33,12 +33,12 @@ log = logging.getLogger(__name__)
 Adapter = Callable[[Scene, str, Runner], tuple[Runner, dict[str, Any] | None]]
 
 
-def nets_backprojected(post: PostSteps) -> PostSteps:
-    """The comparison "nets + back-projection" for ``post``: its back-projection (and operator) without
-    the hybrid step, or, when ``post`` does not back-project, the reference back-projection
-    (:data:`~s2sr_cloud.post.ITERATIONS` iterations of the Wald operator)."""
-    if post.backproject >= 0:
-        return PostSteps(post.backproject, False, post.guided, post.operator)
+def nets_backprojected(post: PostSteps, net: str) -> PostSteps:
+    """The comparison "nets + back-projection" for ``net`` under ``post``: its back-projection (and
+    operator) without the hybrid step, or, when ``post`` does not back-project ``net``, the reference
+    back-projection (:data:`~s2sr_cloud.post.ITERATIONS` iterations of the Wald operator)."""
+    if post.iterations(net) >= 0:
+        return PostSteps(post.iterations(net), False, post.guided, post.operator_of(net))
     return PostSteps(ITERATIONS, False, post.guided, "wald")
 
 
@@ -89,7 +89,7 @@ def wald_metrics(
     if post.active:
         doc["net_only"] = all_metrics(ws.target, raw, bands)
     if post.active:
-        doc["no_hybrid"] = all_metrics(ws.target, nets_backprojected(post).finish(spec.name, raw, lr, b10=b10, b20=b20), bands)
+        doc["no_hybrid"] = all_metrics(ws.target, nets_backprojected(post, spec.name).finish(spec.name, raw, lr, b10=b10, b20=b20), bands)
     if adapt_info is not None:
         doc["adapt"] = adapt_info
     return doc

@@ -122,8 +122,9 @@ class SceneResult:
 
     @property
     def backproject(self) -> int:
-        """Back-projection iterations of the output (``post.backproject``)."""
-        return self.post.backproject
+        """Back-projection iterations of the output (the most any net got: ``post.max_iterations``;
+        per net in ``post.record()``)."""
+        return self.post.max_iterations
 
     @property
     def hybrid(self) -> bool:

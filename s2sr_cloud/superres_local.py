@@ -100,7 +100,7 @@ def superres_npz(
         arrays = {{"net20": "b20", "net60": "b60"}[n]: a for n, a in sink.arrays.items()}
         np.savez_compressed(tmp, **arrays, backends=np.array([r.backend for r in runners.values()]),
                             precisions=np.array([str(model_info(r).get("precision", "fp32")) for r in runners.values()]),
-                            backproject=np.array(post.backproject), hybrid=np.array(post.hybrid), consistency_rmse=np.array(json.dumps(qa.result())))
+                            backproject=np.array(post.max_iterations), hybrid=np.array(post.hybrid), consistency_rmse=np.array(json.dumps(qa.result())))
     bands = tuple(b for n in runners for b in net_spec(n).outputs)
     return _local_result(out, inp, runners, bands, None, post, qa, time.perf_counter() - t0)
 

@@ -149,11 +149,19 @@ def test_help_is_readable_at_80_columns(help_pages, command: str) -> None:
 
 
 def test_backproject_default_is_the_librarys() -> None:
-    """The CLI writes the default out (importing the post-steps imports NumPy); it must be the library's."""
-    from s2sr_cloud.cli._options import BACKPROJECT_DEFAULT
-    from s2sr_cloud.post import ITERATIONS, PostSteps
+    """No --backproject: each net's own iterations (the library's DEFAULT), which the help text writes
+    out by hand (importing the post-steps imports NumPy, and `s2sr --help` must not)."""
+    from typing import get_args
 
-    assert PostSteps().backproject == ITERATIONS == BACKPROJECT_DEFAULT
+    from s2sr_cloud.cli._options import BACKPROJECT_DEFAULT, Backproject
+    from s2sr_cloud.post import DEFAULT, product
+    from s2sr_cloud.post.steps import DEFAULT_PER_NET
+
+    assert BACKPROJECT_DEFAULT is None and product() == DEFAULT and DEFAULT.per_net == DEFAULT_PER_NET
+    shown = get_args(Backproject)[1].show_default
+    assert shown == f"per net (20 m: {DEFAULT.iterations('net20')}, 60 m: {DEFAULT.iterations('net60')})"
+    assert product(1).iterations("net60") == product(1).iterations("net20") == 1
+    assert product(1).operator_of("net60") == DEFAULT.operator_of("net60")  # --backproject N keeps the operators
 
 
 def test_shared_option_types_move_between_panels_as_copies() -> None:

@@ -147,3 +147,28 @@ def test_a_zero_weight_turns_the_blend_off_for_that_net_only(malmo, narrow_runne
     np.testing.assert_array_equal(mixed["net20"], super_resolve_consistent(src, narrow_runners, post=PostSteps(2, True))["net20"])
     with pytest.raises(ValueError, match="one operator for every band"):
         PostSteps(operator="mtf")
+
+
+def test_per_net_back_projection_and_operator(malmo, narrow_runners) -> None:
+    """``per_net`` gives each net its own back-projection iterations and operator: in the output (each
+    net as if run alone with them), the margins, the tags, the record (round trip) and the "done
+    before" rule; ``with_backproject`` sets every net's iterations and keeps the operators."""
+    sc = malmo
+    src = ArraySource(sc.b10[:, :144, :144], sc.b20[:, :72, :72], sc.b60[:, :24, :24])
+    post = PostSteps(2, True, per_net=(("net60", -1, "gaussian:0.6"), ("20", 1, "gaussian:0.4")))
+    assert post.per_net == (("net20", 1, "gaussian:0.4"), ("net60", -1, "gaussian:0.6"))
+    assert (post.iterations("net60"), post.operator_of("net20"), post.max_iterations) == (-1, "gaussian:0.4", 1)
+    out = super_resolve_consistent(src, narrow_runners, post=post)
+    for net, (it, op) in (("net20", (1, "gaussian:0.4")), ("net60", (-1, "gaussian:0.6"))):
+        alone = super_resolve_consistent(src, {net: narrow_runners[net]}, post=PostSteps(it, True, operator=op))[net]
+        np.testing.assert_array_equal(out[net], alone)
+        assert post.margin10([net]) == PostSteps(it, True, operator=op).margin10([net])
+    tags = post.tags(["net20", "net60"])
+    assert tags["S2SR_BACKPROJECT"] == "net20=1,net60=-1" and tags["S2SR_POST_OPERATOR"] == "net20=gaussian:0.4,net60=gaussian:0.6"
+    rec = post.record()
+    assert rec["backproject"] == 1 and PostSteps.from_record(rec) == post and post.matches(rec)
+    assert not post.with_backproject(2).matches(rec) and not PostSteps(1, True, operator="gaussian:0.4").matches(rec)
+    two = post.with_backproject(2)
+    assert two.tags(["net20", "net60"])["S2SR_BACKPROJECT"] == "2" and two.operator_of("net60") == "gaussian:0.6"
+    with pytest.raises(ValueError, match="from -1"):
+        PostSteps(per_net=(("net20", -3, "wald"),))

@@ -32,10 +32,8 @@ O_OUTPUT = "Output"
 O_PUBLISH = "Publish"
 O_SCALE = "Scale-out"
 
-#: ``--backproject`` default: the library's back-projection iterations (``post.ITERATIONS``,
-#: ``PostSteps().backproject`` once it lands). Written out, not imported: importing the
-#: post-steps imports NumPy, and ``s2sr --help`` must not. A test keeps the two equal.
-BACKPROJECT_DEFAULT = 2
+#: ``--backproject`` default: None, each net's own iterations (``post.DEFAULT_PER_NET``).
+BACKPROJECT_DEFAULT = None
 
 
 def in_panel(option: Any, panel: str | None, *, metavar: str | None = None) -> Any:
@@ -136,10 +134,10 @@ Block = Annotated[int, typer.Option(
 Batch = Annotated[int | None, typer.Option(
     min=1, metavar="N", rich_help_panel=O_TILING, help="Tiles per inference call; default: per backend (CPU 1).")]
 Overwrite = Annotated[bool, typer.Option(rich_help_panel=O_OUTPUT, help="Replace existing outputs.")]
-Backproject = Annotated[int, typer.Option(
-    "--backproject", min=-1, metavar="N", rich_help_panel=O_POST,
+Backproject = Annotated[int | None, typer.Option(
+    "--backproject", min=-1, metavar="N", rich_help_panel=O_POST, show_default="per net (20 m: 2, 60 m: 2)",
     help="Consistency post-step: N back-projection iterations of the observed 20/60 m bands' residual "
-    "(then one exact block step); -1: none. The figure is recorded per output (QA).")]
+    "(then one exact block step) for every net; -1: none. The consistency figure is recorded per output (QA).")]
 Hybrid = Annotated[bool, typer.Option(
     "--hybrid/--no-hybrid", rich_help_panel=O_POST,
     help="Blend the nets with a local guided regression of the 20/60 m bands on the finer bands, before the "

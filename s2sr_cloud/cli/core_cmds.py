@@ -86,7 +86,7 @@ def superres(
     The 20 m and 60 m bands (B1 B5 B6 B7 B8A B9 B11 B12) come out on the 10 m grid.
     """
     from ..infer import load_runners
-    from ..post import PostSteps
+    from ..post import product as post_product
     from ..superres_local import superres_scene
     from ._console import progress_task, success
 
@@ -104,7 +104,7 @@ def superres(
     with output_lock(out), progress_task(f"super-resolving ({backends})") as update:  # one writer per output
         sweep_staging(out)  # what a killed run left
         res = superres_scene(input, out, runners, tile=tile, block=block, batch=batch, overwrite=overwrite,
-                             post=PostSteps(backproject, hybrid), on_progress=update,
+                             post=post_product(backproject, hybrid), on_progress=update,
                              **({"boa_offset": boa_offset} if boa_offset is not None else {}))
     worst = res.consistency_rmse_max
     success(f"wrote {out}" + (f" (consistency RMSE ≤ {worst:.2f} DN)" if worst is not None else ""))

@@ -134,7 +134,7 @@ def search(
     )
     from ..errors import CatalogError
     from ..pipeline import RunParams
-    from ..post import PostSteps
+    from ..post import product as post_product
     from ._console import err_console, out_console
 
     geom = parse_intersects(intersects)
@@ -162,7 +162,7 @@ def search(
         area = box or geometry_bbox(geom or {})
         run_batch(items, profile, RunParams(out_dir=out, bbox=area, include_10m=include_10m, tile=tile,
                                             block=block, batch=batch, overwrite=overwrite,
-                                            post=PostSteps(backproject, hybrid)),
+                                            post=post_product(backproject, hybrid)),
                   checkpoint=checkpoint, onnx=onnx, device=device, precision=precision, build_engine=build_engine,
                   workers=workers, scheduler=scheduler, as_json=as_json,
                   publish=publish, s3_endpoint=s3_endpoint, assets_to=assets_to)
@@ -202,7 +202,7 @@ def run_item(
     from ..catalog.presets import parse_asset_map, profile_for_item, resolve_catalog
     from ..catalog.search import load_item, parse_bbox
     from ..pipeline import RunParams
-    from ..post import PostSteps
+    from ..post import product as post_product
 
     it = load_item(item)
     if catalog:
@@ -213,7 +213,7 @@ def run_item(
             profile = replace(profile, asset_keys=parse_asset_map(asset_map), collection_keys={})
     params = RunParams(out_dir=out, bbox=parse_bbox(bbox) if bbox else None, include_10m=include_10m,
                        tile=tile, block=block, batch=batch, overwrite=overwrite,
-                       post=PostSteps(backproject, hybrid))
+                       post=post_product(backproject, hybrid))
     run_batch([it], profile, params, checkpoint=checkpoint, onnx=onnx, device=device, precision=precision,
               build_engine=build_engine, workers=workers, scheduler=scheduler, as_json=as_json,
               publish=publish, s3_endpoint=s3_endpoint, assets_to=assets_to)

@@ -282,8 +282,9 @@ def evaluate_cmd(
         typer.Option("--output", metavar="FILE", help="Only check this existing super-resolved output of the scene (.npz or 8-band COG): real-scale consistency."),
     ] = None,
     backproject: Annotated[
-        int,
-        typer.Option("--backproject", rich_help_panel=O_POST, metavar="N", min=-1, help="Back-projection iterations of the consistency post-step (as the product applies it); -1: none."),
+        int | None,
+        typer.Option("--backproject", rich_help_panel=O_POST, metavar="N", min=-1, show_default="per net, as the product",
+                     help="Back-projection iterations of the consistency post-step for every net; -1: none."),
     ] = BACKPROJECT_DEFAULT,
     hybrid: Annotated[
         bool,
@@ -309,7 +310,7 @@ def evaluate_cmd(
     from ..errors import InputError
     from ..evaluation import evaluate_scene, output_consistency, summarize
     from ..infer import load_runners
-    from ..post import PostSteps
+    from ..post import product as post_product
     from ..scenes import find_scenes, load_scene
     from ._console import make_progress, out_console
 
@@ -345,7 +346,7 @@ def evaluate_cmd(
         from ..train.adapt import adapter as make_adapter
 
         adapter = make_adapter(AdaptConfig(steps=adapt, lr=adapt_lr), {k: str(v) for k, v in ckpts.items()})
-    post = PostSteps(backproject, hybrid)
+    post = post_product(backproject, hybrid)
     sources = [(str(p), [(q.name, lambda q=q: load_scene(q)) for q in find_scenes([p])]) for p in scene] + named
     sets = [(n, op, items) for op in protocols for n, items in sources]
     docs: list[list[dict]] = []  # type: ignore[type-arg]

@@ -8,11 +8,12 @@ from __future__ import annotations
 from .backproject import ITERATIONS, project
 from .guided import DEFAULTS, GuidedConfig, blend, guides, regression
 from .qa import ConsistencyQA, comparable, merge_qa
-from .steps import DEFAULT, NONE, PostSteps
+from .steps import DEFAULT, NONE, PostSteps, product
 from .window import super_resolve_consistent
 
 __all__ = [
     "DEFAULT",
+    "product",
     "DEFAULTS",
     "ITERATIONS",
     "NONE",

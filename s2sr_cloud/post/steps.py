@@ -9,7 +9,7 @@ output was made the same way (:meth:`PostSteps.matches`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..bands import net_spec
@@ -32,29 +32,60 @@ class PostSteps:
 
     ``backproject``: back-projection iterations (-1: none); ``hybrid``: blend with the local
     guided regression first (per-net :class:`~s2sr_cloud.post.guided.GuidedConfig` in
-    ``guided``); ``operator``: the degradation both use (``wald`` by default).
+    ``guided``); ``operator``: the degradation both use (``wald`` by default); ``per_net``:
+    ``(net, iterations, operator)`` that replace ``backproject`` and ``operator`` for that net
+    (the product default sets both nets: :data:`DEFAULT`).
     """
 
     backproject: int = backproject.ITERATIONS
     hybrid: bool = True
     guided: tuple[tuple[str, GuidedConfig], ...] = field(default_factory=_default_guided)
     operator: str = "wald"
+    per_net: tuple[tuple[str, int, str], ...] = ()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.backproject, int) or isinstance(self.backproject, bool) or not -1 <= self.backproject <= 50:
-            raise ValueError(f"back-projection iterations must be an integer from -1 (none) to 50, got {self.backproject!r}")
-        if parse_protocol(self.operator).per_band:
-            raise ValueError(f"the post-steps take one operator for every band (wald, bicubic or gaussian:SIGMA), not {self.operator!r}")
+        for bp, op in [(self.backproject, self.operator), *((b, o) for _, b, o in self.per_net)]:
+            if not isinstance(bp, int) or isinstance(bp, bool) or not -1 <= bp <= 50:
+                raise ValueError(f"back-projection iterations must be an integer from -1 (none) to 50, got {bp!r}")
+            if parse_protocol(op).per_band:
+                raise ValueError(f"the post-steps take one operator for every band (wald, bicubic or gaussian:SIGMA), not {op!r}")
+        for n, _, _ in self.per_net:
+            net_spec(n)
+        object.__setattr__(self, "per_net", tuple(sorted((net_spec(n).name, b, o) for n, b, o in self.per_net)))
+
+    def _own(self, net: str) -> tuple[int, str] | None:
+        name = net_spec(net).name
+        return next(((b, o) for n, b, o in self.per_net if n == name), None)
+
+    def iterations(self, net: str) -> int:
+        """Back-projection iterations of ``net`` (-1: none)."""
+        own = self._own(net)
+        return self.backproject if own is None else own[0]
+
+    def operator_of(self, net: str) -> str:
+        """The degradation ``net``'s hybrid blend and back-projection assume."""
+        own = self._own(net)
+        return self.operator if own is None else own[1]
+
+    @property
+    def max_iterations(self) -> int:
+        """The most back-projection iterations any net gets (the records' legacy ``backproject`` key)."""
+        return max(self.iterations(n) for n in ("net20", "net60"))
+
+    def with_backproject(self, iterations: int) -> PostSteps:
+        """The same post-steps with ``iterations`` back-projection iterations for every net
+        (``--backproject N``; each net keeps its operator)."""
+        return replace(self, backproject=iterations, per_net=tuple((n, iterations, o) for n, _, o in self.per_net))
 
     # ------------------------------------------------------------------ what runs
     @property
     def active(self) -> bool:
         """Whether any post-step runs (False: the raw nets)."""
-        return self.backproject >= 0 or self.hybrid
+        return self.max_iterations >= 0 or self.hybrid
 
-    @property
-    def degradation(self) -> Degradation:
-        return parse_protocol(self.operator)
+    def degradation(self, net: str) -> Degradation:
+        """The operator of ``net`` (:meth:`operator_of`), parsed."""
+        return parse_protocol(self.operator_of(net))
 
     def config(self, net: str) -> GuidedConfig:
         """The hybrid configuration of ``net``."""
@@ -74,7 +105,8 @@ class PostSteps:
         margins = [0]
         for n in nets:
             s = net_spec(n).factor
-            m = backproject.margin10(s, self.backproject) if self.backproject >= 0 else 0
+            it = self.iterations(n)
+            m = backproject.margin10(s, it) if it >= 0 else 0
             if self.blends(n):
                 m += guided.margin10(s, self.config(n).radius)
             margins.append(m)
@@ -87,16 +119,17 @@ class PostSteps:
         from ..ops import namespace
 
         s = net_spec(net).factor
-        op = self.degradation
+        op = self.degradation(net)
+        iterations = self.iterations(net)
         out = sr
         if self.blends(net):
             if b10 is None:
                 raise ValueError("the hybrid post-step needs the 10 m bands")
             with stage("hybrid"):
                 out = guided.blend(out, guided.guides(net, b10, b20), lr, s, self.config(net), op)
-        if self.backproject >= 0:
+        if iterations >= 0:
             with stage("backproject"):
-                out = backproject.project(out, lr, s, self.backproject, op)
+                out = backproject.project(out, lr, s, iterations, op)
         if out is sr:
             xp = namespace(sr)
             out = xp.astype(sr, xp.float32, copy=True)
@@ -112,19 +145,24 @@ class PostSteps:
     def tags(self, nets: Iterable[str]) -> dict[str, str]:
         """The COG tags that describe the post-steps."""
         nets = list(nets)
-        tags = {"S2SR_BACKPROJECT": str(self.backproject), "S2SR_HYBRID": self.hybrid_tag(nets)}
-        if self.operator != "wald":
-            tags["S2SR_POST_OPERATOR"] = self.operator
+        tags = {"S2SR_BACKPROJECT": self._per_net_tag(nets, self.iterations), "S2SR_HYBRID": self.hybrid_tag(nets)}
+        if any(self.operator_of(n) != "wald" for n in nets):
+            tags["S2SR_POST_OPERATOR"] = self._per_net_tag(nets, self.operator_of)
         return tags
+
+    @staticmethod
+    def _per_net_tag(nets: list[str], value: Any) -> str:
+        """``value(net)`` when every net has the same, else ``net=value`` for each."""
+        vals = [str(value(n)) for n in nets]
+        return vals[0] if len(set(vals)) == 1 else ",".join(f"{n}={v}" for n, v in zip(nets, vals, strict=True))
 
     def record(self) -> dict[str, Any]:
         """What a ``.s2sr.json`` record and a STAC item store (the two legacy keys, plus ``post``)."""
-        return {
-            "backproject": self.backproject,
-            "hybrid": self.hybrid,
-            "post": {"backproject": self.backproject, "hybrid": self.hybrid, "operator": self.operator,
-                     "guided": {n: [c.radius, c.ridge, c.weight] for n, c in self.guided} if self.hybrid else {}},
-        }
+        post: dict[str, Any] = {"backproject": self.backproject, "hybrid": self.hybrid, "operator": self.operator,
+                                "guided": {n: [c.radius, c.ridge, c.weight] for n, c in self.guided} if self.hybrid else {}}
+        if self.per_net:
+            post["per_net"] = {n: [b, o] for n, b, o in self.per_net}
+        return {"backproject": self.max_iterations, "hybrid": self.hybrid, "post": post}
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> PostSteps:
@@ -133,8 +171,10 @@ class PostSteps:
         if isinstance(post, Mapping):
             g = post.get("guided") or {}
             cfgs = tuple(sorted((str(n), GuidedConfig(int(v[0]), float(v[1]), float(v[2]))) for n, v in g.items()))
+            per = post.get("per_net") or {}
             return cls(int(post.get("backproject", -1)), bool(post.get("hybrid", False)),
-                       cfgs or _default_guided(), str(post.get("operator", "wald")))
+                       cfgs or _default_guided(), str(post.get("operator", "wald")),
+                       tuple((str(n), int(v[0]), str(v[1])) for n, v in per.items()))
         return cls(int(record.get("backproject", -1)), bool(record.get("hybrid", False)), _LEGACY_GUIDED)
 
     def matches(self, record: Mapping[str, Any]) -> bool:
@@ -144,13 +184,25 @@ class PostSteps:
             other = PostSteps.from_record(record)
         except (TypeError, ValueError, IndexError, KeyError):
             return False
-        if (other.backproject, other.hybrid, other.operator) != (self.backproject, self.hybrid, self.operator):
+        nets = ("net20", "net60")
+        if other.hybrid != self.hybrid or any((other.iterations(n), other.operator_of(n)) != (self.iterations(n), self.operator_of(n))
+                                              for n in nets):
             return False
         return not self.hybrid or dict(other.guided) == dict(self.guided)
 
 
 #: The raw nets: no post-step.
 NONE = PostSteps(backproject=-1, hybrid=False)
+#: Each net's back-projection iterations and operator in the default output, chosen on the validation
+#: set by the mean RMSE over degradation protocols (``scripts/post_sweep.py``, ``docs/model-card.md``).
+DEFAULT_PER_NET: tuple[tuple[str, int, str], ...] = (("net20", 2, "wald"), ("net60", 2, "wald"))
 #: The default output.
-DEFAULT = PostSteps()
+DEFAULT = PostSteps(per_net=DEFAULT_PER_NET)
+
+
+def product(backproject: int | None = None, hybrid: bool = True) -> PostSteps:
+    """The product's post-steps for the command-line options: :data:`DEFAULT` (``hybrid`` on or off),
+    with ``backproject`` iterations for every net when given (``--backproject N``)."""
+    post = DEFAULT if hybrid else replace(DEFAULT, hybrid=False)
+    return post if backproject is None else post.with_backproject(backproject)
 
