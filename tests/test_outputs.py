@@ -153,7 +153,9 @@ def test_records_are_checked(tmp_path: Path) -> None:
         # the done-before rule reads only what it compares: an unusable record is not "done"
         assert done_before("x", cog, good["models"]) is usable
     rec.write_text(json.dumps(good))
-    assert done_before("x", cog, good["models"], PostSteps(2, True))
+    from s2sr_cloud.post.steps import _LEGACY_GUIDED
+
+    assert done_before("x", cog, good["models"], PostSteps(2, True, _LEGACY_GUIDED))  # a record of its time
     assert not done_before("x", cog, good["models"], PostSteps(-1, True))
     assert not done_before("y", cog, good["models"])
     del good["hybrid"]
