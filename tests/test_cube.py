@@ -195,7 +195,7 @@ def _same_pixels(got: np.ndarray, want: np.ndarray, where: np.ndarray, band: str
     from s2sr_cloud.bands import SR_BANDS
 
     bad = where & (got != want)
-    assert bad.sum() <= 0.001 * where.sum(), (band, int(bad.sum()), int(where.sum()))
+    assert bad.sum() <= max(1, 0.001 * where.sum()), (band, int(bad.sum()), int(where.sum()))
     if not bad.any():
         return
     rows, cols = np.nonzero(bad)
@@ -225,7 +225,7 @@ def test_two_utm_zones_make_one_cube(two_zones: dict[str, Any]) -> None:
         np.testing.assert_array_equal(got[only_a], a[only_a], err_msg=band)  # A on its own grid: exact
         _same_pixels(got, b, only_b, band, geobox, cog_b)  # B, reprojected from UTM 17N
         agree = both & (a == b)
-        np.testing.assert_array_equal(got[agree], a[agree], err_msg=band)
+        _same_pixels(got, a, agree, band, geobox, cog_a)  # where both agree: that value (up to the same sub-pixel ties)
         assert (got[both] > 0).all(), band
         a_first = (got == a)[both].mean() > (got == b)[both].mean()  # the item the fuser put first
         _same_pixels(got, a if a_first else b, both, band, geobox, cog_a if a_first else cog_b)
