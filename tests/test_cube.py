@@ -195,7 +195,7 @@ def _same_pixels(got: np.ndarray, want: np.ndarray, where: np.ndarray, band: str
     from s2sr_cloud.bands import SR_BANDS
 
     bad = where & (got != want)
-    assert bad.sum() <= max(1, 0.001 * where.sum()), (band, int(bad.sum()), int(where.sum()))
+    assert bad.sum() <= 0.001 * where.sum(), (band, int(bad.sum()), int(where.sum()))
     if not bad.any():
         return
     rows, cols = np.nonzero(bad)
