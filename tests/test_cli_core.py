@@ -159,7 +159,7 @@ def test_backproject_default_is_the_librarys() -> None:
 
     assert BACKPROJECT_DEFAULT is None and product() == DEFAULT and DEFAULT.per_net == DEFAULT_PER_NET
     shown = get_args(Backproject)[1].show_default
-    assert shown == f"per net (20 m: {DEFAULT.iterations('net20')}, 60 m: {DEFAULT.iterations('net60')})"
+    assert shown == f"20 m: {DEFAULT.iterations('net20')}, 60 m: {DEFAULT.iterations('net60')}"
     assert product(1).iterations("net60") == product(1).iterations("net20") == 1
     assert product(1).operator_of("net60") == DEFAULT.operator_of("net60")  # --backproject N keeps the operators
 

@@ -135,14 +135,14 @@ Batch = Annotated[int | None, typer.Option(
     min=1, metavar="N", rich_help_panel=O_TILING, help="Tiles per inference call; default: per backend (CPU 1).")]
 Overwrite = Annotated[bool, typer.Option(rich_help_panel=O_OUTPUT, help="Replace existing outputs.")]
 Backproject = Annotated[int | None, typer.Option(
-    "--backproject", min=-1, metavar="N", rich_help_panel=O_POST, show_default="per net (20 m: 2, 60 m: 1)",
+    "--backproject", min=-1, metavar="N", rich_help_panel=O_POST, show_default="20 m: 2, 60 m: 1",
     help="Consistency post-step: N back-projection iterations of the observed 20/60 m bands' residual "
     "(then one exact block step) for every net; -1: none. The consistency figure is recorded per output (QA).")]
 Hybrid = Annotated[bool, typer.Option(
     "--hybrid/--no-hybrid", rich_help_panel=O_POST,
-    help="Blend the nets with a local guided regression of the 20/60 m bands on the finer bands, before the "
-    "back-projection (lower RMSE than the nets alone on held-out scenes; see the model card); "
-    "--no-hybrid: the nets alone.")]
+    help="Blend the nets with a local guided regression of the bands on the finer bands, before the "
+    "back-projection (by default the 20 m net only, where it helped on the validation set; see the model card); "
+    "--no-hybrid: no blend.")]
 
 
 # --- where outputs are published (``publish``, and ``--publish`` of ``run``/``search --run``) ------
