@@ -146,8 +146,7 @@ class TrtRunner(RunnerBase):
             )
         self._context = self._engine.create_execution_context()
         self._in, self._out = self._io_names(trt)
-        self._out_channels = int(self._engine.get_tensor_shape(self._out)[1])
-        self.out_channels = self._out_channels
+        self.out_channels = int(self._engine.get_tensor_shape(self._out)[1])
         self._alloc()
         self._contexts: dict[int, Any] = {}
         self._lock = threading.Lock()
@@ -174,7 +173,7 @@ class TrtRunner(RunnerBase):
     def _alloc(self) -> None:
         side, b = self.profile.max_side, self.max_batch
         n_in = b * self.profile.channels * side * side * 4
-        n_out = b * self._out_channels * side * side * 4
+        n_out = b * self.out_channels * side * side * 4
         self._stream = cuda.Stream()
         self._h_in, self._h_out = cuda.PinnedBuffer(n_in), cuda.PinnedBuffer(n_out)
         self._d_in, self._d_out = cuda.DeviceBuffer(n_in), cuda.DeviceBuffer(n_out)
@@ -186,7 +185,7 @@ class TrtRunner(RunnerBase):
         self._h_in.view(x.shape)[...] = x
         if not self._context.set_input_shape(self._in, x.shape):
             raise EngineMismatch(f"{self.entry.engine.name} rejected input shape {x.shape}")
-        out_shape = (n, self._out_channels, h, w)
+        out_shape = (n, self.out_channels, h, w)
         self._stream.h2d(self._d_in, self._h_in, x.nbytes)
         if not self._context.execute_async_v3(self._stream.ptr):
             raise BackendUnavailable(f"TensorRT failed to run {self.entry.engine.name}")
@@ -222,10 +221,10 @@ class TrtRunner(RunnerBase):
         """The engine on a torch CUDA batch ``x`` (N ≤ max_batch, C_in, S, S), float32 contiguous;
         returns a new torch tensor (N, C_out, S, S) computed on the current stream."""
         torch = self._torch
-        if tuple(x.shape[1:2]) != (self.profile.channels,) or x.shape[0] > self.max_batch or not self.profile.covers(tuple(x.shape)):
+        if x.shape[0] > self.max_batch or not self.profile.covers(tuple(x.shape)):
             raise EngineMismatch(f"window batch {tuple(x.shape)} is outside engine {self.entry.engine.name}'s profile")
         x = x.contiguous()
-        y = torch.empty((x.shape[0], self._out_channels, x.shape[2], x.shape[3]), dtype=torch.float32, device=x.device)
+        y = torch.empty((x.shape[0], self.out_channels, x.shape[2], x.shape[3]), dtype=torch.float32, device=x.device)
         ctx = self._thread_context()
         if not ctx.set_input_shape(self._in, tuple(x.shape)):
             raise EngineMismatch(f"{self.entry.engine.name} rejected input shape {tuple(x.shape)}")
@@ -253,12 +252,11 @@ class TrtRunner(RunnerBase):
             buf = getattr(self, name, None)
             if buf is not None:
                 buf.free()
+                setattr(self, name, None)  # closing twice frees nothing twice
         stream = getattr(self, "_stream", None)
         if stream is not None:
             stream.destroy()
             self._stream = None
-        for name in ("_h_in", "_h_out", "_d_in", "_d_out"):
-            setattr(self, name, None)
         getattr(self, "_contexts", {}).clear()
 
     def __del__(self) -> None:
@@ -266,7 +264,6 @@ class TrtRunner(RunnerBase):
             self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown: CUDA may be gone
             log.debug("TrtRunner cleanup failed", exc_info=True)
-
 
 
 def engine_spec_here(manifest: dict[str, Any], precision: str, **profile: int) -> EngineSpec | None:
