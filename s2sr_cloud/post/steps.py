@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..bands import net_spec
+from ..bands import NETS, net_spec
 from ..ops import Degradation, parse_protocol
 from ..timing import stage
 from . import backproject, guided
@@ -49,8 +49,6 @@ class PostSteps:
                 raise ValueError(f"back-projection iterations must be an integer from -1 (none) to 50, got {bp!r}")
             if parse_protocol(op).per_band:
                 raise ValueError(f"the post-steps take one operator for every band (wald, bicubic or gaussian:SIGMA), not {op!r}")
-        for n, _, _ in self.per_net:
-            net_spec(n)
         object.__setattr__(self, "per_net", tuple(sorted((net_spec(n).name, b, o) for n, b, o in self.per_net)))
 
     def _own(self, net: str) -> tuple[int, str] | None:
@@ -70,7 +68,7 @@ class PostSteps:
     @property
     def max_iterations(self) -> int:
         """The most back-projection iterations any net gets (the records' legacy ``backproject`` key)."""
-        return max(self.iterations(n) for n in ("net20", "net60"))
+        return max(self.iterations(n) for n in NETS)
 
     def with_backproject(self, iterations: int) -> PostSteps:
         """The same post-steps with ``iterations`` back-projection iterations for every net
@@ -184,9 +182,8 @@ class PostSteps:
             other = PostSteps.from_record(record)
         except (TypeError, ValueError, IndexError, KeyError):
             return False
-        nets = ("net20", "net60")
         if other.hybrid != self.hybrid or any((other.iterations(n), other.operator_of(n)) != (self.iterations(n), self.operator_of(n))
-                                              for n in nets):
+                                              for n in NETS):
             return False
         return not self.hybrid or dict(other.guided) == dict(self.guided)
 

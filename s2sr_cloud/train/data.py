@@ -123,12 +123,11 @@ def make_pairs(scene: Scene, net: str, phases: bool = False, ops: Sequence[Degra
     scenes = phase_shifts(scene, net) if phases else [scene]
     pairs = []
     for sc in scenes:
-        for op in ops:
-            try:
-                pairs.append(make_pair(sc, net, op))
-            except InputError:
-                if sc is scene:
-                    raise
+        try:  # a phase too small for the net's crop is so under every operator: skipped once
+            pairs.extend([make_pair(sc, net, op) for op in ops])
+        except InputError:
+            if sc is scene:
+                raise
     return pairs
 
 
