@@ -24,7 +24,7 @@ from .ops import WALD, Degradation
 from .post import DEFAULT, ITERATIONS, PostSteps
 from .scenes import Scene
 from .sr import ArraySource, ProgressFn, Runner, model_info, super_resolve
-from .wald import crop_to, wald_scene
+from .wald import WaldScene, crop_to, wald_scene
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,19 @@ def nets_backprojected(post: PostSteps, net: str) -> PostSteps:
     if post.iterations(net) >= 0:
         return PostSteps(post.iterations(net), False, post.guided, post.operator_of(net))
     return PostSteps(ITERATIONS, False, post.guided, "wald")
+
+
+def raw_on_degraded(ws: WaldScene, runner: Runner, *, tile: int = 256, on_tile: ProgressFn | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The net's raw output on a degraded scene and what its post-steps and baseline take:
+    ``(raw, lr, b10, b20, bicubic)`` (the LR bands the net restores, the degraded 10 m bands cropped
+    to the output, the degraded 20 m bands, bicubic upsampling of the LR bands)."""
+    spec = net_spec(ws.net)
+    src = ArraySource(ws.b10, ws.b20, ws.b60)
+    raw = super_resolve(src, {spec.name: runner}, tile=tile, on_tile=on_tile)[spec.name]
+    lr = ws.b20 if spec.factor == 2 else ws.b60
+    bic = bicubic_baseline(lr, spec.factor, ws.target.shape[1:])
+    return raw, lr, ws.b10[:, : raw.shape[1], : raw.shape[2]], ws.b20, bic
 
 
 def wald_metrics(
@@ -66,12 +79,8 @@ def wald_metrics(
     if adapt is not None:
         degraded = Scene(f"{scene.name}/{spec.factor}", ws.b10, ws.b20, ws.b60)
         runner, adapt_info = adapt(degraded, spec.name, runner)
-    src = ArraySource(ws.b10, ws.b20, ws.b60)
-    raw = super_resolve(src, {spec.name: runner}, tile=tile, on_tile=on_tile)[spec.name]
-    lr = ws.b20 if spec.factor == 2 else ws.b60
-    b10, b20 = ws.b10[:, : raw.shape[1], : raw.shape[2]], ws.b20
+    raw, lr, b10, b20, bic = raw_on_degraded(ws, runner, tile=tile, on_tile=on_tile)
     sr = post.finish(spec.name, raw, lr, b10=b10, b20=b20)
-    bic = bicubic_baseline(lr, spec.factor, ws.target.shape[1:])
     bands = list(spec.outputs)
     model = all_metrics(ws.target, sr, bands)
     base = all_metrics(ws.target, bic, bands)

@@ -32,12 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from s2sr_cloud.bands import net_spec  # noqa: E402
+from s2sr_cloud.evaluation import raw_on_degraded  # noqa: E402
 from s2sr_cloud.infer import load_runner  # noqa: E402
-from s2sr_cloud.metrics import all_metrics, bicubic_baseline  # noqa: E402
+from s2sr_cloud.metrics import all_metrics  # noqa: E402
 from s2sr_cloud.ops import parse_protocol  # noqa: E402
 from s2sr_cloud.post import PostSteps  # noqa: E402
 from s2sr_cloud.post.guided import DEFAULTS, GuidedConfig  # noqa: E402
-from s2sr_cloud.sr import ArraySource, super_resolve  # noqa: E402
 from s2sr_cloud.train.sets import load_set  # noqa: E402
 from s2sr_cloud.wald import wald_scene  # noqa: E402
 
@@ -54,10 +54,8 @@ def raw_outputs(scenes, net: str, runner, protocols):
         op = parse_protocol(proto)
         for sc in scenes:
             ws = wald_scene(sc.b10, sc.b20, sc.b60, spec.name, op)
-            raw = super_resolve(ArraySource(ws.b10, ws.b20, ws.b60), {spec.name: runner})[spec.name]
-            lr = ws.b20 if spec.factor == 2 else ws.b60
-            bic = bicubic_baseline(lr, spec.factor, ws.target.shape[1:])
-            yield proto, sc.name, raw, lr, ws.b10[:, : raw.shape[1], : raw.shape[2]], ws.b20, ws.target, bic
+            raw, lr, b10, b20, bic = raw_on_degraded(ws, runner)
+            yield proto, sc.name, raw, lr, b10, b20, ws.target, bic
 
 
 def main() -> None:
