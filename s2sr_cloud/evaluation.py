@@ -22,6 +22,7 @@ from .bands import BANDS_20M, BANDS_60M, net_spec
 from .metrics import all_metrics, bicubic_baseline, consistency
 from .ops import WALD, Degradation
 from .post import DEFAULT, ITERATIONS, PostSteps
+from .post.estimate import resolve
 from .scenes import Scene
 from .sr import ArraySource, ProgressFn, Runner, model_info, super_resolve
 from .wald import WaldScene, crop_to, wald_scene
@@ -38,7 +39,7 @@ def nets_backprojected(post: PostSteps, net: str) -> PostSteps:
     operator) without the hybrid step, or, when ``post`` does not back-project ``net``, the reference
     back-projection (:data:`~s2sr_cloud.post.ITERATIONS` iterations of the Wald operator)."""
     if post.iterations(net) >= 0:
-        return PostSteps(post.iterations(net), False, post.guided, post.operator_of(net))
+        return PostSteps(post.iterations(net), False, post.guided, post.operator_of(net), resolved=post.resolved)
     return PostSteps(ITERATIONS, False, post.guided, "wald")
 
 
@@ -80,6 +81,7 @@ def wald_metrics(
         degraded = Scene(f"{scene.name}/{spec.factor}", ws.b10, ws.b20, ws.b60)
         runner, adapt_info = adapt(degraded, spec.name, runner)
     raw, lr, b10, b20, bic = raw_on_degraded(ws, runner, tile=tile, on_tile=on_tile)
+    post = resolve(post, ArraySource(ws.b10, ws.b20, ws.b60), None, [spec.name])  # from the input alone
     sr = post.finish(spec.name, raw, lr, b10=b10, b20=b20)
     bands = list(spec.outputs)
     model = all_metrics(ws.target, sr, bands)
@@ -116,6 +118,7 @@ def real_scale(
     b10, b20, b60 = crop_to(scene.b10, scene.b20, scene.b60, 6)
     src = ArraySource(b10, b20, b60)
     out = super_resolve(src, dict(runners), tile=tile, on_tile=on_tile)
+    post = resolve(post, src, None, runners)
     res: dict[str, Any] = {}
     for name, raw in out.items():
         spec = net_spec(name)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -266,6 +266,7 @@ def stream_item(
     consistency of what is written.
     """
     from .io.read import ItemSource
+    from .post.estimate import resolve
     from .stream import BandsSink, PerThreadSource, run_blocks
 
     out = plan.out
@@ -283,8 +284,10 @@ def stream_item(
 
     sink = BandsSink(write, origin=(out.window.row, out.window.col), include_10m=params.include_10m)
     with PerThreadSource(factory) as source:
+        # the auto operator from the whole item's window, never from this band of rows
+        post = resolve(params.post, source, out.window, runners)
         run_blocks(source, runners, sink, window=window, block=params.block, tile=params.tile, batch=params.batch,
-                   post=params.post, qa=qa, on_progress=tick)
+                   post=post, qa=qa, on_progress=tick)
 
 
 def item_result(
@@ -306,6 +309,19 @@ def item_result(
     )
 
 
+def resolve_post(plan: ItemPlan, runners: Mapping[str, Runner], profile: CatalogProfile, params: RunParams) -> RunParams:
+    """``params`` with the ``auto`` post-step operators estimated on the item's output window (its
+    central crop, :mod:`s2sr_cloud.post.estimate`): the same value for every block and every worker
+    of a split item, recorded in the tags."""
+    from .io.read import ItemSource
+    from .post.estimate import resolve
+
+    if not any(params.post.wants_estimate(n) for n in runners):
+        return params
+    with ItemSource(plan.assets, plan.item_grid, signer=_signer(profile), http=plan.http) as source:
+        return replace(params, post=resolve(params.post, source, plan.out.window, runners))
+
+
 def process_item(
     item: pystac.Item, runners: Mapping[str, Runner], profile: CatalogProfile, params: RunParams,
     *, on_progress: ProgressFn | None = None,
@@ -316,6 +332,7 @@ def process_item(
 
     t0 = time.perf_counter()
     plan = plan_item(item, profile, params)
+    params = resolve_post(plan, runners, profile, params)
     out = plan.out
     path = output_path(item, params)
     nblocks = len(list(iter_blocks(out.shape, aligned_block(params.block))))

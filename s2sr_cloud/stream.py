@@ -367,11 +367,16 @@ def run_blocks(
     the source and the sink differ. ``block`` is rounded to the 60 m grid
     (:func:`aligned_block`); ``window`` (default: the scene) must be on it. Memory is
     bounded by ``workers`` blocks. ``post``: the post-steps of every block (default: the
-    product's, hybrid blend then back-projection); ``qa`` accumulates the output's real-scale
+    product's, hybrid blend then back-projection; an ``auto`` operator not estimated yet is estimated
+    here on ``window``, :func:`~s2sr_cloud.post.estimate.resolve`); ``qa`` accumulates the output's real-scale
     consistency block by block. ``workers`` (default:
     :func:`block_workers`) blocks are prepared on the host at once.
     """
     workers = block_workers(runners) if workers is None else workers
+    if any(post.wants_estimate(n) for n in runners):  # callers that record the value resolve first
+        from .post.estimate import resolve
+
+        post = resolve(post, source, window, runners)
     for win, out in stream_blocks_overlapped(
         source, runners, block=aligned_block(block), tile=tile, batch=batch, window=window,
         on_progress=on_progress, workers=workers, post=post, qa=qa,

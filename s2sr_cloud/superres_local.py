@@ -84,6 +84,7 @@ def superres_npz(
     into an in-memory sink; the consistency figures are stored as ``consistency_rmse``
     (JSON), ``backproject`` and ``hybrid`` (the post-steps) beside the bands.
     """
+    from .post.estimate import resolve
     from .stream import ArraySink, run_blocks
 
     if out.suffix.lower() != ".npz":
@@ -92,6 +93,7 @@ def superres_npz(
     check_output(out, overwrite=overwrite)
     t0 = time.perf_counter()
     src = load_npz(inp)
+    post = resolve(post, src, None, runners)  # the auto operator, once for the scene (recorded)
     sink = ArraySink(Window(0, 0, *src.shape10), runners)
     qa = ConsistencyQA()
     run_blocks(src, runners, sink, block=block, tile=tile, batch=batch, post=post, qa=qa,
@@ -126,6 +128,7 @@ def superres_geotiff(
     from .io.bandfiles import BandFilesSource, band_offset, find_band_files
     from .io.cog import CogWriter
     from .pipeline import band_layout, cog_tags, qa_tags
+    from .post.estimate import resolve
     from .stream import BandsSink, PerThreadSource, run_blocks
 
     if set(runners) != {"net20", "net60"}:
@@ -141,6 +144,7 @@ def superres_geotiff(
     # reading + upsampling of block k+1 overlaps inference of block k (one GDAL handle per thread)
     with PerThreadSource(lambda: CheckedSource(BandFilesSource(files, offset=offset, reason=why), folder.name)) as src:
         h, w = src.shape10
+        post = resolve(post, src, None, runners)  # the auto operator, once for the scene (in the tags)
         tags = cog_tags(runners, source_item=folder.name, source_href=str(folder.resolve()), catalog="local",
                         dn_convention=LOCAL_DN_CONVENTION, post=post, offsets=[offset])
         qa = ConsistencyQA()

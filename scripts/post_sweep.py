@@ -37,6 +37,7 @@ from s2sr_cloud.infer import load_runner  # noqa: E402
 from s2sr_cloud.metrics import all_metrics  # noqa: E402
 from s2sr_cloud.ops import parse_protocol  # noqa: E402
 from s2sr_cloud.post import PostSteps  # noqa: E402
+from s2sr_cloud.post.estimate import estimate  # noqa: E402
 from s2sr_cloud.post.guided import DEFAULTS, GuidedConfig  # noqa: E402
 from s2sr_cloud.train.sets import load_set  # noqa: E402
 from s2sr_cloud.wald import wald_scene  # noqa: E402
@@ -44,7 +45,7 @@ from s2sr_cloud.wald import wald_scene  # noqa: E402
 PROTOCOLS = ("wald", "bicubic", "mtf", "gaussian:0.6")
 WEIGHTS = (0.0, 0.2, 0.4, 0.6, 0.8)
 BACKPROJECT = (-1, 1, 2)
-OPERATORS = ("wald", "gaussian:0.4", "gaussian:0.5", "gaussian:0.6", "gaussian:0.7")
+OPERATORS = ("wald", "auto", "gaussian:0.35", "gaussian:0.4", "gaussian:0.5", "gaussian:0.6")
 
 
 def raw_outputs(scenes, net: str, runner, protocols):
@@ -55,7 +56,8 @@ def raw_outputs(scenes, net: str, runner, protocols):
         for sc in scenes:
             ws = wald_scene(sc.b10, sc.b20, sc.b60, spec.name, op)
             raw, lr, b10, b20, bic = raw_on_degraded(ws, runner)
-            yield proto, sc.name, raw, lr, b10, b20, ws.target, bic
+            sigma = estimate(spec.name, b10, b20, lr).sigma  # the auto operator, from the input alone
+            yield proto, sc.name, raw, lr, b10, b20, ws.target, bic, sigma
 
 
 def main() -> None:
@@ -93,14 +95,15 @@ def main() -> None:
         rmse: dict = {cfg: {p: [] for p in protocols} for cfg in grid}
         bic: dict = {p: [] for p in protocols}
         with runner:
-            for proto, _name, raw, lr, b10, b20, target, bicubic in raw_outputs(scenes, net, runner, protocols):
+            for proto, _name, raw, lr, b10, b20, target, bicubic, sigma in raw_outputs(scenes, net, runner, protocols):
                 bands = list(net_spec(net).outputs)
                 bic[proto].append(all_metrics(target, bicubic, bands)["rmse"])
                 for w, bp, opname in grid:
                     if w == 0 and bp < 0 and opname != operators[0]:
                         rmse[(w, bp, opname)][proto].append(rmse[(w, bp, operators[0])][proto][-1])  # the raw net
                         continue
-                    post = PostSteps(bp, w > 0, ((net, GuidedConfig(base.radius, base.ridge, w)),), opname)
+                    post = PostSteps(bp, w > 0, ((net, GuidedConfig(base.radius, base.ridge, w)),), opname,
+                                     resolved=((net, sigma),))
                     out = post.finish(net, raw, lr, b10=b10, b20=b20) if post.active else raw
                     rmse[(w, bp, opname)][proto].append(all_metrics(target, out, bands)["rmse"])
         rows = []

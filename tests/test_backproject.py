@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from s2sr_cloud.metrics import consistency, rmse
-from s2sr_cloud.post import NONE, ConsistencyQA, PostSteps, project, super_resolve_consistent
+from s2sr_cloud.post import DEFAULT, NONE, ConsistencyQA, PostSteps, project, super_resolve_consistent
+from s2sr_cloud.post.estimate import resolve
 from s2sr_cloud.sr import ArraySource, Window, super_resolve
 from s2sr_cloud.wald import wald_scene
 
@@ -16,12 +17,13 @@ def test_tiled_windows_equal_the_whole_image(malmo, narrow_runners) -> None:
     """Blocks that do not divide the image give the whole-image projected result."""
     b10, b20, b60 = (malmo.b10[:, :288, :216], malmo.b20[:, :144, :108], malmo.b60[:, :48, :36])
     src = ArraySource(b10, b20, b60)
-    whole = super_resolve_consistent(src, narrow_runners)
+    post = resolve(DEFAULT, src)  # the auto operator, once for the image (as run_blocks does)
+    whole = super_resolve_consistent(src, narrow_runners, post=post)
     for name in whole:
         tiled = np.zeros_like(whole[name])
         for r in range(0, 288, 96):
             for c in range(0, 216, 72):
-                part = super_resolve_consistent(src, narrow_runners, window=Window(r, c, 96, 72))[name]
+                part = super_resolve_consistent(src, narrow_runners, window=Window(r, c, 96, 72), post=post)[name]
                 tiled[:, r : r + 96, c : c + 72] = part
         np.testing.assert_allclose(tiled, whole[name], rtol=1e-5, atol=0.02)
 

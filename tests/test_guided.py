@@ -69,7 +69,7 @@ def test_a_margin_smaller_than_the_reach_makes_seams(malmo, narrow_runners, monk
     src = ArraySource(malmo.b10[:, :288, :216], malmo.b20[:, :144, :108], malmo.b60[:, :48, :36])
     runners = {"net60": narrow_runners["net60"]}
     whole = super_resolve_consistent(src, runners, post=PostSteps(-1, True, ON))["net60"]
-    monkeypatch.setattr(guided, "margin_lr", lambda radius: 2 * radius)
+    monkeypatch.setattr(guided, "margin_lr", lambda radius, reach=1: 2 * radius)
     part = super_resolve_consistent(src, runners, window=Window(96, 72, 96, 72), post=PostSteps(-1, True, ON))["net60"]
     assert np.abs(part - whole[:, 96:192, 72:144]).max() > 0.5
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from s2sr_cloud.post import NONE, ConsistencyQA, merge_qa, super_resolve_consistent
+from s2sr_cloud.post import DEFAULT, NONE, ConsistencyQA, merge_qa, super_resolve_consistent
+from s2sr_cloud.post.estimate import resolve
 from s2sr_cloud.sr import ArraySource, Window, assemble_sr_bands, to_uint16
 from s2sr_cloud.stream import ArraySink, BandsSink, aligned_block, run_blocks
 
@@ -67,10 +68,12 @@ def test_qa_parts_merge_to_the_whole(crop, narrow_runners) -> None:
     """A split item's row bands: their sums of squares and counts add up to the in-process figure."""
     whole, top, bottom = ConsistencyQA(), ConsistencyQA(), ConsistencyQA()
     h, w = crop.shape10
-    run_blocks(crop, narrow_runners, ArraySink(Window(0, 0, h, w), narrow_runners), block=108, qa=whole)
-    run_blocks(crop, narrow_runners, ArraySink(Window(0, 0, 108, w), narrow_runners), window=Window(0, 0, 108, w), block=108, qa=top)
+    post = resolve(DEFAULT, crop)  # the item's auto operator, as every part of a split item gets it
+    run_blocks(crop, narrow_runners, ArraySink(Window(0, 0, h, w), narrow_runners), block=108, qa=whole, post=post)
+    run_blocks(crop, narrow_runners, ArraySink(Window(0, 0, 108, w), narrow_runners), window=Window(0, 0, 108, w), block=108, qa=top,
+               post=post)
     run_blocks(crop, narrow_runners, ArraySink(Window(108, 0, h - 108, w), narrow_runners), window=Window(108, 0, h - 108, w),
-               block=108, qa=bottom)
+               block=108, qa=bottom, post=post)
     merged = merge_qa(merge_qa(ConsistencyQA(), {"sq": top.sq, "n": top.n}), bottom)
     assert merged.n == whole.n
     assert merged.result() == pytest.approx(whole.result(), abs=0.011)

@@ -174,7 +174,7 @@ def produce_part(item: pystac.Item, runners: Mapping[str, Runner], profile: Cata
     """Rows ``rows`` of an item → ``part`` and its sidecar (or the finished part, as it is)."""
     from .. import stop
     from ..io.parts import PartWriter, finished_part, sidecar_path, write_sidecar
-    from ..pipeline import output_bands, stream_item
+    from ..pipeline import output_bands, resolve_post, stream_item
     from ..post import ConsistencyQA
 
     t0 = time.perf_counter()
@@ -187,6 +187,7 @@ def produce_part(item: pystac.Item, runners: Mapping[str, Runner], profile: Cata
             return UnitResult(worker_name(), 0.0, part=str(part), rows=rows, qa=qa_done, resumed=True)
         sweep_staging(part)
         sweep_staging(sidecar_path(part))
+        params = resolve_post(plan, runners, profile, params)  # the item's auto operator: every part alike
         qa = ConsistencyQA()
         with PartWriter(part, width=plan.out.shape[1], rows=rows, count=len(output_bands(params)), crs=plan.out.crs,
                         transform=plan.out.transform) as w:
@@ -206,7 +207,7 @@ def produce_assembly(item: pystac.Item, runners: Mapping[str, Runner], profile: 
     from ..io.cog import CogWriter
     from ..io.parts import assemble, remove_parts
     from ..io.scl import write_item_scl
-    from ..pipeline import cog_layout, item_result, qa_tags
+    from ..pipeline import cog_layout, item_result, qa_tags, resolve_post
     from ..post import ConsistencyQA, merge_qa
 
     t0 = time.perf_counter()
@@ -219,6 +220,7 @@ def produce_assembly(item: pystac.Item, runners: Mapping[str, Runner], profile: 
             return _exists(item.id, path, runners, params)
         sweep_staging(path)
         plan = plan_item(item, profile, params)
+        params = resolve_post(plan, runners, profile, params)  # the value the parts used, for the tags and record
         qa = ConsistencyQA()  # the item's consistency: the parts' sums of squares and counts
         for p in parts:
             if p.qa is not None:

@@ -13,7 +13,7 @@ here enforces it (iterative back-projection, Irani & Peleg 1991):
 
 Tiling stays seamless: the value at a 10 m pixel depends on the net output within
 ``(2·iterations + 1)`` low-resolution pixels of it (each ``D`` and each ``U`` looks one LR
-pixel further), so a window is super-resolved with that margin and cropped
+pixel further; wider operators' ``D`` further still, :func:`margin_lr`), so a window is super-resolved with that margin and cropped
 (:mod:`s2sr_cloud.post.window`). Array-API code: NumPy, CuPy or torch arrays alike.
 """
 
@@ -29,14 +29,21 @@ from .qa import comparable
 ITERATIONS = 2
 
 
-def margin_lr(iterations: int) -> int:
-    """LR pixels around a window that the projected values depend on."""
-    return 2 * iterations + 1
+def margin_lr(iterations: int, reach: int = 1) -> int:
+    """LR pixels around a window that the projected values depend on: ``iterations + 1`` degradations
+    reaching ``reach`` LR pixels each (1 for the Wald operator, :func:`op_reach`), ``iterations``
+    bilinear upsamplings reaching one."""
+    return (iterations + 1) * reach + iterations
 
 
-def margin10(factor: int, iterations: int) -> int:
+def op_reach(op: Degradation, factor: int) -> int:
+    """LR pixels past its own block that a degraded value depends on under ``op``."""
+    return max(1, -(-op.reach(factor) // factor))
+
+
+def margin10(factor: int, iterations: int, reach: int = 1) -> int:
     """The same margin in 10 m pixels, rounded up to the 60 m grid (a multiple of 6)."""
-    m = factor * margin_lr(iterations)
+    m = factor * margin_lr(iterations, reach)
     return -(-m // 6) * 6
 
 

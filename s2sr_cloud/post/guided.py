@@ -55,16 +55,17 @@ def config(net: str) -> GuidedConfig:
     return DEFAULTS[net_spec(net).name]
 
 
-def margin_lr(radius: int) -> int:
+def margin_lr(radius: int, reach: int = 1) -> int:
     """LR pixels around a window that the blended values depend on: the moments' window
     (``radius``), the coefficients' average (``radius``), the bilinear upsampling of the
-    coefficients (1) and the reach of the degradation and of the 20 m guides' upsampling (1)."""
-    return 2 * radius + 2
+    coefficients (1) and the reach of the degradation and of the 20 m guides' upsampling (``reach``:
+    1 for the Wald operator, more for wide Gaussians)."""
+    return 2 * radius + 1 + reach
 
 
-def margin10(factor: int, radius: int) -> int:
+def margin10(factor: int, radius: int, reach: int = 1) -> int:
     """:func:`margin_lr` in 10 m pixels, rounded up to the 60 m grid (a multiple of 6)."""
-    m = factor * margin_lr(radius)
+    m = factor * margin_lr(radius, reach)
     return -(-m // 6) * 6
 
 

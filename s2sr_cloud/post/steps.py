@@ -18,6 +18,8 @@ from ..timing import stage
 from . import backproject, guided
 from .guided import DEFAULTS, GuidedConfig
 
+#: The operator estimated from each scene (:mod:`s2sr_cloud.post.estimate`).
+AUTO = "auto"
 #: The hybrid configuration every output made before configurations were recorded used.
 _LEGACY_GUIDED = (("net20", GuidedConfig(1, 30.0, 0.4)), ("net60", GuidedConfig(1, 300.0, 0.6)))
 
@@ -42,14 +44,18 @@ class PostSteps:
     guided: tuple[tuple[str, GuidedConfig], ...] = field(default_factory=_default_guided)
     operator: str = "wald"
     per_net: tuple[tuple[str, int, str], ...] = ()
+    resolved: tuple[tuple[str, float], ...] = ()
+    """``(net, sigma)``: the width each ``auto`` operator was estimated at for the scene being
+    processed (:func:`s2sr_cloud.post.estimate.resolve`; empty until then)."""
 
     def __post_init__(self) -> None:
         for bp, op in [(self.backproject, self.operator), *((b, o) for _, b, o in self.per_net)]:
             if not isinstance(bp, int) or isinstance(bp, bool) or not -1 <= bp <= 50:
                 raise ValueError(f"back-projection iterations must be an integer from -1 (none) to 50, got {bp!r}")
-            if parse_protocol(op).per_band:
-                raise ValueError(f"the post-steps take one operator for every band (wald, bicubic or gaussian:SIGMA), not {op!r}")
+            if op != AUTO and parse_protocol(op).per_band:
+                raise ValueError(f"the post-steps take one operator for every band (auto, wald, bicubic or gaussian:SIGMA), not {op!r}")
         object.__setattr__(self, "per_net", tuple(sorted((net_spec(n).name, b, o) for n, b, o in self.per_net)))
+        object.__setattr__(self, "resolved", tuple(sorted((net_spec(n).name, round(float(v), 3)) for n, v in self.resolved)))
 
     def _own(self, net: str) -> tuple[int, str] | None:
         name = net_spec(net).name
@@ -81,9 +87,29 @@ class PostSteps:
         """Whether any post-step runs (False: the raw nets)."""
         return self.max_iterations >= 0 or self.hybrid
 
+    def wants_estimate(self, net: str) -> bool:
+        """Whether ``net``'s post-steps run with the ``auto`` operator not yet estimated."""
+        runs = self.iterations(net) >= 0 or self.blends(net)
+        return runs and self.operator_of(net) == AUTO and net_spec(net).name not in dict(self.resolved)
+
+    def with_resolved(self, sigmas: Mapping[str, float]) -> PostSteps:
+        """The same post-steps with the ``auto`` widths ``sigmas`` (net → LR pixels) of one scene."""
+        return replace(self, resolved=tuple({**dict(self.resolved), **{net_spec(n).name: v for n, v in sigmas.items()}}.items()))
+
+    def effective_operator(self, net: str) -> str:
+        """The operator ``net``'s post-steps run with: :meth:`operator_of`, ``auto`` replaced by its estimate."""
+        op = self.operator_of(net)
+        if op != AUTO:
+            return op
+        found = dict(self.resolved).get(net_spec(net).name)
+        if found is None:
+            raise ValueError(f"the auto operator of {net_spec(net).name} is not estimated yet: "
+                             "resolve the post-steps on the scene first (s2sr_cloud.post.estimate.resolve)")
+        return f"gaussian:{found:g}"
+
     def degradation(self, net: str) -> Degradation:
-        """The operator of ``net`` (:meth:`operator_of`), parsed."""
-        return parse_protocol(self.operator_of(net))
+        """The operator ``net``'s post-steps run with (:meth:`effective_operator`), parsed."""
+        return parse_protocol(self.effective_operator(net))
 
     def config(self, net: str) -> GuidedConfig:
         """The hybrid configuration of ``net``."""
@@ -104,11 +130,20 @@ class PostSteps:
         for n in nets:
             s = net_spec(n).factor
             it = self.iterations(n)
-            m = backproject.margin10(s, it) if it >= 0 else 0
+            reach = backproject.op_reach(self._widest(n), s)
+            m = backproject.margin10(s, it, reach) if it >= 0 else 0
             if self.blends(n):
-                m += guided.margin10(s, self.config(n).radius)
+                m += guided.margin10(s, self.config(n).radius, reach)
             margins.append(m)
         return max(margins)
+
+    def _widest(self, net: str) -> Degradation:
+        """The operator of ``net``, or for an ``auto`` one not estimated yet the widest it can become."""
+        if self.wants_estimate(net):
+            from .estimate import LIMITS
+
+            return Degradation("gaussian", LIMITS[1])
+        return self.degradation(net)
 
     def finish(self, net: str, sr: Any, lr: Any, *, b10: Any | None = None, b20: Any | None = None) -> Any:
         """The post-steps on one net's raw output ``sr`` (C, H, W) over a whole window: the hybrid
@@ -145,8 +180,14 @@ class PostSteps:
         nets = list(nets)
         tags = {"S2SR_BACKPROJECT": self._per_net_tag(nets, self.iterations), "S2SR_HYBRID": self.hybrid_tag(nets)}
         if any(self.operator_of(n) != "wald" for n in nets):
-            tags["S2SR_POST_OPERATOR"] = self._per_net_tag(nets, self.operator_of)
+            tags["S2SR_POST_OPERATOR"] = self._per_net_tag(nets, self._operator_tag)
         return tags
+
+    def _operator_tag(self, net: str) -> str:
+        """``operator_of``, with an ``auto`` operator's estimate: ``auto(gaussian:0.36)``."""
+        op = self.operator_of(net)
+        found = dict(self.resolved).get(net_spec(net).name)
+        return f"{op}(gaussian:{found:g})" if op == AUTO and found is not None else op
 
     @staticmethod
     def _per_net_tag(nets: list[str], value: Any) -> str:
@@ -160,6 +201,8 @@ class PostSteps:
                                 "guided": {n: [c.radius, c.ridge, c.weight] for n, c in self.guided} if self.hybrid else {}}
         if self.per_net:
             post["per_net"] = {n: [b, o] for n, b, o in self.per_net}
+        if self.resolved:
+            post["resolved"] = dict(self.resolved)
         return {"backproject": self.max_iterations, "hybrid": self.hybrid, "post": post}
 
     @classmethod
@@ -170,9 +213,11 @@ class PostSteps:
             g = post.get("guided") or {}
             cfgs = tuple(sorted((str(n), GuidedConfig(int(v[0]), float(v[1]), float(v[2]))) for n, v in g.items()))
             per = post.get("per_net") or {}
+            res = post.get("resolved") or {}
             return cls(int(post.get("backproject", -1)), bool(post.get("hybrid", False)),
                        cfgs or _default_guided(), str(post.get("operator", "wald")),
-                       tuple((str(n), int(v[0]), str(v[1])) for n, v in per.items()))
+                       tuple((str(n), int(v[0]), str(v[1])) for n, v in per.items()),
+                       tuple((str(n), float(v)) for n, v in res.items()))
         return cls(int(record.get("backproject", -1)), bool(record.get("hybrid", False)), _LEGACY_GUIDED)
 
     def matches(self, record: Mapping[str, Any]) -> bool:
@@ -192,9 +237,10 @@ class PostSteps:
 NONE = PostSteps(backproject=-1, hybrid=False)
 #: Each net's back-projection iterations and operator in the default output, chosen on the validation
 #: set by the mean RMSE over degradation protocols (``scripts/post_sweep.py``, ``docs/model-card.md``).
-#: 20 m: two iterations under a Gaussian of 0.4 LR px (after the hybrid blend); 60 m: one iteration under
-#: the same Gaussian, no hybrid blend (its weight is 0: it did not help on average over the protocols).
-DEFAULT_PER_NET: tuple[tuple[str, int, str], ...] = (("net20", 2, "gaussian:0.4"), ("net60", 1, "gaussian:0.4"))
+#: 20 m: two iterations (after the hybrid blend); 60 m: one iteration, no hybrid blend (its weight is 0:
+#: it did not help on average over the protocols). Both under the ``auto`` operator: the Gaussian the
+#: scene's own bands say relates them to the finer ones (:mod:`s2sr_cloud.post.estimate`).
+DEFAULT_PER_NET: tuple[tuple[str, int, str], ...] = (("net20", 2, "auto"), ("net60", 1, "auto"))
 #: The default output.
 DEFAULT = PostSteps(per_net=DEFAULT_PER_NET)
 

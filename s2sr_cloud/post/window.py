@@ -51,8 +51,14 @@ def super_resolve_consistent(
     (the same array-API code on the runner's torch/CuPy arrays) for runners whose window path
     runs there; the result is then on that device too (the sinks bring it back as uint16).
     ``qa`` accumulates the real-scale consistency of the returned window. ``kwargs`` go to
-    :func:`~s2sr_cloud.sr.super_resolve` (``tile``, ``batch``, ``halo``, ``on_tile``).
+    :func:`~s2sr_cloud.sr.super_resolve` (``tile``, ``batch``, ``halo``, ``on_tile``). An ``auto``
+    operator not estimated yet is estimated on this window (block-wise callers resolve ``post`` once
+    for the whole scene first, as :func:`~s2sr_cloud.stream.run_blocks` does).
     """
+    if any(post.wants_estimate(n) for n in runners):
+        from .estimate import resolve
+
+        post = resolve(post, source, window, runners)
     if not post.active:
         out = super_resolve(source, runners, window=window, device=True, **kwargs)
         if qa is not None:
