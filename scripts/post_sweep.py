@@ -56,7 +56,7 @@ def raw_outputs(scenes, net: str, runner, protocols):
         for sc in scenes:
             ws = wald_scene(sc.b10, sc.b20, sc.b60, spec.name, op)
             raw, lr, b10, b20, bic = raw_on_degraded(ws, runner)
-            sigma = estimate(spec.name, b10, b20, lr).sigma  # the auto operator, from the input alone
+            sigma = estimate(spec.name, b10, b20, lr).operator  # the auto operator, from the input alone
             yield proto, sc.name, raw, lr, b10, b20, ws.target, bic, sigma
 
 

@@ -35,6 +35,18 @@ def test_the_estimate_follows_how_the_input_was_blurred(havel, protocol, lo, hi)
     assert all(v is not None for v in est.per_band.values())  # land: every band tells
 
 
+@pytest.mark.parametrize("net", ["net20", "net60"])
+def test_the_bicubic_kernel_is_recognised(havel, net) -> None:
+    """Downsampled with the antialiased bicubic kernel (an SR toolbox's protocol), the scene reads
+    as bicubic, not as a Gaussian; the same scene under the Wald protocol does not."""
+    lr_of = {"net20": lambda w: w.b20, "net60": lambda w: w.b60}[net]
+    ws = wald_scene(havel.b10, havel.b20, havel.b60, net, parse_protocol("bicubic"))
+    est = estimate(net, ws.b10, ws.b20, lr_of(ws))
+    assert est.family == "bicubic" and est.operator == "bicubic", est
+    ws = wald_scene(havel.b10, havel.b20, havel.b60, net, parse_protocol("wald"))
+    assert estimate(net, ws.b10, ws.b20, lr_of(ws)).family == "gaussian"
+
+
 def test_a_featureless_scene_falls_back(havel) -> None:
     """Flat bands (open sea, fog) tell nothing: the fallback width, and no band claims a value."""
     flat = [np.full_like(a, 1234) for a in (havel.b10, havel.b20, havel.b60)]
@@ -58,11 +70,16 @@ def test_auto_must_be_resolved_and_is_recorded(havel) -> None:
     src = ArraySource(havel.b10, havel.b20, havel.b60)
     post = resolve(DEFAULT, src)
     assert resolve(post, src) is post  # resolved once
-    sig = dict(post.resolved)
-    assert set(sig) == {"net20", "net60"} and all(LIMITS[0] <= v <= LIMITS[1] or v == FALLBACK for v in sig.values())
-    assert post.effective_operator("net20") == f"gaussian:{sig['net20']:g}"
+    ops = dict(post.resolved)
+    assert set(ops) == {"net20", "net60"} and all(o.startswith("gaussian:") for o in ops.values())  # real blur
+    assert all(LIMITS[0] <= parse_protocol(o).sigma <= LIMITS[1] for o in ops.values())
+    assert post.effective_operator("net20") == ops["net20"]
     tags = post.tags(["net20", "net60"])
-    assert f"net20=auto(gaussian:{sig['net20']:g})" in tags["S2SR_POST_OPERATOR"]
+    assert f"net20=auto({ops['net20']})" in tags["S2SR_POST_OPERATOR"]
+    assert DEFAULT.with_resolved({"net20": "bicubic"}).tags(["net20"])["S2SR_POST_OPERATOR"] == "auto(bicubic)"
+    assert dict(DEFAULT.with_resolved({"net20": 0.4}).resolved) == {"net20": "gaussian:0.4"}
+    with pytest.raises(ValueError, match="gaussian:SIGMA or bicubic"):
+        DEFAULT.with_resolved({"net20": "wald"})
     back = PostSteps.from_record(post.record())
     assert back == post and back.matches(DEFAULT.record())  # the request matches, whatever the estimate
     assert not PostSteps(per_net=(("net20", 2, "wald"), ("net60", 1, "auto"))).matches(post.record())
@@ -70,12 +87,17 @@ def test_auto_must_be_resolved_and_is_recorded(havel) -> None:
     assert resolve(PostSteps(backproject=-1, hybrid=False, operator="auto"), src).resolved == ()
 
 
-def test_blocks_equal_the_whole_image_with_the_widest_auto_operator(havel, narrow_runners) -> None:
+@pytest.mark.parametrize("found", [LIMITS[1], "bicubic"])
+def test_blocks_equal_the_whole_image_with_the_widest_auto_operator(havel, narrow_runners, found) -> None:
     """The margins follow the operator's reach: with the widest ``auto`` width (0.6 LR px: a wider
-    back-projection footprint than the Wald operator's), blocks still give the whole-image pixels."""
+    back-projection footprint than the Wald operator's) or the bicubic kernel (negative lobes),
+    blocks still give the whole-image pixels."""
     src = ArraySource(havel.b10[:, :216, :252], havel.b20[:, :108, :126], havel.b60[:, :36, :42])
-    post = DEFAULT.with_resolved({"net20": LIMITS[1], "net60": LIMITS[1]})
-    assert post.margin10(["net20"]) > DEFAULT.with_resolved({"net20": 0.35, "net60": 0.35}).margin10(["net20"])
+    post = DEFAULT.with_resolved({"net20": found, "net60": found})
+    if found == LIMITS[1]:
+        assert post.margin10(["net20"]) > DEFAULT.with_resolved({"net20": 0.35, "net60": 0.35}).margin10(["net20"])
+    for net in ("net20", "net60"):  # an unresolved auto operator's margin covers whatever it becomes
+        assert DEFAULT.margin10([net]) >= max(DEFAULT.with_resolved({net: op}).margin10([net]) for op in (LIMITS[1], "bicubic"))
     ref = super_resolve_consistent(src, narrow_runners, post=post)
     sink = ArraySink(Window(0, 0, *src.shape10), narrow_runners)
     run_blocks(src, narrow_runners, sink, block=72, tile=48, post=post, qa=ConsistencyQA())

@@ -24,6 +24,16 @@ AUTO = "auto"
 _LEGACY_GUIDED = (("net20", GuidedConfig(1, 30.0, 0.4)), ("net60", GuidedConfig(1, 300.0, 0.6)))
 
 
+def _estimated(value: str | float) -> str:
+    """An ``auto`` estimate as an operator name: ``gaussian:SIGMA`` (a number is a Gaussian's width) or ``bicubic``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"gaussian:{round(float(value), 3):g}"
+    op = parse_protocol(str(value))
+    if op.kind not in ("gaussian", "bicubic"):
+        raise ValueError(f"an auto operator is estimated as gaussian:SIGMA or bicubic, not {value!r}")
+    return op.name
+
+
 def _default_guided() -> tuple[tuple[str, GuidedConfig], ...]:
     return tuple(sorted(DEFAULTS.items()))
 
@@ -44,9 +54,10 @@ class PostSteps:
     guided: tuple[tuple[str, GuidedConfig], ...] = field(default_factory=_default_guided)
     operator: str = "wald"
     per_net: tuple[tuple[str, int, str], ...] = ()
-    resolved: tuple[tuple[str, float], ...] = ()
-    """``(net, sigma)``: the width each ``auto`` operator was estimated at for the scene being
-    processed (:func:`s2sr_cloud.post.estimate.resolve`; empty until then)."""
+    resolved: tuple[tuple[str, str], ...] = ()
+    """``(net, operator)``: what each ``auto`` operator was estimated to be for the scene being
+    processed (``gaussian:SIGMA`` or ``bicubic``; :func:`s2sr_cloud.post.estimate.resolve`; empty
+    until then)."""
 
     def __post_init__(self) -> None:
         for bp, op in [(self.backproject, self.operator), *((b, o) for _, b, o in self.per_net)]:
@@ -55,7 +66,7 @@ class PostSteps:
             if op != AUTO and parse_protocol(op).per_band:
                 raise ValueError(f"the post-steps take one operator for every band (auto, wald, bicubic or gaussian:SIGMA), not {op!r}")
         object.__setattr__(self, "per_net", tuple(sorted((net_spec(n).name, b, o) for n, b, o in self.per_net)))
-        object.__setattr__(self, "resolved", tuple(sorted((net_spec(n).name, round(float(v), 3)) for n, v in self.resolved)))
+        object.__setattr__(self, "resolved", tuple(sorted((net_spec(n).name, _estimated(v)) for n, v in self.resolved)))
 
     def _own(self, net: str) -> tuple[int, str] | None:
         name = net_spec(net).name
@@ -92,9 +103,10 @@ class PostSteps:
         runs = self.iterations(net) >= 0 or self.blends(net)
         return runs and self.operator_of(net) == AUTO and net_spec(net).name not in dict(self.resolved)
 
-    def with_resolved(self, sigmas: Mapping[str, float]) -> PostSteps:
-        """The same post-steps with the ``auto`` widths ``sigmas`` (net → LR pixels) of one scene."""
-        return replace(self, resolved=tuple({**dict(self.resolved), **{net_spec(n).name: v for n, v in sigmas.items()}}.items()))
+    def with_resolved(self, found: Mapping[str, str | float]) -> PostSteps:
+        """The same post-steps with the ``auto`` operators ``found`` of one scene (net → ``gaussian:SIGMA``,
+        ``bicubic``, or a Gaussian's width in LR pixels)."""
+        return replace(self, resolved=tuple({**dict(self.resolved), **{net_spec(n).name: _estimated(v) for n, v in found.items()}}.items()))
 
     def effective_operator(self, net: str) -> str:
         """The operator ``net``'s post-steps run with: :meth:`operator_of`, ``auto`` replaced by its estimate."""
@@ -105,7 +117,7 @@ class PostSteps:
         if found is None:
             raise ValueError(f"the auto operator of {net_spec(net).name} is not estimated yet: "
                              "resolve the post-steps on the scene first (s2sr_cloud.post.estimate.resolve)")
-        return f"gaussian:{found:g}"
+        return found
 
     def degradation(self, net: str) -> Degradation:
         """The operator ``net``'s post-steps run with (:meth:`effective_operator`), parsed."""
@@ -142,7 +154,8 @@ class PostSteps:
         if self.wants_estimate(net):
             from .estimate import LIMITS
 
-            return Degradation("gaussian", LIMITS[1])
+            s = net_spec(net).factor
+            return max((Degradation("gaussian", LIMITS[1]), Degradation("bicubic")), key=lambda d: d.reach(s))
         return self.degradation(net)
 
     def finish(self, net: str, sr: Any, lr: Any, *, b10: Any | None = None, b20: Any | None = None) -> Any:
@@ -184,10 +197,10 @@ class PostSteps:
         return tags
 
     def _operator_tag(self, net: str) -> str:
-        """``operator_of``, with an ``auto`` operator's estimate: ``auto(gaussian:0.36)``."""
+        """``operator_of``, with an ``auto`` operator's estimate: ``auto(gaussian:0.36)``, ``auto(bicubic)``."""
         op = self.operator_of(net)
         found = dict(self.resolved).get(net_spec(net).name)
-        return f"{op}(gaussian:{found:g})" if op == AUTO and found is not None else op
+        return f"{op}({found})" if op == AUTO and found is not None else op
 
     @staticmethod
     def _per_net_tag(nets: list[str], value: Any) -> str:
@@ -217,7 +230,7 @@ class PostSteps:
             return cls(int(post.get("backproject", -1)), bool(post.get("hybrid", False)),
                        cfgs or _default_guided(), str(post.get("operator", "wald")),
                        tuple((str(n), int(v[0]), str(v[1])) for n, v in per.items()),
-                       tuple((str(n), float(v)) for n, v in res.items()))
+                       tuple((str(n), v) for n, v in res.items()))
         return cls(int(record.get("backproject", -1)), bool(record.get("hybrid", False)), _LEGACY_GUIDED)
 
     def matches(self, record: Mapping[str, Any]) -> bool:
