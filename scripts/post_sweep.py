@@ -75,6 +75,9 @@ def main() -> None:
     weights = [float(w) for w in a.weights.split(",")]
     bps = [int(b) for b in a.backproject.split(",")]
     operators = a.operators.split(",")
+    # the raw nets (no blend, no back-projection) are always in the grid: every rule compares with them
+    weights = sorted(set(weights) | {0.0})
+    bps = sorted(set(bps) | {-1})
     scenes = load_set("validation", a.shared_data, ROOT / "tests" / "data")
     ckpts = {}
     for p in a.checkpoint:

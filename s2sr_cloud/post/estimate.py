@@ -85,13 +85,15 @@ class Estimate:
         return "bicubic" if self.family == "bicubic" else f"gaussian:{self.sigma:g}"
 
 
-def _block_residual(feat: np.ndarray, y: np.ndarray, valid: np.ndarray, block: int) -> float:
-    """RMS residual of per-block least squares of ``y`` (h, w) on ``feat`` (C, h, w) and a constant,
-    over blocks with every pixel valid; NaN when there is none."""
+def _block_residual(feat: np.ndarray, y: np.ndarray, valid: np.ndarray, block: int) -> np.ndarray:
+    """RMS residual of per-block least squares of each band of ``y`` (B, h, w) on ``feat`` (C, h, w)
+    and a constant, over blocks with every pixel valid: (B,), NaN when there is no such block. The
+    normal equations depend on ``feat`` alone: factorised once for every band."""
     c, h, w = feat.shape
+    nb = y.shape[0]
     hb, wb = h // block, w // block
     if hb == 0 or wb == 0:
-        return float("nan")
+        return np.full(nb, np.nan)
 
     def blocks(a: np.ndarray) -> np.ndarray:  # (..., h, w) -> (n, block², ...)
         a = a[..., : hb * block, : wb * block]
@@ -102,18 +104,18 @@ def _block_residual(feat: np.ndarray, y: np.ndarray, valid: np.ndarray, block: i
 
     ok = blocks(valid).all(axis=1)
     if not ok.any():
-        return float("nan")
+        return np.full(nb, np.nan)
     x = blocks(feat)[ok]  # (n, k, C)
-    t = blocks(y)[ok]  # (n, k)
+    t = blocks(y)[ok]  # (n, k, B)
     x = np.concatenate([x, np.ones(x.shape[:2] + (1,))], axis=2)
     gram = np.einsum("nki,nkj->nij", x, x)
     # a ridge of 1e-3 of the mean squared regressor (DN², about 1e3 for land): keeps the fit from
     # chasing noise with near-collinear guides; the value the defaults were validated with
     ridge = RIDGE * np.trace(gram, axis1=1, axis2=2) / (x.shape[1] * (c + 1))
     gram += np.eye(c + 1)[None] * ridge[:, None, None]
-    coef = np.linalg.solve(gram, np.einsum("nki,nk->ni", x, t)[..., None])[..., 0]
-    r = t - np.einsum("nki,ni->nk", x, coef)
-    return float(np.sqrt(np.mean(r * r)))
+    coef = np.linalg.solve(gram, np.einsum("nki,nkb->nib", x, t))  # (n, C+1, B)
+    r = t - np.einsum("nki,nib->nkb", x, coef)
+    return np.sqrt(np.mean(r * r, axis=(0, 1)))
 
 
 def _minimum(curve: np.ndarray) -> float | None:
@@ -149,16 +151,14 @@ def estimate(net: str, b10: Any, b20: Any, lr: Any) -> Estimate:
     block = BLOCK[spec.name]
     curves = np.full((lr.shape[0], len(GRID)), np.nan)
     for g, sigma in enumerate(GRID):
-        low = degrade(feat, s, Degradation("gaussian", sigma))
-        for b in range(lr.shape[0]):
-            curves[b, g] = _block_residual(low, lr[b], valid, block)
+        curves[:, g] = _block_residual(degrade(feat, s, Degradation("gaussian", sigma)), lr, valid, block)
     per_band = {band: _minimum(curves[i]) for i, band in enumerate(spec.outputs)}
     found = [(v, i) for i, v in enumerate(per_band.values()) if v is not None]
     sigma = round(min(max(min(found)[0], LIMITS[0]), LIMITS[1]), 2) if found else FALLBACK
     family = "gaussian"
     if found:
         ref = min(found)[1]  # the band that set the width
-        cubic = _block_residual(degrade(feat, s, Degradation("bicubic")), lr[ref], valid, block)
+        cubic = float(_block_residual(degrade(feat, s, Degradation("bicubic")), lr[ref : ref + 1], valid, block)[0])
         if cubic < (1.0 - FAMILY_MARGIN) * float(np.nanmin(curves[ref])):
             family = "bicubic"
     per_band = {k: (None if v is None else round(v, 3)) for k, v in per_band.items()}
