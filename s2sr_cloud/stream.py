@@ -37,6 +37,7 @@ import numpy as np
 
 from .grid import Window
 from .post import DEFAULT, NONE, ConsistencyQA, PostSteps, super_resolve_consistent
+from .post.estimate import resolve
 from .post.window import tiles_with_margin
 from .sinks import ArraySink, BandsSink, BlockSink
 from .sr import Runner, SceneSource, plan_blocks, runner_tiling
@@ -373,10 +374,7 @@ def run_blocks(
     :func:`block_workers`) blocks are prepared on the host at once.
     """
     workers = block_workers(runners) if workers is None else workers
-    if any(post.wants_estimate(n) for n in runners):  # callers that record the value resolve first
-        from .post.estimate import resolve
-
-        post = resolve(post, source, window, runners)
+    post = resolve(post, source, window, runners)  # a no-op when resolved (callers that record the value do it first)
     for win, out in stream_blocks_overlapped(
         source, runners, block=aligned_block(block), tile=tile, batch=batch, window=window,
         on_progress=on_progress, workers=workers, post=post, qa=qa,

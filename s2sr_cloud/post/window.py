@@ -18,6 +18,7 @@ from ..grid import Window
 from ..ops.xp import asarray_like
 from ..sr import Runner, SceneSource, count_tiles, super_resolve
 from ..timing import stage
+from .estimate import resolve
 from .qa import ConsistencyQA
 from .steps import DEFAULT, PostSteps
 
@@ -55,10 +56,7 @@ def super_resolve_consistent(
     operator not estimated yet is estimated on this window (block-wise callers resolve ``post`` once
     for the whole scene first, as :func:`~s2sr_cloud.stream.run_blocks` does).
     """
-    if any(post.wants_estimate(n) for n in runners):
-        from .estimate import resolve
-
-        post = resolve(post, source, window, runners)
+    post = resolve(post, source, window, runners)  # a no-op when resolved already
     if not post.active:
         out = super_resolve(source, runners, window=window, device=True, **kwargs)
         if qa is not None:
