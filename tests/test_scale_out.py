@@ -300,3 +300,43 @@ def test_cgroup_cpu_quota_bounds_the_threads(tmp_path: Path) -> None:
     assert cgroup_cpu_quota(tmp_path) is None
 
 
+
+
+def test_a_split_item_estimates_its_operators_once_for_its_parts(api_items, narrow, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A split item's `auto` operators come from one estimate unit: its parts and assembly use its
+    result as it is (they do not estimate again), and a failed estimate fails them unrun."""
+    from dataclasses import replace
+
+    from s2sr_cloud.batch.cluster import item_doc
+    from s2sr_cloud.batch.units import Unit, UnitResult, run_unit
+    from s2sr_cloud.post import estimate
+
+    prof, items = api_items
+    doc, hrefs = item_doc(next(i for i in items if i.id == VA_ID))
+    params = RunParams(out_dir=tmp_path, block=BLOCK, http=FAST)
+    unit = Unit("estimate", doc, prof, params, narrow, hrefs)
+    est = run_unit(unit)
+    assert est.error is None and est.post is not None
+    assert set(dict(est.post.resolved)) == {"net20", "net60"}  # both nets run auto post-steps by default
+
+    calls: list[object] = []
+    real = estimate.estimate_source
+    monkeypatch.setattr(estimate, "estimate_source", lambda *a, **k: calls.append(a) or real(*a, **k))
+    # given an estimate (here a deliberately different one), a part uses it and records it in its sidecar
+    forced = params.post.with_resolved({"net20": "bicubic", "net60": 0.3})
+    part = replace(unit, kind="part", rows=(0, BLOCK), part=str(tmp_path / "parts" / "rows-0.tif"), width=540)
+    done = run_unit(part, UnitResult("w", 1.0, post=forced))
+    assert done.error is None and done.part == part.part and calls == []
+    side = json.loads(Path(part.part).with_suffix(".json").read_text())
+    assert side["made_with"]["post"]["resolved"] == {"net20": "bicubic", "net60": "gaussian:0.3"}
+    # without one it estimates itself (a unit from an older client), and gets the estimate unit's value
+    alone = replace(part, rows=(BLOCK, 2 * BLOCK), part=str(tmp_path / "parts" / "rows-1.tif"))
+    assert run_unit(alone).error is None and len(calls) == 1
+    side = json.loads(Path(alone.part).with_suffix(".json").read_text())
+    assert side["made_with"]["post"]["resolved"] == dict(est.post.resolved)
+    # a failed estimate: the part fails with its error, and nothing is written
+    failed = replace(part, rows=(2 * BLOCK, 3 * BLOCK), part=str(tmp_path / "parts" / "rows-2.tif"))
+    bad = run_unit(failed, UnitResult("w", 0.0, error=RasterReadError("B05: HTTP 503")))
+    assert isinstance(bad.error, RasterReadError) and bad.rows == failed.rows
+    assert not Path(failed.part).exists() and len(calls) == 1

@@ -9,7 +9,9 @@
   is one unit, and an item taller than ``unit_rows`` output rows is split into row bands
   (whole blocks, so the 60 m grid and the COG block grid are respected) written by different
   workers into part files under ``<out>/.s2sr-parts/`` (:mod:`s2sr_cloud.io.parts`) and
-  assembled into the same single COG by a final unit. At most ``window`` units are in flight.
+  assembled into the same single COG by a final unit. A split item whose post-steps use the
+  ``auto`` operator first gets an estimate unit, whose result all its parts and its assembly
+  use (the operator is estimated once per item). At most ``window`` units are in flight.
   Workers read their own COG windows; units return small results (paths, grids, model info),
   never pixels. Each worker process loads its runners once (:func:`worker_runners`), with its
   share of its host's usable cores as inference threads.

@@ -34,7 +34,7 @@ from ..settings import DASK_TIMEOUT_VAR, SCHEDULER_VAR
 from ..stream import aligned_block
 from .models import ModelSpec, scheduler_workers
 from .outcomes import BatchEvent, ItemOutcome, Tally
-from .units import Unit, UnitResult, model_infos, run_unit
+from .units import Unit, UnitResult, model_infos, run_unit, wants_estimate
 
 if TYPE_CHECKING:
     import pystac
@@ -293,15 +293,19 @@ def run_cluster(
             tally.units_total += 1
         else:
             staging = staging_dir(params.out_dir, output_path(p.item, params).stem)
+            # the item's `auto` operators, estimated once for all its parts and its assembly
+            first = ([client.submit(run_unit, replace(unit, kind="estimate"), key=f"s2sr-estimate-{name}",
+                                    retries=retries, pure=False)] if wants_estimate(params, list(infos)) else [])
             parts = []
             for r in rows:
                 part = replace(unit, kind="part", rows=r, part=str(staging / f"rows-{r[0]:06d}-{r[1]:06d}.tif"),
                                width=p.width)
-                parts.append(client.submit(run_unit, part, key=f"s2sr-part-{name}-{r[0]}", retries=retries, pure=False))
+                parts.append(client.submit(run_unit, part, *first, key=f"s2sr-part-{name}-{r[0]}", retries=retries,
+                                           pure=False))
             for f in parts:
                 futs[f] = (p, "part")
                 ac.add(f)
-            fut = client.submit(run_unit, replace(unit, kind="assemble"), *parts, key=f"s2sr-assemble-{name}",
+            fut = client.submit(run_unit, replace(unit, kind="assemble"), *first, *parts, key=f"s2sr-assemble-{name}",
                                 retries=retries, pure=False)
             tally.units_total += len(rows)
         futs[fut] = (p, "item")

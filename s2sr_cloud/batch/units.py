@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     import pystac
 
     from ..catalog.presets import CatalogProfile
+    from ..post import PostSteps
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,9 @@ class UnitResult:
     resumed: bool = False
     """A part taken from its finished part file."""
     warnings: tuple[str, ...] = ()
+    post: PostSteps | None = None
+    """An estimate unit's result: the item's post-step settings with its ``auto`` operators resolved,
+    which its parts and its assembly then use as they are (estimated once per item, not once per part)."""
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -97,7 +101,7 @@ class Unit:
     """A unit as sent to a worker: the item's JSON, the catalog rules and the parameters."""
 
     kind: str
-    """``item``, ``part`` or ``assemble``."""
+    """``item``, ``estimate``, ``part`` or ``assemble``."""
     item: dict[str, Any]
     profile: CatalogProfile
     params: RunParams
@@ -169,6 +173,23 @@ def produce_item(
     return UnitResult(worker_name(), time.perf_counter() - t0, result=res, warnings=_nodata(res))
 
 
+def produce_estimate(item: pystac.Item, runners: Mapping[str, Runner], profile: CatalogProfile,
+                     params: RunParams) -> UnitResult:
+    """A split item's ``auto`` post-step operators, estimated once (on its central crop) for all its
+    parts and its assembly: they get the result as an input (:func:`run_unit`)."""
+    from ..pipeline import resolve_post
+
+    t0 = time.perf_counter()
+    post = resolve_post(plan_item(item, profile, params), runners, profile, params).post
+    log.info("%s: post-step operators %s", item.id, dict(post.resolved))
+    return UnitResult(worker_name(), time.perf_counter() - t0, post=post)
+
+
+def wants_estimate(params: RunParams, nets: Sequence[str]) -> bool:
+    """Whether a split item of these ``nets`` needs an estimate unit before its parts."""
+    return any(params.post.wants_estimate(n) for n in nets)
+
+
 def produce_part(item: pystac.Item, runners: Mapping[str, Runner], profile: CatalogProfile, params: RunParams,
                  rows: tuple[int, int], part: Path) -> UnitResult:
     """Rows ``rows`` of an item → ``part`` and its sidecar (or the finished part, as it is)."""
@@ -179,6 +200,7 @@ def produce_part(item: pystac.Item, runners: Mapping[str, Runner], profile: Cata
 
     t0 = time.perf_counter()
     plan = plan_item(item, profile, params)
+    params = resolve_post(plan, runners, profile, params)  # a no-op after the item's estimate unit
     want = {**made_with(item.id, params, rows, plan.out.shape[1]), "models": _infos(runners)}
     with output_lock(part, wait=True):
         qa_done = finished_part(part, want, same_model)
@@ -187,7 +209,6 @@ def produce_part(item: pystac.Item, runners: Mapping[str, Runner], profile: Cata
             return UnitResult(worker_name(), 0.0, part=str(part), rows=rows, qa=qa_done, resumed=True)
         sweep_staging(part)
         sweep_staging(sidecar_path(part))
-        params = resolve_post(plan, runners, profile, params)  # the item's auto operator: every part alike
         qa = ConsistencyQA()
         with PartWriter(part, width=plan.out.shape[1], rows=rows, count=len(output_bands(params)), crs=plan.out.crs,
                         transform=plan.out.transform) as w:
@@ -220,7 +241,7 @@ def produce_assembly(item: pystac.Item, runners: Mapping[str, Runner], profile: 
             return _exists(item.id, path, runners, params)
         sweep_staging(path)
         plan = plan_item(item, profile, params)
-        params = resolve_post(plan, runners, profile, params)  # the value the parts used, for the tags and record
+        params = resolve_post(plan, runners, profile, params)  # no-op when the estimate unit resolved it
         qa = ConsistencyQA()  # the item's consistency: the parts' sums of squares and counts
         for p in parts:
             if p.qa is not None:
@@ -297,17 +318,30 @@ def attempt(unit_rows: tuple[int, int] | None, body: Callable[[], UnitResult]) -
     raise again  # outside the except block: no __context__ chain to pickle; Dask retries it
 
 
-def run_unit(unit: Unit, *parts: UnitResult) -> UnitResult:
-    """The task Dask runs: ``unit`` with this worker's cached runners (``parts``: an assembly's inputs)."""
+def run_unit(unit: Unit, *inputs: UnitResult) -> UnitResult:
+    """The task Dask runs: ``unit`` with this worker's cached runners. ``inputs``: the results it
+    waits for, the item's estimate unit (a part, an assembly) and the parts (an assembly). An
+    estimate's resolved post-steps replace ``unit.params.post``; a failed estimate fails the unit."""
+    failed = next((r for r in inputs if r.error is not None), None)
+    if failed is not None:  # the estimate or a part failed: this unit fails with its error, unrun
+        return UnitResult(worker_name(), 0.0, rows=unit.rows, error=failed.error)
+    params = unit.params
+    resolved = next((r.post for r in inputs if r.post is not None), None)
+    if resolved is not None:
+        params = replace(params, post=resolved)
+    parts = [r for r in inputs if r.part is not None]
+
     def body() -> UnitResult:
         runners = worker_runners(unit.models, worker_threads(unit.models))
         item = unit.pystac_item()
         if unit.kind == "item":
-            return produce_item(item, runners, unit.profile, unit.params, overwrite=unit.params.overwrite, wait_lock=True)
+            return produce_item(item, runners, unit.profile, params, overwrite=params.overwrite, wait_lock=True)
+        if unit.kind == "estimate":
+            return produce_estimate(item, runners, unit.profile, params)
         if unit.kind == "part":
             assert unit.rows is not None and unit.part is not None
-            return produce_part(item, runners, unit.profile, unit.params, unit.rows, Path(unit.part))
-        return produce_assembly(item, runners, unit.profile, unit.params, parts, overwrite=unit.params.overwrite)
+            return produce_part(item, runners, unit.profile, params, unit.rows, Path(unit.part))
+        return produce_assembly(item, runners, unit.profile, params, parts, overwrite=params.overwrite)
 
     return attempt(unit.rows, body)
 
