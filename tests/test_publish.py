@@ -524,6 +524,40 @@ def test_processed_scene_published_to_all_three_targets(
         _check_pixels(run_scene, "B05", items[0])
 
 
+def test_a_rerun_publishes_an_item_done_but_never_published(tmp_path: Path,
+                                                            random_models: dict[str, dict[str, Path]]) -> None:
+    """A run that ended between an item's record and its publish (a killed client, a worker lost after
+    writing): the re-run skips the processing but publishes the item from its record; a third run
+    finds it published (the target skips it), and processes nothing either time."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from s2sr_cloud.cli import app
+
+    stem = "S2A_MSIL2A_20170613T101031_87_48"
+    item_json = Path(__file__).parents[1] / "s2sr_cloud" / "sample" / "sentinel-2-l2a" / stem / f"{stem}.json"
+    out, cat = tmp_path / "out", tmp_path / "cat"
+    models = [a for net in ("net20", "net60") for a in ("--onnx", str(random_models[net]["onnx"]))]
+    args = ["run", str(item_json), "--out", str(out), *models, "--device", "cpu", "--publish", str(cat)]
+    cli = CliRunner()
+    assert cli.invoke(app, args).exit_code == 0
+    cog = out / f"{stem}-s2sr.tif"
+    made = cog.stat().st_mtime_ns
+    shutil.rmtree(cat)  # as if the run had died before publishing
+    r = cli.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "1 skipped" in r.output and f"{stem}-s2sr: created" in r.output
+    assert (cat / f"{stem}-s2sr" / f"{stem}-s2sr.json").is_file() and cog.stat().st_mtime_ns == made
+    r = cli.invoke(app, args)
+    assert r.exit_code == 0 and f"{stem}-s2sr: skipped" in r.output, r.output
+    # a target that cannot take it fails that item, with the publishing error and its exit code
+    shutil.rmtree(cat / f"{stem}-s2sr")
+    (cat / f"{stem}-s2sr").write_text("a file where the item's folder goes")
+    r = cli.invoke(app, args)
+    assert r.exit_code != 0 and "failed" in r.output, r.output
+
+
 def test_consistency_qa_in_item_and_collection_summaries(scene: ProcessedScene) -> None:
     """The per-output QA figure: item properties, and a range in the collection summaries that
     widens as items are added (merge_collection)."""

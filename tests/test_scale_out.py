@@ -122,7 +122,10 @@ def test_killed_worker_loses_no_item(api_items, narrow, reference, client, cog_s
     outcomes = process_items(items, prof, RunParams(out_dir=tmp_path, block=BLOCK, http=FAST), models=narrow,
                               client=client, unit_rows=2 * BLOCK, on_event=on_event, retries=1)
     assert killed, "no worker was busy when the first unit finished"
-    assert [o.status for o in outcomes] == ["done"] * 4, [o.error for o in outcomes]
+    # "skipped": a unit that had finished on the dead worker, its result not yet fetched, is run again
+    # by Dask and finds its own output done (the CLI then publishes it from its record); every
+    # output below was written by this run (a fresh folder) and equals the in-process one
+    assert {o.status for o in outcomes} <= {"done", "skipped"}, [o.error for o in outcomes]
     victim, keys = killed[0]
     for o in outcomes:
         _same_cog(reference[o.item_id], o.path)

@@ -17,20 +17,23 @@ def publish_hook(
     collection_id: str | None = None, overwrite: bool = False,
     on_published: Callable[[Any], None] | None = None,
 ) -> Callable[[Any], Any] | None:
-    """A hook that publishes a :class:`~s2sr_cloud.pipeline.SceneResult` to ``to`` (None: no hook).
+    """A hook that publishes a :class:`~s2sr_cloud.pipeline.SceneResult` (or a
+    :class:`~s2sr_cloud.publish.item.ProcessedScene`, e.g. read back from a record) to ``to`` (None: no hook).
 
     ``on_published`` gets each target's result (``item_id``, ``status``, ``href``), e.g. to print it.
     """
     if not to:
         return None
     from . import DEFAULT_COLLECTION, open_target
+    from .item import ProcessedScene
     from .record import scene_from_result
 
     target = open_target(to, s3_endpoint=s3_endpoint, assets_to=assets_to,
                          collection_id=collection_id or DEFAULT_COLLECTION)
 
     def hook(result: Any) -> Any:
-        res = target.publish(scene_from_result(result), overwrite=overwrite)
+        scene = result if isinstance(result, ProcessedScene) else scene_from_result(result)
+        res = target.publish(scene, overwrite=overwrite)
         if on_published is not None:
             on_published(res)
         return res
