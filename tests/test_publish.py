@@ -556,6 +556,9 @@ def test_a_rerun_publishes_an_item_done_but_never_published(tmp_path: Path,
     (cat / f"{stem}-s2sr").write_text("a file where the item's folder goes")
     r = cli.invoke(app, args)
     assert r.exit_code != 0 and "failed" in r.output, r.output
+    r = cli.invoke(app, [*args, "--json"])  # a second line for the item says it failed after all
+    lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    assert [x["status"] for x in lines] == ["skipped", "failed"] and r.exit_code != 0, r.output
 
 
 def test_consistency_qa_in_item_and_collection_summaries(scene: ProcessedScene) -> None:

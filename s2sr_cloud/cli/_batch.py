@@ -171,17 +171,17 @@ def run_batch(
         if not cluster:  # loaded here, released here (TensorRT device memory, engine contexts)
             close_runners(models)
     if hook is not None:
-        outcomes = [_publish_skipped(o, hook) if o.status == "skipped" else o for o in outcomes]
+        outcomes = [_publish_skipped(o, hook, as_json) if o.status == "skipped" else o for o in outcomes]
     if not quiet:
         err_console.print(_summary(outcomes, time.perf_counter() - t0))
     raise_for_failures(outcomes)
 
 
-def _publish_skipped(outcome: Any, hook: Any) -> Any:
+def _publish_skipped(outcome: Any, hook: Any, as_json: bool) -> Any:
     """A skipped item (done before, by an earlier run or an earlier attempt of a unit) published
     from its record: the target skips it when it holds it already with the same model, and an
     item whose run ended between writing its record and publishing it is published now. A
-    failure fails that item (as for a new one)."""
+    failure fails that item (as for a new one; with ``--json``, a second line for it says so)."""
     from dataclasses import replace
 
     from ..publish.record import load_scene
@@ -189,7 +189,10 @@ def _publish_skipped(outcome: Any, hook: Any) -> Any:
     try:
         hook(load_scene(Path(outcome.path)))
     except Exception as err:  # noqa: BLE001 - reported per item, as for new items
-        return replace(outcome, status="failed", error=err)
+        failed = replace(outcome, status="failed", error=err)
+        if as_json:
+            typer.echo(json.dumps(failed.to_json()))
+        return failed
     return outcome
 
 
