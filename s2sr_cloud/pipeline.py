@@ -316,7 +316,7 @@ def resolve_post(plan: ItemPlan, runners: Mapping[str, Runner], profile: Catalog
     from .io.read import ItemSource
     from .post.estimate import resolve
 
-    if not any(params.post.wants_estimate(n) for n in runners):
+    if not params.post.wants_any_estimate(runners):
         return params
     with ItemSource(plan.assets, plan.item_grid, signer=_signer(profile), http=plan.http) as source:
         return replace(params, post=resolve(params.post, source, plan.out.window, runners))

@@ -34,7 +34,7 @@ from ..settings import DASK_TIMEOUT_VAR, SCHEDULER_VAR
 from ..stream import aligned_block
 from .models import ModelSpec, scheduler_workers
 from .outcomes import BatchEvent, ItemOutcome, Tally
-from .units import Unit, UnitResult, model_infos, run_unit, wants_estimate
+from .units import Unit, UnitResult, model_infos, run_unit
 
 if TYPE_CHECKING:
     import pystac
@@ -295,7 +295,7 @@ def run_cluster(
             staging = staging_dir(params.out_dir, output_path(p.item, params).stem)
             # the item's `auto` operators, estimated once for all its parts and its assembly
             first = ([client.submit(run_unit, replace(unit, kind="estimate"), key=f"s2sr-estimate-{name}",
-                                    retries=retries, pure=False)] if wants_estimate(params, list(infos)) else [])
+                                    retries=retries, pure=False)] if params.post.wants_any_estimate(infos) else [])
             parts = []
             for r in rows:
                 part = replace(unit, kind="part", rows=r, part=str(staging / f"rows-{r[0]:06d}-{r[1]:06d}.tif"),

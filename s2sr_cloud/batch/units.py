@@ -185,11 +185,6 @@ def produce_estimate(item: pystac.Item, runners: Mapping[str, Runner], profile: 
     return UnitResult(worker_name(), time.perf_counter() - t0, post=post)
 
 
-def wants_estimate(params: RunParams, nets: Sequence[str]) -> bool:
-    """Whether a split item of these ``nets`` needs an estimate unit before its parts."""
-    return any(params.post.wants_estimate(n) for n in nets)
-
-
 def produce_part(item: pystac.Item, runners: Mapping[str, Runner], profile: CatalogProfile, params: RunParams,
                  rows: tuple[int, int], part: Path) -> UnitResult:
     """Rows ``rows`` of an item → ``part`` and its sidecar (or the finished part, as it is)."""
@@ -224,7 +219,8 @@ def produce_part(item: pystac.Item, runners: Mapping[str, Runner], profile: Cata
 
 def produce_assembly(item: pystac.Item, runners: Mapping[str, Runner], profile: CatalogProfile, params: RunParams,
                      parts: Sequence[UnitResult], *, overwrite: bool) -> UnitResult:
-    """The parts of an item → its COG (a lossless copy of their rows) and its record; the parts go."""
+    """The parts of an item → its COG (a lossless copy of their rows) and its record; the parts go.
+    ``parts`` all finished (:func:`run_unit` fails the assembly, unrun, when one did not)."""
     from ..io.cog import CogWriter
     from ..io.parts import assemble, remove_parts
     from ..io.scl import write_item_scl
@@ -232,9 +228,6 @@ def produce_assembly(item: pystac.Item, runners: Mapping[str, Runner], profile: 
     from ..post import ConsistencyQA, merge_qa
 
     t0 = time.perf_counter()
-    bad = [p for p in parts if p.error is not None]
-    if bad:
-        return UnitResult(worker_name(), 0.0, error=bad[0].error)
     path = output_path(item, params)
     with output_lock(path, wait=True):
         if path.exists() and not overwrite:

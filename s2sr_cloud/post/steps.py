@@ -103,6 +103,10 @@ class PostSteps:
         runs = self.iterations(net) >= 0 or self.blends(net)
         return runs and self.operator_of(net) == AUTO and net_spec(net).name not in dict(self.resolved)
 
+    def wants_any_estimate(self, nets: Iterable[str]) -> bool:
+        """Whether any of ``nets`` :meth:`wants_estimate` (what a caller checks before reading the scene for it)."""
+        return any(self.wants_estimate(n) for n in nets)
+
     def with_resolved(self, found: Mapping[str, str | float]) -> PostSteps:
         """The same post-steps with the ``auto`` operators ``found`` of one scene (net → ``gaussian:SIGMA``,
         ``bicubic``, or a Gaussian's width in LR pixels)."""
